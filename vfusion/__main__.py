@@ -1,0 +1,5 @@
+import sys
+
+from vfusion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``vfusion`` command line.
+
+Each area of the package contributes its sub-commands through a ``register``
+function in its ``commands`` module (heavy imports stay inside the handlers, so
+``vfusion --help`` is quick). Errors the user can fix (bad config, missing data,
+wrong checkpoint) are printed as one clear message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vfusion.utils.registry import register_from
+
+COMMAND_MODULES = (
+    "vfusion.training.commands",   # pretrain-base, train, sample, pipeline
+    "vfusion.data.commands",       # data check / data cache
+    "vfusion.evaluation.commands",  # evaluate, weights fetch / check
+    "vfusion.studies.commands",    # study
+)
+
+
+class UserError(RuntimeError):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vfusion",
+        description="Decomposed-noise video diffusion (VideoFusion) and baselines: train, sample, evaluate, study.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_from(COMMAND_MODULES, sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vfusion.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        rc = args.func(args)
+    except (UserError, ConfigError, FileNotFoundError) as err:
+        print(f"vfusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vfusion {args.command}: interrupted (checkpoints written so far are intact; rerun with --resume)",
+              file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

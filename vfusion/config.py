@@ -1,0 +1,324 @@
+"""Structured experiment configuration (OmegaConf dataclasses).
+
+One YAML file under ``configs/`` fully specifies an experiment. It is merged onto
+the :class:`ExperimentConfig` schema, so a misspelt key or a value of the wrong
+type fails at load time with the key's full name. Command-line ``key=value``
+overrides (dotted keys, e.g. ``train.max_steps=200``) are merged last. The
+resolved config is written to every run directory and read back by ``sample``,
+``evaluate`` and ``study``, so model keys are never repeated on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema."""
+
+
+@dataclass
+class DataConfig:
+    # embedded | ucf101 | sky | folder
+    dataset: str = "embedded"
+    # Dataset root. For ``embedded`` it is where the procedural dataset is written
+    # (in the UCF-101 layout) the first time it is needed.
+    root: str = "data/embedded"
+    # UCF-101 only: explicit path of the ``ucfTrainTestlist`` folder (else searched for).
+    splits_dir: Optional[str] = None
+    fold: int = 1
+    # train | test | all
+    split: str = "train"
+    # split used for held-out statistics (evaluation, real-vs-real)
+    eval_split: str = "test"
+    num_frames: int = 16
+    frame_stride: int = 1
+    resolution: int = 32
+    # what to do with videos shorter than num_frames * frame_stride: skip | loop | lower_stride
+    short_policy: str = "lower_stride"
+    random_flip: bool = True
+    # an unreadable file raises instead of being skipped with a warning
+    strict: bool = False
+    # class labels from the dataset are used (class-conditional generation)
+    class_conditional: bool = True
+    # folder dataset: take labels from the first-level subfolder names
+    labels_from_subfolders: bool = False
+    # none | clips | latents
+    cache: str = "none"
+    cache_dir: str = "data/cache"
+    # local diffusers AutoencoderKL directory: when set, the model works on VAE latents
+    vae_path: Optional[str] = None
+    vae_scaling_factor: Optional[float] = None
+    batch_size: int = 16
+    # -1: choose automatically (min(4, cpu count))
+    num_workers: int = -1
+    # embedded dataset: how many clips per class in each split, and its seed
+    embedded_train_per_class: int = 64
+    embedded_test_per_class: int = 16
+    embedded_num_classes: int = 4
+    embedded_size: int = 64
+    embedded_length: int = 40
+    embedded_seed: int = 0
+
+
+@dataclass
+class NoiseConfig:
+    """λ schedule of the decomposed noise (see vfusion.diffusion.noise)."""
+
+    # constant | linear | exponential | cosine | list
+    schedule: str = "constant"
+    # constant: λ of every non-key frame; decays: λ of the keyframe's neighbours
+    value: float = 0.5
+    # decays: λ of the frames farthest from the keyframe (linear, cosine)
+    min_value: float = 0.0
+    # exponential: factor per frame of distance
+    rate: float = 0.7
+    # list: one λ per frame (keyframe entry must be 1)
+    values: Optional[list[float]] = None
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    clip_sample: bool = True
+
+
+@dataclass
+class UNetConfig:
+    """A diffusers 2D UNet, loaded from a directory or built from these keys."""
+
+    # local diffusers checkpoint directory (a model dir or a pipeline dir)
+    pretrained: Optional[str] = None
+    # subfolder inside ``pretrained`` (e.g. ``unet``); None: auto-detect
+    subfolder: Optional[str] = None
+    # unet2d (diffusers UNet2DModel) | unet2d_condition (UNet2DConditionModel)
+    arch: str = "unet2d"
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    # use attention in the two lowest-resolution levels
+    attention: bool = True
+    norm_num_groups: int = 8
+
+
+@dataclass
+class BaseGeneratorConfig(UNetConfig):
+    # learning-rate multiplier of the base generator's parameter group
+    lr_mult: float = 0.1
+    freeze: bool = False
+
+
+@dataclass
+class ResidualGeneratorConfig(UNetConfig):
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    attention: bool = False
+    # zero-initialised temporal mixing across frames (an ablation; off by default)
+    temporal_mixing: bool = False
+    # embedding size of the frame index
+    frame_embed_dim: int = 64
+
+
+@dataclass
+class VideoUNetConfig:
+    """Independent-noise baseline: the base UNet inflated with temporal layers."""
+
+    # conv | attention | both
+    temporal_layers: str = "both"
+    temporal_kernel: int = 3
+    attention_heads: int = 4
+
+
+@dataclass
+class DiTConfig:
+    """Spacetime-patch DiT baseline (Latte/Sora style)."""
+
+    # tiny | S | B  (presets for hidden size / depth / heads); custom values win when > 0
+    size: str = "tiny"
+    hidden_size: int = 0
+    depth: int = 0
+    num_heads: int = 0
+    patch_size: int = 4
+    temporal_patch_size: int = 1
+
+
+@dataclass
+class ModelConfig:
+    # videofusion | video_unet | dit
+    name: str = "videofusion"
+    base: BaseGeneratorConfig = field(default_factory=BaseGeneratorConfig)
+    residual: ResidualGeneratorConfig = field(default_factory=ResidualGeneratorConfig)
+    video_unet: VideoUNetConfig = field(default_factory=VideoUNetConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    # probability of dropping the class label in training (classifier-free guidance)
+    class_dropout: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    # stop after this many minutes of training (0: no limit); equal-budget studies use it
+    max_minutes: float = 0.0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema_decay: float = 0.999
+    # Lightning trainer settings
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 200
+    # log a sample grid to TensorBoard every N steps (0: never)
+    sample_every_n_steps: int = 0
+    progress_bar: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 1: image pretraining of the base generator on single frames."""
+
+    max_steps: int = 1000
+    max_minutes: float = 0.0
+    lr: float = 2e-4
+    batch_size: int = 64
+    # where the diffusers-format base model is written (relative to the run dir)
+    output_subdir: str = "base_unet"
+
+
+@dataclass
+class SampleConfig:
+    # ddpm | ddim | dpm
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 1.0
+    num_videos: int = 8
+    batch_size: int = 8
+    # sample with the EMA weights
+    use_ema: bool = True
+    fps: int = 8
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = field(default_factory=lambda: ["fvd", "kvd", "fid", "is"])
+    num_videos: int = 64
+    batch_size: int = 8
+    # detector weights directory; None: $VFUSION_WEIGHTS_DIR or the user cache dir
+    weights_dir: Optional[str] = None
+    seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = MISSING
+    # the run directory; None: runs/<name>
+    run_dir: Optional[str] = None
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _schema() -> DictConfig:
+    return OmegaConf.structured(ExperimentConfig)
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0]
+    return f"config key '{key}': {msg}" if key else msg
+
+
+def merge_config(*sources: Any, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Merge dicts/DictConfigs onto the schema, then ``key=value`` overrides."""
+    cfg = _schema()
+    try:
+        for src in sources:
+            cfg = OmegaConf.merge(cfg, src)
+        if overrides:
+            for item in overrides:
+                if "=" not in item:
+                    raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.max_steps=100)")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.to_container(cfg, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err) + " — check the spelling against vfusion/config.py") from err
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Load one experiment YAML (plus overrides) onto the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist (experiments live under configs/, e.g. configs/embedded.yaml)")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # yaml syntax errors
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from err
+    try:
+        return merge_config(raw, overrides=overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' is '{value}'; expected one of {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that go beyond types: choices and ranges."""
+    _check_choice(cfg.data.dataset, ("embedded", "ucf101", "sky", "folder"), "data.dataset")
+    _check_choice(cfg.data.split, ("train", "test", "all"), "data.split")
+    _check_choice(cfg.data.eval_split, ("train", "test", "all"), "data.eval_split")
+    _check_choice(cfg.data.short_policy, ("skip", "loop", "lower_stride"), "data.short_policy")
+    _check_choice(cfg.data.cache, ("none", "clips", "latents"), "data.cache")
+    _check_choice(cfg.noise.schedule, ("constant", "linear", "exponential", "cosine", "list"), "noise.schedule")
+    _check_choice(cfg.model.name, ("videofusion", "video_unet", "dit"), "model.name")
+    _check_choice(cfg.model.base.arch, ("unet2d", "unet2d_condition"), "model.base.arch")
+    _check_choice(cfg.sample.sampler, ("ddpm", "ddim", "dpm"), "sample.sampler")
+    if cfg.data.fold not in (1, 2, 3):
+        raise ConfigError(f"config key 'data.fold' is {cfg.data.fold}; UCF-101 has folds 1, 2 and 3")
+    if cfg.data.num_frames < 1 or cfg.data.frame_stride < 1:
+        raise ConfigError("config keys 'data.num_frames' and 'data.frame_stride' must be >= 1")
+    if not 0.0 <= cfg.model.class_dropout < 1.0:
+        raise ConfigError(f"config key 'model.class_dropout' is {cfg.model.class_dropout}; expected a value in [0, 1)")
+    if cfg.data.cache == "latents" and not cfg.data.vae_path:
+        raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers AutoencoderKL directory)")
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    from vfusion.utils.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

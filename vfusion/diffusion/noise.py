@@ -1,0 +1,202 @@
+"""Decomposed noise (VideoFusion, Luo et al. CVPR 2023, eq. for ε^i).
+
+For a clip of T frames with keyframe k = T // 2 and a per-frame share λ^i ∈ [0, 1]
+(λ^k = 1):
+
+    ε^i = sqrt(λ^i) · b + sqrt(1 − λ^i) · r^i,      b, r^i ~ N(0, I) independent
+
+``b`` has one frame's shape and is shared by every frame; ``r^i`` is drawn per
+frame. Every ε^i is N(0, I) and Cov(ε^i, ε^j) = sqrt(λ^i λ^j) I for i ≠ j.
+λ ≡ 0 reproduces independent per-frame noise exactly (the same random draws
+give the same ε as plain ``randn``), so the independent-noise baselines are the
+λ = 0 case of this code, not a copy of it.
+
+Everything here is a pure function of its inputs (plus an explicit generator).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from vfusion.layout import keyframe_index
+
+SCHEDULES = ("constant", "linear", "exponential", "cosine", "list")
+
+
+class LambdaScheduleError(ValueError):
+    """An invalid λ schedule."""
+
+
+def lambda_schedule(num_frames: int, schedule: str = "constant", value: float = 0.5, min_value: float = 0.0,
+                    rate: float = 0.7, values: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Per-frame λ as a float64 tensor of shape ``(T,)`` with λ[T // 2] = 1.
+
+    - ``constant``: λ = ``value`` for every non-key frame (the paper's setting).
+    - ``linear`` / ``cosine``: λ falls from ``value`` at distance 1 from the keyframe to
+      ``min_value`` at the largest distance, linearly or along a half cosine.
+    - ``exponential``: λ = ``value`` · ``rate`` ^ (d − 1) at distance d.
+    - ``list``: ``values`` given explicitly, one per frame.
+    """
+    if num_frames < 1:
+        raise LambdaScheduleError(f"num_frames must be >= 1, got {num_frames}")
+    if schedule not in SCHEDULES:
+        raise LambdaScheduleError(f"unknown λ schedule '{schedule}'; expected one of {', '.join(SCHEDULES)}")
+    k = keyframe_index(num_frames)
+    if schedule == "list":
+        if values is None:
+            raise LambdaScheduleError("λ schedule 'list' needs 'values' (one λ per frame)")
+        lam = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        if lam.numel() != num_frames:
+            raise LambdaScheduleError(f"λ list has {lam.numel()} values but the clip has {num_frames} frames")
+    else:
+        for name, v in (("value", value), ("min_value", min_value)):
+            if not 0.0 <= v <= 1.0:
+                raise LambdaScheduleError(f"λ {name}={v} is outside [0, 1]")
+        if schedule == "exponential" and not 0.0 <= rate <= 1.0:
+            raise LambdaScheduleError(f"λ rate={rate} is outside [0, 1]")
+        dist = (torch.arange(num_frames, dtype=torch.float64) - k).abs()
+        d_max = float(dist.max()) if num_frames > 1 else 1.0
+        frac = (dist - 1).clamp(min=0) / max(d_max - 1.0, 1.0)  # 0 at distance 1, 1 at the largest distance
+        if schedule == "constant":
+            lam = torch.full((num_frames,), float(value), dtype=torch.float64)
+        elif schedule == "linear":
+            lam = value + (min_value - value) * frac
+        elif schedule == "cosine":
+            lam = min_value + (value - min_value) * 0.5 * (1.0 + torch.cos(math.pi * frac))
+        else:  # exponential
+            lam = value * rate ** (dist - 1).clamp(min=0)
+        lam[k] = 1.0
+    check_lambdas(lam)
+    return lam
+
+
+def check_lambdas(lam: torch.Tensor) -> None:
+    """Raise :class:`LambdaScheduleError` unless λ ∈ [0, 1] everywhere and λ[T // 2] = 1."""
+    if lam.dim() != 1:
+        raise LambdaScheduleError(f"λ must be a 1-D per-frame vector, got shape {tuple(lam.shape)}")
+    if not torch.isfinite(lam).all():
+        raise LambdaScheduleError(f"λ contains non-finite values: {lam.tolist()}")
+    bad = [(i, float(v)) for i, v in enumerate(lam) if not 0.0 <= float(v) <= 1.0]
+    if bad:
+        raise LambdaScheduleError(f"λ values outside [0, 1] at frames {bad}")
+    k = keyframe_index(lam.numel())
+    if abs(float(lam[k]) - 1.0) > 1e-12:
+        raise LambdaScheduleError(f"the keyframe (index {k} = T // 2) must have λ = 1, got {float(lam[k])}")
+
+
+def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:
+    """λ vector from a :class:`vfusion.config.NoiseConfig`."""
+    return lambda_schedule(num_frames, schedule=noise_cfg.schedule, value=noise_cfg.value,
+                           min_value=noise_cfg.min_value, rate=noise_cfg.rate,
+                           values=list(noise_cfg.values) if noise_cfg.values is not None else None)
+
+
+def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
+    """ε = sqrt(λ)·base + sqrt(1−λ)·residual, per frame.
+
+    ``base``: ``(B, C, 1, H, W)`` (broadcast over frames) or ``(B, C, T, H, W)``;
+    ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``.
+    """
+    lam = lambdas.to(device=residual.device, dtype=residual.dtype).view(1, 1, -1, 1, 1)
+    return lam.sqrt() * base + (1.0 - lam).sqrt() * residual
+
+
+@dataclass(frozen=True)
+class NoiseSample:
+    eps: torch.Tensor       # (B, C, T, H, W)
+    base: torch.Tensor      # (B, C, 1, H, W)
+    residual: torch.Tensor  # (B, C, T, H, W)
+
+    def __iter__(self):  # allows ``eps, base, residual = noise.sample(...)``
+        return iter((self.eps, self.base, self.residual))
+
+
+class DecomposedNoise:
+    """Sampler of decomposed video noise for a fixed λ schedule and frame count.
+
+    >>> noise = DecomposedNoise.constant(16, 0.5)
+    >>> eps, base, residual = noise.sample((2, 3, 16, 32, 32))
+    """
+
+    def __init__(self, lambdas: Sequence[float] | torch.Tensor):
+        lam = torch.as_tensor(lambdas, dtype=torch.float64).clone()
+        check_lambdas(lam)
+        self.lambdas = lam
+
+    @classmethod
+    def from_schedule(cls, num_frames: int, schedule: str = "constant", **kwargs) -> "DecomposedNoise":
+        return cls(lambda_schedule(num_frames, schedule, **kwargs))
+
+    @classmethod
+    def constant(cls, num_frames: int, value: float = 0.5) -> "DecomposedNoise":
+        return cls.from_schedule(num_frames, "constant", value=value)
+
+    @classmethod
+    def independent(cls, num_frames: int) -> "DecomposedNoise":
+        """λ ≡ 0 off the keyframe: ε^i i.i.d. (the keyframe's ε is b, itself N(0, I))."""
+        return cls.constant(num_frames, 0.0)
+
+    @classmethod
+    def from_config(cls, noise_cfg, num_frames: int) -> "DecomposedNoise":
+        return cls(lambdas_from_config(noise_cfg, num_frames))
+
+    @property
+    def num_frames(self) -> int:
+        return self.lambdas.numel()
+
+    @property
+    def keyframe(self) -> int:
+        return keyframe_index(self.num_frames)
+
+    @property
+    def is_independent(self) -> bool:
+        lam = self.lambdas.clone()
+        lam[self.keyframe] = 0.0
+        return bool((lam == 0).all())
+
+    def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+        """Draw ``(eps, base, residual)`` for ``shape = (B, C, T, H, W)``.
+
+        One standard normal tensor ``z`` of the full shape is drawn; its keyframe
+        slice is the base noise ``b`` and its other frames are the residuals ``r^i``.
+        The keyframe's residual (multiplied by sqrt(1 − 1) = 0) is a second, independent
+        draw. Hence with λ ≡ 0 off the keyframe, ``eps`` is bit-for-bit
+        ``torch.randn(shape, generator=g)``: independent noise exactly.
+        """
+        if len(shape) != 5:
+            raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
+        b, c, t, h, w = shape
+        if t != self.num_frames:
+            raise ValueError(f"shape has {t} frames but the λ schedule has {self.num_frames}")
+        if device is None and generator is not None:
+            device = generator.device
+        k = self.keyframe
+        z = torch.randn((b, c, t, h, w), generator=generator, device=device, dtype=dtype)
+        base = z[:, :, k:k + 1].clone()
+        residual = z.clone()
+        residual[:, :, k:k + 1] = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+        eps = compose(base, residual, self.lambdas)
+        eps[:, :, k:k + 1] = base  # exact (no rounding from sqrt(1)·b + 0·r)
+        if self.is_independent:
+            eps = z
+        return NoiseSample(eps=eps, base=base, residual=residual)
+
+    def __call__(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Just ``eps`` (a noise sampler callable for the schedulers)."""
+        return self.sample(shape, generator=generator, device=device, dtype=dtype).eps
+
+    def correlation(self) -> torch.Tensor:
+        """The theoretical inter-frame correlation matrix, sqrt(λ^i λ^j) off the diagonal."""
+        s = self.lambdas.sqrt()
+        corr = s[:, None] * s[None, :]
+        corr.fill_diagonal_(1.0)
+        return corr
+
+    def __repr__(self) -> str:
+        return f"DecomposedNoise(lambdas={[round(float(v), 4) for v in self.lambdas]})"
