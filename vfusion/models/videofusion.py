@@ -1,0 +1,66 @@
+"""The VideoFusion denoiser (method.md, "Denoiser (two networks)").
+
+Per clip, with keyframe k = T // 2 and σ_t = sqrt(1 − ᾱ_t):
+
+    b̂      = φ(z_t^k, t [, c])                           base generator, once per clip
+    z'^i_t = z_t^i − sqrt(λ^i) · σ_t · sg(b̂)             stop-gradient on b̂
+    r̂^i    = ψ(z'^i_t, t, i [, c])                        residual generator, i ≠ k
+    ε̂^i    = sqrt(λ^i) · b̂ + sqrt(1 − λ^i) · r̂^i          ε̂^k = b̂
+
+ψ is not run on the keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0.
+The base generator still learns through its own term sqrt(λ^i)·b̂ and the keyframe;
+the stop-gradient only cuts the path through z'.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vfusion.diffusion.noise import check_lambdas
+from vfusion.layout import keyframe_index
+from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
+from vfusion.models.residual_generator import ResidualGenerator, residual_generator_from_config
+from vfusion.models.spec import ModelSpec
+
+
+class VideoFusion(nn.Module):
+    def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor,
+                 alphas_cumprod: torch.Tensor):
+        super().__init__()
+        lambdas = torch.as_tensor(lambdas, dtype=torch.float64)
+        check_lambdas(lambdas)
+        self.base = base
+        self.residual = residual
+        self.num_frames = lambdas.numel()
+        self.keyframe = keyframe_index(self.num_frames)
+        others = [i for i in range(self.num_frames) if i != self.keyframe]
+        self.register_buffer("lambdas", lambdas.float(), persistent=False)
+        self.register_buffer("other_frames", torch.tensor(others, dtype=torch.long), persistent=False)
+        self.register_buffer("sigmas", (1.0 - torch.as_tensor(alphas_cumprod, dtype=torch.float64)).sqrt().float(),
+                             persistent=False)
+
+    def base_parameters(self):
+        return self.base.parameters()
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, c, n, h, w = x_t.shape
+        if n != self.num_frames:
+            raise ValueError(f"VideoFusion was built for {self.num_frames} frames, got {n}")
+        k = self.keyframe
+        b_hat = self.base(x_t[:, :, k], t, class_labels).unsqueeze(2)            # (B, C, 1, H, W)
+        lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)  # (1, 1, T-1, 1, 1)
+        sigma = self.sigmas.to(x_t.dtype)[t].view(b, 1, 1, 1, 1)
+        z_other = x_t.index_select(2, self.other_frames)                          # (B, C, T-1, H, W)
+        z_prime = z_other - lam.sqrt() * sigma * b_hat.detach()
+        r_hat = self.residual(z_prime, t, self.other_frames, class_labels)       # (B, C, T-1, H, W)
+        eps_other = lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat
+        return torch.cat([eps_other[:, :, :k], b_hat, eps_other[:, :, k:]], dim=2)
+
+
+def build_videofusion(cfg, spec: ModelSpec) -> VideoFusion:
+    base = BaseGenerator(base_unet_from_config(cfg.model.base, spec), spec.num_classes)
+    residual = residual_generator_from_config(cfg.model.residual, spec)
+    return VideoFusion(base, residual, spec.lambdas, spec.alphas_cumprod)

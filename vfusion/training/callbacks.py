@@ -1,0 +1,52 @@
+"""Lightning callbacks: sample grids/videos and the λ schedule in TensorBoard."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from vfusion.utils.video import filmstrip
+
+
+class SampleLogger(L.Callback):
+    """Every ``every_n_steps`` steps: a few samples (EMA weights) as an image grid, and as
+    a video when moviepy is installed (TensorBoard's ``add_video`` needs it)."""
+
+    def __init__(self, every_n_steps: int, num_videos: int = 4, steps: int = 20):
+        self.every = every_n_steps
+        self.num_videos = num_videos
+        self.steps = steps
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        tb = _tensorboard(trainer)
+        if tb is None or pl_module.stage == "pretrain":
+            return
+        lam = pl_module.noise.lambdas
+        for i, v in enumerate(lam.tolist()):
+            tb.add_scalar("noise/lambda_per_frame", v, i)
+        tb.add_text("noise/lambdas", ", ".join(f"{v:.3f}" for v in lam.tolist()), 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self.every or step % self.every or not trainer.is_global_zero:
+            return
+        tb = _tensorboard(trainer)
+        if tb is None:
+            return
+        from vfusion.training.inference import sample_from_module
+
+        videos, _ = sample_from_module(pl_module, self.num_videos, sampler="ddim", steps=self.steps, seed=0,
+                                       progress=False)
+        strip = torch.from_numpy(filmstrip(videos)).permute(2, 0, 1)
+        tb.add_image("samples/filmstrip", strip, step)
+        try:
+            import moviepy  # noqa: F401
+
+            tb.add_video("samples/video", ((videos.clamp(-1, 1) + 1) / 2).permute(0, 2, 1, 3, 4), step, fps=8)
+        except ImportError:
+            pass
+
+
+def _tensorboard(trainer):
+    logger = trainer.logger
+    return getattr(logger, "experiment", None) if logger is not None else None
