@@ -78,8 +78,8 @@ class NoiseConfig:
     min_value: float = 0.0
     # exponential: factor per frame of distance
     rate: float = 0.7
-    # list: one λ per frame (keyframe entry must be 1)
-    values: Optional[list[float]] = None
+    # list: one λ per frame in per_frame (keyframe entry must be 1)
+    per_frame: Optional[list[float]] = None
 
 
 @dataclass
@@ -223,6 +223,12 @@ class EvalConfig:
     # detector weights directory; None: $VFUSION_WEIGHTS_DIR or the user cache dir
     weights_dir: Optional[str] = None
     seed: int = 0
+    # split of the real clips (None: data.eval_split); recorded in metrics.json
+    real_split: Optional[str] = None
+    # cache of real-data detector statistics (None: <data.cache_dir>/real_stats)
+    real_stats_dir: Optional[str] = None
+    # user-supplied C3D fine-tuned on UCF-101: enables is_ucf_c3d (TGAN IS protocol)
+    c3d_weights: Optional[str] = None
 
 
 @dataclass

@@ -92,7 +92,7 @@ def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:
     """λ vector from a :class:`vfusion.config.NoiseConfig`."""
     return lambda_schedule(num_frames, schedule=noise_cfg.schedule, value=noise_cfg.value,
                            min_value=noise_cfg.min_value, rate=noise_cfg.rate,
-                           values=list(noise_cfg.values) if noise_cfg.values is not None else None)
+                           values=list(noise_cfg.per_frame) if noise_cfg.per_frame is not None else None)
 
 
 def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:

@@ -41,5 +41,7 @@ class BaseGenerator(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, z_key: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        labels = class_labels if self.num_classes > 0 else None
+        labels = None
+        if self.num_classes > 0:  # no labels given: the null ("no label") entry
+            labels = class_labels if class_labels is not None else torch.full_like(t, self.num_classes)
         return unet_forward(self.unet, z_key, t, labels)

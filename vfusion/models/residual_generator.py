@@ -74,7 +74,9 @@ class ResidualGenerator(nn.Module):
         b, _, tp, _, _ = z.shape
         idx = frame_index.to(z.device).repeat(b)                      # (B*T',) frame fastest
         cond = self.frame_embed(idx)                                  # (B*T', E)
-        if self.class_embed is not None and class_labels is not None:
+        if self.class_embed is not None:
+            if class_labels is None:  # the null ("no label") entry
+                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=z.device)
             cond = cond + self.class_embed(class_labels).repeat_interleave(tp, dim=0)
         if self.mixer is not None:
             self.mixer.num_frames = tp
