@@ -114,7 +114,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
 
 
 def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loader=None,
-        spec_info: Optional[dict] = None) -> Path:
+        spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
     """Train stage 1 (``pretrain``: base UNet on frames) or stage 2 (``video``). Returns the run dir."""
     run_dir = prepare_run_dir(cfg, resume)
     codec = None
@@ -135,6 +135,7 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
                                         batch_size=batch)
     p = cfg.pretrain if stage == "pretrain" else cfg.train
     callbacks = [SampleLogger(cfg.train.sample_every_n_steps)] if stage == "video" else []
+    callbacks += list(extra_callbacks)
     trainer = build_trainer(cfg, run_dir, int(p.max_steps), float(p.max_minutes), callbacks)
     ckpt = last_checkpoint(run_dir) if resume else None
     start = time.perf_counter()

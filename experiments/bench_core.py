@@ -1,0 +1,182 @@
+"""Benchmark: VideoFusion's cost versus the same base UNet run on every frame.
+
+Side by side, same batch and frame count (method.md, "Cost structure"):
+  * training step (forward + backward + AdamW) time and peak memory of
+    (a) VideoFusion: base UNet once per clip + residual UNet on the other T−1 frames, and
+    (b) the base UNet applied to all T frames (a per-frame video model of the base's size);
+  * both networks' parameter counts, and the measured per-frame cost ratio C_res / C_base,
+    from which the cost model predicts (C_base + (T−1)·C_res) / (T·C_base);
+  * sampling wall time versus steps × one denoiser call (pipeline overhead).
+
+Peak memory: CUDA max_memory_allocated on a GPU; on the CPU each variant runs in its own
+subprocess and reports its peak RSS above the process baseline after model construction.
+
+    python experiments/bench_core.py --config configs/embedded.yaml --batch 4 --frames 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _build(cfg_path, overrides, frames, size):
+    from diffusers import DDPMScheduler
+
+    from vfusion.config import load_config
+    from vfusion.diffusion.noise import lambdas_from_config
+    from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
+    from vfusion.models.spec import ModelSpec
+    from vfusion.models.videofusion import build_videofusion
+
+    cfg = load_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
+    sched = DDPMScheduler(beta_schedule=cfg.diffusion.beta_schedule)
+    spec = ModelSpec(3, size, frames, 0, lambdas_from_config(cfg.noise, frames), sched.alphas_cumprod)
+    return cfg, build_videofusion(cfg, spec), BaseGenerator(base_unet_from_config(cfg.model.base, spec), 0)
+
+
+def _per_frame(base):
+    from vfusion.layout import fold_frames, unfold_frames
+
+    def run(x, t):
+        n = x.shape[2]
+        return unfold_frames(base(fold_frames(x), t.repeat_interleave(n)), n)
+    return run
+
+
+def _time_train(fn, params, x, t, device, iters, warmup=2):
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    for i in range(warmup + iters):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        loss = (fn(x, t) - x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def _time_fwd(fn, x, t, device, iters, warmup=2):
+    with torch.no_grad():
+        for i in range(warmup + iters):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            fn(x, t)
+    _sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def single(args) -> dict:
+    """One variant's training-step time and peak memory (run in its own process on CPU)."""
+    device = torch.device(args.device)
+    cfg, vf, base = _build(args.config, args.overrides, args.frames, args.size)
+    model = vf if args.variant == "videofusion" else base
+    fn = model if args.variant == "videofusion" else _per_frame(base)
+    model.to(device).train()
+    x = torch.randn(args.batch, 3, args.frames, args.size, args.size, device=device)
+    t = torch.randint(0, 1000, (args.batch,), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    rss0 = _peak_rss_mb()
+    step = _time_train(fn, [p for p in model.parameters()], x, t, device, args.iters)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
+    else:
+        peak = _peak_rss_mb() - rss0
+    return {"variant": args.variant, "train_step_s": step, "peak_mem_mb": peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/embedded.yaml")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--variant", choices=("videofusion", "per_frame"), help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    if args.variant:
+        print(json.dumps(single(args)))
+        return
+
+    from vfusion.diffusion.noise import DecomposedNoise
+    from vfusion.diffusion.sampling import sample
+    from vfusion.models.unet2d import count_parameters
+
+    device = torch.device(args.device)
+    cfg, vf, base = _build(args.config, args.overrides, args.frames, args.size)
+    vf.to(device)
+    n_base, n_res = count_parameters(vf.base)["total"], count_parameters(vf.residual)["total"]
+
+    # per-frame forward cost of each network (batch x frames images), for the cost model
+    b, n, s = args.batch, args.frames, args.size
+    imgs = torch.randn(b * n, 3, s, s, device=device)
+    tt = torch.randint(0, 1000, (b * n,), device=device)
+    c_base = _time_fwd(lambda x, t: vf.base(x, t), imgs, tt, device, args.iters)
+    idx = torch.arange(n, device=device)
+    c_res = _time_fwd(lambda x, t: vf.residual(x.view(b, n, 3, s, s).transpose(1, 2), t[:b], idx), imgs, tt,
+                      device, args.iters)
+    ratio = c_res / c_base
+    predicted = (1 + (n - 1) * ratio) / n
+
+    results = {}
+    for variant in ("videofusion", "per_frame"):
+        cmd = [sys.executable, __file__, "--variant", variant, "--config", args.config, "--batch", str(b),
+               "--frames", str(n), "--size", str(s), "--iters", str(args.iters), "--device", args.device,
+               *args.overrides]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        results[variant] = json.loads(out)
+
+    # sampling overhead: full DDIM loop vs steps x one denoiser call
+    vf.eval()
+    noise = DecomposedNoise.from_config(cfg.noise, n)
+    x = torch.randn(b, 3, n, s, s, device=device)
+    t = torch.full((b,), 500, device=device, dtype=torch.long)
+    one_call = _time_fwd(lambda x, t: vf(x, t), x, t, device, args.iters)
+    _sync(device)
+    start = time.perf_counter()
+    sample(vf, cfg.diffusion, noise, (b, 3, n, s, s), sampler="ddim", steps=args.sample_steps,
+           generator=torch.Generator(device=device).manual_seed(0), device=device, progress=False)
+    _sync(device)
+    loop = time.perf_counter() - start
+    overhead = loop / (args.sample_steps * one_call) - 1
+
+    vf_r, pf_r = results["videofusion"], results["per_frame"]
+    print(f"device: {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'})")
+    print(f"batch {b}, {n} frames, {s}x{s}, config {args.config}")
+    print(f"parameters: base UNet {n_base / 1e6:.3f}M, residual generator {n_res / 1e6:.3f}M "
+          f"({n_res / n_base:.2f}x)")
+    print(f"per-frame forward cost C_res / C_base (measured): {ratio:.3f}")
+    print(f"cost model (C_base + (T-1) C_res) / (T C_base): {predicted:.3f}x")
+    print(f"train step  VideoFusion {vf_r['train_step_s'] * 1e3:8.1f} ms | base UNet on all frames "
+          f"{pf_r['train_step_s'] * 1e3:8.1f} ms | ratio {vf_r['train_step_s'] / pf_r['train_step_s']:.3f}x")
+    print(f"peak memory VideoFusion {vf_r['peak_mem_mb']:8.1f} MB | base UNet on all frames "
+          f"{pf_r['peak_mem_mb']:8.1f} MB | ratio {vf_r['peak_mem_mb'] / max(pf_r['peak_mem_mb'], 1e-9):.3f}x")
+    print(f"sampling: {args.sample_steps} DDIM steps {loop:.3f} s vs {args.sample_steps} x one call "
+          f"{args.sample_steps * one_call:.3f} s -> pipeline overhead {overhead * 100:+.1f}%")
+
+
+if __name__ == "__main__":
+    main()
