@@ -81,14 +81,17 @@ class VideoDiffusionModule(L.LightningModule):
 
     # ---- data -------------------------------------------------------------------------------
     def set_codec(self, codec) -> None:
-        """A ``LatentCodec``: pixel batches are encoded to latents on the fly."""
-        self._codec = codec
+        """A ``LatentCodec``: pixel batches are encoded to latents on the fly.
+
+        Kept out of the module tree on purpose: the frozen VAE is not part of the
+        model's checkpoint, its EMA or its parameter count."""
+        object.__setattr__(self, "_codec", codec)
 
     def _prepare(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         x, y = batch[0], batch[1]
-        if self._codec is not None and x.shape[1] == 3 and self.spec.in_channels != 3:
+        if self._codec is not None and self.cfg.data.cache != "latents":  # pixel clips: encode now
             with torch.no_grad():
-                x = self._codec.encode(x)
+                x = self._codec.to(x.device).encode(x)
         if self.stage == "pretrain":
             # single frames of the training clips, shuffled, pretrain.batch_size of them
             n = x.shape[2]

@@ -80,15 +80,21 @@ def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
 
     info = dataset_info(cfg.data)
     num_classes = int(info["num_classes"]) if cfg.data.class_conditional else 0
-    codec = None
+    codec = make_codec(cfg)
     in_channels, size = 3, int(cfg.data.resolution)
-    if cfg.data.vae_path:
-        from vfusion.data.latents import LatentCodec
-
-        codec = LatentCodec(cfg.data.vae_path, cfg.data.vae_scaling_factor)
-        in_channels, size = codec.latent_channels, size // codec.downscale
+    if codec is not None:
+        in_channels, size = codec.latent_channels, size // codec.downsample
     return {"in_channels": in_channels, "sample_size": size, "num_frames": int(cfg.data.num_frames),
             "num_classes": num_classes, "class_names": list(info.get("class_names", []))}, codec
+
+
+def make_codec(cfg: DictConfig):
+    """The VAE ``LatentCodec`` when the experiment works on latents (``data.vae_path``), else None."""
+    if not cfg.data.vae_path:
+        return None
+    from vfusion.data.latents import LatentCodec
+
+    return LatentCodec(cfg.data.vae_path, cfg.data.vae_scaling_factor)
 
 
 def _model_spec_info(spec_info: dict) -> dict:
@@ -117,9 +123,10 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
         spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
     """Train stage 1 (``pretrain``: base UNet on frames) or stage 2 (``video``). Returns the run dir."""
     run_dir = prepare_run_dir(cfg, resume)
-    codec = None
     if spec_info is None:
         spec_info, codec = spec_info_for(cfg)
+    else:
+        codec = make_codec(cfg)
     atomic_write_json(run_dir / "run_info.json", {"stage": stage, "spec": spec_info})
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = VideoDiffusionModule(to_dict(cfg), _model_spec_info(spec_info), stage=stage)
@@ -195,9 +202,8 @@ def load_module(run_dir: str | Path, device: str | torch.device = "cpu") -> Vide
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
-    if cfg.data.vae_path:
-        from vfusion.data.latents import LatentCodec
-
-        module.set_codec(LatentCodec(cfg.data.vae_path, cfg.data.vae_scaling_factor))
+    codec = make_codec(cfg)
+    if codec is not None:
+        module.set_codec(codec)
     module.spec_info["class_names"] = info["spec"].get("class_names", [])
     return module.to(device).eval()
