@@ -129,9 +129,10 @@ class ResidualGeneratorConfig(UNetConfig):
 class VideoUNetConfig:
     """Independent-noise baseline: the base UNet inflated with temporal layers."""
 
-    # conv | attention | both
+    # conv | attention | both: diffusers' TemporalConvLayer (kernel 3, fixed by diffusers)
+    # and/or AnimateDiffTransformer3D after every spatial unit (see vfusion.models.video_unet)
     temporal_layers: str = "both"
-    temporal_kernel: int = 3
+    # heads of the temporal attention (must divide every block width)
     attention_heads: int = 4
 
 
@@ -139,11 +140,15 @@ class VideoUNetConfig:
 class DiTConfig:
     """Spacetime-patch DiT baseline (Latte/Sora style)."""
 
-    # tiny | S | B  (presets for hidden size / depth / heads); custom values win when > 0
+    # tiny (64, 4, 4) | S (384, 12, 6) | B (768, 12, 12): presets for (hidden size, depth,
+    # heads); custom values win when > 0. depth counts all blocks, spatial + temporal
+    # alternating (Latte-S: 12 = 6 + 6), so it must be even.
     size: str = "tiny"
     hidden_size: int = 0
     depth: int = 0
     num_heads: int = 0
+    # spatial patch (must divide the frame size) and temporal patch (must divide num_frames;
+    # > 1: tubelets of that many frames)
     patch_size: int = 4
     temporal_patch_size: int = 1
 

@@ -1,0 +1,159 @@
+"""Spacetime-patch DiT baseline (Latte, Ma et al. 2024, arXiv 2401.03048; method.md "Baselines").
+
+The clip (pixels or VAE latents) is cut into tubelets of ``pt`` frames x ``p`` x ``p``
+pixels, each tubelet is a token, and a transformer of alternating spatial blocks (tokens
+of one frame-slot attend to each other) and temporal blocks (tokens at one spatial
+position attend across time) predicts the noise, conditioned on (t, class) through
+adaLN-Zero. Fixed sin-cos position embeddings on both axes (2D over the patch grid,
+1D over time). A plain eps-predictor: the noise process is the trainer's business.
+
+What diffusers covers and what is ours (diffusers 0.42):
+
+- The network is :class:`diffusers.LatteTransformer3DModel`: 2D patch embedding with 2D
+  sin-cos positions, ``depth / 2`` spatial + ``depth / 2`` temporal ``BasicTransformerBlock``s
+  (``norm_type="ada_norm_single"``), 1D sin-cos temporal positions, PixArt-style final
+  layer. ``out_channels`` is set to the input channels: no learned sigma.
+- Tubelets (``pt > 1``): Latte patchifies frame by frame only. We fold each group of
+  ``pt`` consecutive frames into the channel axis first (:func:`fold_tubelets`), so
+  Latte's ``Conv2d`` patch embedding over ``C * pt`` channels *is* a (pt, p, p) tubelet
+  embedding, and its unpatchify followed by :func:`unfold_tubelets` is the inverse. One
+  network for every temporal patch size, so the ``pt`` ablation changes only the tokeniser.
+- Class labels: Latte conditions its adaLN only on the timestep and takes text through
+  cross-attention (``caption_projection``, always applied). We replace its timestep
+  embedder with :class:`TimestepClassEmbedding` (its own timestep embedder + a label
+  table, c = emb(t) + emb(y) as in DiT), so the class enters the adaLN conditioning. Latte's
+  ``forward`` passes ``timestep`` only to that embedder, so (t, y) travel packed as a
+  ``(B, 2)`` tensor. The text path is removed (``caption_projection`` -> ``Identity`` fed
+  a dummy token; with ``cross_attention_dim=None`` no block reads it), so no dead weights.
+- adaLN-Zero: Latte shares one modulation MLP across blocks (PixArt's adaLN-single) plus a
+  learned per-block table. We zero-initialise that MLP's output layer, every block's table
+  (so all gates, shifts and scales start at 0: each block is the identity) and the final
+  projection, so the model outputs exactly zero at initialisation. Because of the zero
+  gates and final layer, parameters inside the blocks receive gradient from the second
+  optimiser step on (as in DiT).
+
+Sizes (``model.dit.size``): ``depth`` counts all blocks, as in Latte's configs
+(Latte-S: 12 = 6 spatial + 6 temporal). With adaLN-single there is no per-block
+modulation MLP, so Latte-S/B here have fewer parameters than the paper's (per-block adaLN).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from diffusers import LatteTransformer3DModel
+from diffusers.models.embeddings import LabelEmbedding
+from torch import nn
+
+from vfusion.models.spec import ModelSpec
+from vfusion.models.unet2d import count_parameters
+
+# size -> (hidden_size, depth = spatial + temporal blocks, num_heads)
+DIT_SIZES = {"tiny": (64, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
+
+
+def fold_tubelets(x: torch.Tensor, pt: int) -> torch.Tensor:
+    """``(B, C, T, H, W) -> (B, C*pt, T/pt, H, W)``: each group of ``pt`` frames into channels."""
+    b, c, t, h, w = x.shape
+    if t % pt:
+        raise ValueError(f"{t} frames are not divisible by the temporal patch size {pt}")
+    return x.reshape(b, c, t // pt, pt, h, w).permute(0, 1, 3, 2, 4, 5).reshape(b, c * pt, t // pt, h, w)
+
+
+def unfold_tubelets(x: torch.Tensor, pt: int) -> torch.Tensor:
+    """Inverse of :func:`fold_tubelets`."""
+    b, cp, n, h, w = x.shape
+    return x.reshape(b, cp // pt, pt, n, h, w).permute(0, 1, 3, 2, 4, 5).reshape(b, cp // pt, n * pt, h, w)
+
+
+class TimestepClassEmbedding(nn.Module):
+    """c = emb(t) + emb(y): drop-in for Latte's ``adaln_single.emb`` taking packed ``(B, 2)`` = (t, y)."""
+
+    def __init__(self, timestep_embedding: nn.Module, num_class_embeds: int, hidden_size: int):
+        super().__init__()
+        self.timestep = timestep_embedding  # Latte's own (PixArt) timestep embedder
+        # our labels already include the null label, so no extra dropout entry / dropout here
+        self.labels = LabelEmbedding(num_class_embeds, hidden_size, dropout_prob=0.0)
+        nn.init.normal_(self.labels.embedding_table.weight, std=0.02)
+
+    def forward(self, timestep, resolution=None, aspect_ratio=None, batch_size=None, hidden_dtype=None):
+        t, y = timestep[:, 0], timestep[:, 1].round().long()
+        return self.timestep(t, resolution, aspect_ratio, batch_size, hidden_dtype) + self.labels(y).to(hidden_dtype)
+
+
+class SpacetimeDiT(nn.Module):
+    """``forward(x_t (B,C,T,H,W), t (B,), class_labels (B,) | None) -> eps_hat (B,C,T,H,W)``."""
+
+    def __init__(self, in_channels: int, sample_size: int, num_frames: int, num_classes: int = 0,
+                 hidden_size: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 4,
+                 temporal_patch_size: int = 1):
+        super().__init__()
+        if depth < 2 or depth % 2:
+            raise ValueError(f"DiT depth {depth}: must be even (alternating spatial and temporal blocks)")
+        if hidden_size % num_heads:
+            raise ValueError(f"DiT hidden size {hidden_size} is not divisible by {num_heads} heads")
+        if sample_size % patch_size:
+            raise ValueError(f"frame size {sample_size} is not divisible by the patch size {patch_size}")
+        if num_frames % temporal_patch_size:
+            raise ValueError(f"{num_frames} frames are not divisible by the temporal patch size {temporal_patch_size}")
+        self.num_frames = num_frames
+        self.num_classes = num_classes
+        self.temporal_patch_size = temporal_patch_size
+        channels = in_channels * temporal_patch_size
+        self.latte = LatteTransformer3DModel(
+            num_attention_heads=num_heads, attention_head_dim=hidden_size // num_heads,
+            in_channels=channels, out_channels=channels, num_layers=depth // 2, cross_attention_dim=None,
+            attention_bias=True, sample_size=sample_size, patch_size=patch_size, activation_fn="gelu-approximate",
+            norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=1,
+            video_length=num_frames // temporal_patch_size)
+        self.latte.caption_projection = nn.Identity()  # no text: see module docstring
+        if num_classes > 0:
+            self.latte.adaln_single.emb = TimestepClassEmbedding(self.latte.adaln_single.emb, num_classes + 1,
+                                                                 hidden_size)
+        self._zero_init()
+
+    def _zero_init(self) -> None:
+        """adaLN-Zero: modulation output, per-block tables and final layer at zero."""
+        latte = self.latte
+        for p in (latte.adaln_single.linear.weight, latte.adaln_single.linear.bias, latte.scale_shift_table,
+                  latte.proj_out.weight, latte.proj_out.bias):
+            nn.init.zeros_(p)
+        for block in (*latte.transformer_blocks, *latte.temporal_transformer_blocks):
+            nn.init.zeros_(block.scale_shift_table)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, _, frames = x_t.shape[:3]
+        if frames != self.num_frames:
+            raise ValueError(f"the DiT was built for {self.num_frames} frames, got {frames}")
+        t = t.expand(b) if t.dim() == 0 else t
+        timestep = t
+        if self.num_classes > 0:
+            if class_labels is None:  # the null (classifier-free) label
+                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x_t.device)
+            timestep = torch.stack([t.float(), class_labels.float()], dim=1)  # (B, 2), see TimestepClassEmbedding
+        x = fold_tubelets(x_t, self.temporal_patch_size)  # (B, C*pt, T/pt, H, W)
+        no_text = x.new_zeros(b, 1, 1)  # Latte always projects a caption; nothing reads it
+        out = self.latte(x, timestep=timestep, encoder_hidden_states=no_text, return_dict=False)[0]
+        return unfold_tubelets(out, self.temporal_patch_size)
+
+    def parameter_counts(self) -> dict:
+        """Trainable/frozen counts of the whole model and of its spatial / temporal blocks."""
+        return {"all": count_parameters(self), "spatial": count_parameters(self.latte.transformer_blocks),
+                "temporal": count_parameters(self.latte.temporal_transformer_blocks)}
+
+
+def dit_dims(dcfg) -> tuple[int, int, int]:
+    """(hidden_size, depth, num_heads) from ``model.dit``: the size preset, custom values > 0 win."""
+    if dcfg.size not in DIT_SIZES:
+        raise ValueError(f"model.dit.size is '{dcfg.size}'; expected one of {', '.join(DIT_SIZES)}")
+    preset = DIT_SIZES[dcfg.size]
+    custom = (dcfg.hidden_size, dcfg.depth, dcfg.num_heads)
+    return tuple(c if c > 0 else p for c, p in zip(custom, preset))  # type: ignore[return-value]
+
+
+def build_dit(cfg, spec: ModelSpec) -> SpacetimeDiT:
+    dcfg = cfg.model.dit
+    hidden, depth, heads = dit_dims(dcfg)
+    return SpacetimeDiT(spec.in_channels, spec.sample_size, spec.num_frames, spec.num_classes, hidden, depth, heads,
+                        dcfg.patch_size, dcfg.temporal_patch_size)

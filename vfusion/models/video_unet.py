@@ -1,0 +1,131 @@
+"""Independent-noise baseline (b) of method.md: the base image UNet inflated into a video UNet.
+
+The same image UNet as VideoFusion's base generator (``model.base``: a local diffusers
+``UNet2DModel`` / ``UNet2DConditionModel`` checkpoint, or built fresh) sees all T frames
+folded into the batch (:func:`vfusion.layout.fold_frames`). After every spatial unit of
+its down, mid and up blocks (the spatial attention where the block has one, else the
+resnet; AnimateDiff's placement) a :class:`vfusion.models.temporal.TemporalMixer`
+(temporal conv and/or temporal attention, ``model.video_unet.temporal_layers``) mixes
+the frames of each clip. The mixers are zero-initialised residual layers, so at
+initialisation the video UNet equals the image UNet applied to every frame. It is a
+plain eps-predictor; the trainer gives it i.i.d. per-frame noise (λ ≡ 0).
+
+Why not ``diffusers.UNetMotionModel.from_unet2d`` (AnimateDiff inflation)? Checked with
+diffusers 0.42:
+
+- it only takes a ``UNet2DConditionModel`` (no ``UNet2DModel``, the project default);
+- it always builds a cross-attention mid block with two resnets; our ``unet2d_condition``
+  build (``mid_block_type="UNetMidBlock2D"``, which ``UNet2DConditionModel`` makes with a
+  single resnet and no attention) fails in ``from_unet2d`` while copying the mid block
+  weights (``Missing key(s) ... "1.norm1.weight"``);
+- ``UNetMotionModel`` has no class embedding and its ``forward`` takes no class labels,
+  so class-conditional (UCF-101) training would lose its conditioning even for a
+  text-style UNet that it can convert.
+
+So one light inflation serves both UNet classes: each mixer is registered as a forward
+hook of the spatial unit it follows. The image UNet's module tree and state-dict keys stay
+unchanged (``unet.*``; its weights can be saved back as an image model), and the mixers
+are the same diffusers layers ``UNetMotionModel`` (``AnimateDiffTransformer3D``) and
+``UNet3DConditionModel`` (``TemporalConvLayer``) use. The hooks are ``nn.Module``s, not
+closures, so ``copy.deepcopy`` (EMA) and pickling keep each copy's hooks on its own
+mixers. Outside :meth:`VideoUNet.forward` the hooks are inactive: ``model.unet`` called
+directly is the per-frame image model.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
+from vfusion.models.base_generator import base_unet_from_config
+from vfusion.models.spec import ModelSpec
+from vfusion.models.temporal import TEMPORAL_KINDS, TemporalMixer
+from vfusion.models.unet2d import count_parameters, unet_forward
+
+
+def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """``(name, module, channels)`` of the spatial units a temporal layer follows.
+
+    Per down/mid/up block: its spatial attentions when it has any, else its resnets.
+    """
+    blocks = [(f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)]
+    blocks += [("mid_block", unet.mid_block)] if unet.mid_block is not None else []
+    blocks += [(f"up_blocks.{i}", b) for i, b in enumerate(unet.up_blocks)]
+    units = []
+    for name, block in blocks:
+        attns = [a for a in (getattr(block, "attentions", None) or []) if a is not None]
+        kind, layers = ("attentions", attns) if attns else ("resnets", list(block.resnets))
+        for j, layer in enumerate(layers):
+            channels = block.resnets[min(j, len(block.resnets) - 1)].out_channels
+            units.append((f"{name}.{kind}.{j}", layer, channels))
+    return units
+
+
+class TemporalHook(nn.Module):
+    """Forward hook running a :class:`TemporalMixer` on a spatial unit's ``(B*T, C, H, W)`` output."""
+
+    def __init__(self, mixer: TemporalMixer):
+        super().__init__()
+        self.mixer = mixer
+        self.num_frames: Optional[int] = None  # set by VideoUNet.forward only
+
+    def forward(self, module: nn.Module, args, output):
+        if self.num_frames is None:
+            return None  # plain image-model call: leave the output alone
+        if isinstance(output, tuple):  # e.g. Transformer2DModel(return_dict=False)
+            return (self.mixer(output[0], self.num_frames),) + tuple(output[1:])
+        return self.mixer(output, self.num_frames)
+
+
+class VideoUNet(nn.Module):
+    """``forward(x_t (B,C,T,H,W), t (B,), class_labels (B,) | None) -> eps_hat (B,C,T,H,W)``."""
+
+    def __init__(self, unet: nn.Module, num_classes: int = 0, temporal_layers: str = "both",
+                 attention_heads: int = 4, max_frames: int = 32):
+        super().__init__()
+        if temporal_layers not in TEMPORAL_KINDS:
+            raise ValueError(f"model.video_unet.temporal_layers is '{temporal_layers}'; "
+                             f"expected one of {', '.join(TEMPORAL_KINDS)}")
+        self.unet = unet
+        self.num_classes = num_classes
+        groups = unet.config.norm_num_groups
+        self.temporal = nn.ModuleList()
+        self.temporal_names: list[str] = []
+        for name, unit, channels in spatial_units(unet):
+            hook = TemporalHook(TemporalMixer(channels, temporal_layers, attention_heads, groups, max_frames))
+            unit.register_forward_hook(hook)
+            self.temporal.append(hook)
+            self.temporal_names.append(name)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, _, frames = x_t.shape[:3]
+        t = t.expand(b) if t.dim() == 0 else t
+        labels = None
+        if self.num_classes > 0:
+            if class_labels is None:  # no label given: the null (classifier-free) label
+                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x_t.device)
+            labels = repeat_per_frame(class_labels, frames)  # (B*T,)
+        for hook in self.temporal:
+            hook.num_frames = frames
+        try:
+            eps = unet_forward(self.unet, fold_frames(x_t), repeat_per_frame(t, frames), labels)  # (B*T, C, H, W)
+        finally:
+            for hook in self.temporal:
+                hook.num_frames = None
+        return unfold_frames(eps, frames)
+
+    def parameter_counts(self) -> dict:
+        """Trainable/frozen counts of the whole model and of its spatial / temporal parts."""
+        return {"all": count_parameters(self), "spatial": count_parameters(self.unet),
+                "temporal": count_parameters(self.temporal)}
+
+
+def build_video_unet(cfg, spec: ModelSpec) -> VideoUNet:
+    """The base UNet of ``cfg.model.base`` inflated per ``cfg.model.video_unet``."""
+    vcfg = cfg.model.video_unet
+    unet = base_unet_from_config(cfg.model.base, spec)
+    return VideoUNet(unet, spec.num_classes, vcfg.temporal_layers, vcfg.attention_heads,
+                     max_frames=max(32, spec.num_frames))
