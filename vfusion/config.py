@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -276,6 +277,8 @@ def merge_config(*sources: Any, overrides: Optional[list[str]] = None) -> DictCo
         OmegaConf.to_container(cfg, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise ConfigError(_describe(err) + " — check the spelling against vfusion/config.py") from err
+    except yaml.YAMLError as err:  # an override value that is not valid YAML, e.g. k=@x
+        raise ConfigError(f"an override is not valid YAML ({str(err).splitlines()[0]}); quote the value") from err
     validate(cfg)
     return cfg
 

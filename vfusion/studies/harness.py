@@ -1,0 +1,372 @@
+"""Running a study: stage 1 once (per seed), then train -> sample -> evaluate every run.
+
+Each run directory (``<study_dir>/runs/<run_id>``) is an ordinary vfusion run plus a
+``status.json``::
+
+    {"run_id": ..., "seed": 0, "labels": {...}, "state": "pending|training|sampling|
+     evaluating|done|failed|interrupted", "phases": {"train": {"done", "seconds",
+     "sessions", "global_step", "mean_step_s"}, "sample": {...}, "evaluate": {...}}, ...}
+
+A run whose state is ``done`` is skipped; any other run continues with its first
+unfinished phase, training resuming from ``checkpoints/last.ckpt`` when there is one
+(a wall-clock budget resumes too: Lightning's timer state is in the checkpoint). A run
+directory whose ``config.yaml`` disagrees with what the study file now asks for is an
+error, never silently reused. Stage 1 (``<study_dir>/stage1[_s<seed>]``) has the same
+bookkeeping.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from vfusion.config import merge_config, save_config, to_dict
+from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
+from vfusion.utils.io import atomic_write_json
+
+# keys that may differ between the saved and the planned config of a run (paths, workers, UI)
+VOLATILE_KEYS = ("data.root", "data.cache_dir", "data.splits_dir", "data.num_workers", "train.progress_bar",
+                 "eval.weights_dir", "eval.real_stats_dir")
+PHASES = ("train", "sample", "evaluate")
+
+
+@dataclass
+class StudyHooks:
+    """What the harness calls; every field left None gets the real implementation.
+
+    fit(cfg, stage=, resume=, train_loader=, spec_info=) -> run_dir   (vfusion.training.runner.fit)
+    write_samples(run_dir, out_dir, num_videos, sampler, steps, seed, batch_size=)
+    evaluate(run_dir, cfg) -> dict with "metrics"                     (evaluation.evaluate_run)
+    real_vs_real(cfg) -> dict with "metrics"
+    train_loader_factory(cfg, stage) -> DataLoader  (None: the dataset named by cfg.data)
+    spec_info: the data facts fit() would otherwise read from the dataset
+    """
+
+    fit: Optional[Callable] = None
+    write_samples: Optional[Callable] = None
+    evaluate: Optional[Callable[[Path, DictConfig], dict]] = None
+    real_vs_real: Optional[Callable[[DictConfig], dict]] = None
+    train_loader_factory: Optional[Callable[[DictConfig, str], Any]] = None
+    spec_info: Optional[dict] = None
+
+    def resolved(self) -> "StudyHooks":
+        from vfusion.training.commands import write_samples
+        from vfusion.training.runner import fit
+
+        return StudyHooks(fit=self.fit or fit, write_samples=self.write_samples or write_samples,
+                          evaluate=self.evaluate or _evaluate_run, real_vs_real=self.real_vs_real or _real_vs_real,
+                          train_loader_factory=self.train_loader_factory, spec_info=self.spec_info)
+
+
+def _evaluate_run(run_dir: Path, cfg: DictConfig) -> dict:
+    from vfusion.evaluation.evaluate import evaluate_run  # heavy: detectors
+
+    return evaluate_run(run_dir, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
+                        real_split=cfg.eval.real_split or cfg.data.eval_split, weights_dir=cfg.eval.weights_dir,
+                        progress=False)
+
+
+def _real_vs_real(cfg: DictConfig) -> dict:
+    from vfusion.evaluation.evaluate import real_vs_real
+
+    metrics = [m for m in cfg.eval.metrics if m in ("fvd", "kvd", "fid")]
+    return real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir,
+                        progress=False)
+
+
+# --------------------------------------------------------------------------- status files
+
+def now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def read_status(run_dir: Path) -> Optional[dict]:
+    p = Path(run_dir) / "status.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:  # written atomically, so only a hand edit gets here
+        return None
+
+
+def new_status(run_id: str, seed: int, labels: dict, phases=PHASES) -> dict:
+    return {"run_id": run_id, "seed": seed, "labels": labels, "state": "pending", "created": now(), "updated": now(),
+            "error": None, "phases": {p: {"done": False, "seconds": 0.0, "sessions": 0} for p in phases}}
+
+
+def write_status(run_dir: Path, status: dict, state: Optional[str] = None) -> None:
+    if state is not None:
+        status["state"] = state
+    status["updated"] = now()
+    atomic_write_json(Path(run_dir) / "status.json", status)
+
+
+# --------------------------------------------------------------------------- config consistency
+
+def _flat(d: Any, prefix: str = "") -> dict:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def config_differences(saved: DictConfig, planned: DictConfig) -> list[str]:
+    a, b = _flat(to_dict(saved)), _flat(to_dict(planned))
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k in VOLATILE_KEYS:
+            continue
+        if a.get(k) != b.get(k):
+            diffs.append(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (study)")
+    return diffs
+
+
+POST_TRAINING = ("sample.", "eval.")  # settings of the phases after training
+
+
+def check_existing_config(run_dir: Path, cfg: DictConfig, what: str) -> list[str]:
+    """An existing run directory must have been trained with the same config (up to
+    VOLATILE_KEYS). Returns the differences in ``sample.*`` / ``eval.*`` only, which
+    :func:`refresh_post_training` applies (samples/metrics redone, training kept)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return []
+    saved = merge_config(OmegaConf.load(path))
+    diffs = config_differences(saved, cfg)
+    training = [d for d in diffs if not d.startswith(POST_TRAINING)]
+    if training:
+        raise StudyError(f"{what} '{run_dir}' was trained with another config ({'; '.join(training[:4])}"
+                         f"{' ...' if len(training) > 4 else ''}); the study file changed since. Delete that "
+                         "directory to redo the run, or restore the study file")
+    return diffs
+
+
+def refresh_post_training(run_dir: Path, cfg: DictConfig, diffs: list[str]) -> None:
+    """New sample/eval settings for a trained run: rewrite its config.yaml (sampling and
+    evaluation read them from there) and mark the affected phases as not done."""
+    status = read_status(run_dir)
+    save_config(cfg, Path(run_dir) / "config.yaml")
+    if status is None:
+        return
+    redo = ["evaluate"] + (["sample"] if any(d.startswith("sample.") for d in diffs) else [])
+    for phase in redo:
+        status["phases"].setdefault(phase, {"done": False, "seconds": 0.0, "sessions": 0})["done"] = False
+    status["note"] = f"{now()}: sample/eval settings changed ({'; '.join(diffs[:3])}); redoing {', '.join(redo)}"
+    write_status(run_dir, status, "pending" if status.get("state") == "done" else None)
+
+
+# --------------------------------------------------------------------------- one phase at a time
+
+class _Phase:
+    """Times one phase, accumulating its seconds and marking state/failures in status.json."""
+
+    def __init__(self, run_dir: Path, status: dict, phase: str, state: str):
+        self.run_dir, self.status, self.phase, self.state = run_dir, status, phase, state
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        entry = self.status["phases"][self.phase]
+        entry["sessions"] = int(entry.get("sessions", 0)) + 1
+        self.status["error"] = None
+        self.status.pop("traceback", None)
+        write_status(self.run_dir, self.status, self.state)
+        return entry
+
+    def __exit__(self, exc_type, exc, tb):
+        entry = self.status["phases"][self.phase]
+        entry["seconds"] = float(entry.get("seconds", 0.0)) + time.perf_counter() - self.t0
+        if exc_type is None:
+            entry["done"] = True
+            write_status(self.run_dir, self.status)
+        elif issubclass(exc_type, Exception):
+            self.status["error"] = f"{self.phase}: {exc_type.__name__}: {exc}"
+            self.status["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb)[-6:])
+            write_status(self.run_dir, self.status, "failed")
+        else:  # KeyboardInterrupt / SystemExit (Lightning turns Ctrl+C into SystemExit)
+            write_status(self.run_dir, self.status, "interrupted")
+        return False
+
+
+def _fit(hooks: StudyHooks, cfg: DictConfig, stage: str):
+    from vfusion.training.runner import last_checkpoint
+
+    loader = hooks.train_loader_factory(cfg, stage) if hooks.train_loader_factory else None
+    resume = last_checkpoint(Path(cfg.run_dir)) is not None
+    return hooks.fit(cfg, stage=stage, resume=resume, train_loader=loader, spec_info=hooks.spec_info)
+
+
+def _model_info(run_dir: Path) -> dict:
+    p = Path(run_dir) / "model_info.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[str], None]) -> Path:
+    """Train (or resume, or reuse) the stage-1 base UNet that runs of ``seed`` load."""
+    cfg = stage1_config(study, seed)
+    d = stage1_dir(study, seed)
+    unet_dir = d / cfg.pretrain.output_subdir
+    check_existing_config(d, cfg, "stage-1 directory")  # sample/eval differences do not matter here
+    status = read_status(d)
+    if status and status.get("state") == "done" and (unet_dir / "config.json").is_file():
+        return unet_dir
+    status = status or new_status(d.name, int(cfg.seed), {}, phases=("train",))
+    status["phases"]["train"]["done"] = False
+    echo(f"[stage 1] pretraining the base UNet on single frames -> {unet_dir}")
+    d.mkdir(parents=True, exist_ok=True)
+    with _Phase(d, status, "train", "training") as entry:
+        _fit(hooks, cfg, "pretrain")
+        info = _model_info(d)
+        entry["global_step"] = info.get("global_step")
+    if not (unet_dir / "config.json").is_file():
+        raise StudyError(f"stage 1 finished but '{unet_dir}' holds no diffusers UNet (config.json)")
+    write_status(d, status, "done")
+    return unet_dir
+
+
+def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, echo: Callable[[str], None]) -> dict:
+    """Train, sample and evaluate one run, each phase skipped when already done."""
+    d = plan.run_dir
+    status = read_status(d) or new_status(plan.run_id, plan.seed, plan.labels)
+    for p in PHASES:  # status files of older versions / hand edits
+        status["phases"].setdefault(p, {"done": False, "seconds": 0.0, "sessions": 0})
+    d.mkdir(parents=True, exist_ok=True)
+    if not status["phases"]["train"]["done"]:
+        resumed = (d / "checkpoints" / "last.ckpt").is_file()
+        echo(f"[{plan.run_id}] training {cfg.model.name} ({'resuming' if resumed else 'from scratch'})")
+        with _Phase(d, status, "train", "training") as entry:
+            _fit(hooks, cfg, "video")
+            info = _model_info(d)
+            entry["global_step"] = info.get("global_step")
+            if info.get("mean_train_step_s") is not None:  # a resumed session may have run 0 steps
+                entry["mean_step_s"] = info["mean_train_step_s"]
+    if not status["phases"]["sample"]["done"]:
+        s = cfg.sample
+        echo(f"[{plan.run_id}] sampling {s.num_videos} videos ({s.sampler}, {s.steps} steps)")
+        with _Phase(d, status, "sample", "sampling"):
+            hooks.write_samples(d, d / "samples", s.num_videos, s.sampler, s.steps, s.seed, batch_size=s.batch_size)
+    if cfg.eval.metrics and not status["phases"]["evaluate"]["done"]:
+        echo(f"[{plan.run_id}] evaluating {', '.join(cfg.eval.metrics)} on {cfg.eval.num_videos} videos")
+        with _Phase(d, status, "evaluate", "evaluating"):
+            hooks.evaluate(d, cfg)
+    write_status(d, status, "done")
+    return status
+
+
+def select(plans: list, only: Optional[list[str]]) -> list:
+    if not only:
+        return plans
+    picked = [p for p in plans if any(fnmatch.fnmatch(p[0].run_id, pat) for pat in only)]
+    if not picked:
+        raise StudyError(f"--only {' '.join(only)} matches none of the runs ({', '.join(p[0].run_id for p in plans)})")
+    return picked
+
+
+def write_plan(study: Study, plans: list) -> None:
+    """``study.json``: the study file as understood, and every run's overrides (for the record)."""
+    atomic_write_json(study.study_dir / "study.json", {
+        "name": study.name, "study_file": str(study.path), "base": str(study.base_path),
+        "spec": OmegaConf.to_container(study.spec, resolve=True) | {"grid": {
+            a: [{"label": v.label, "overrides": v.overrides} for v in vs] for a, vs in study.axes.items()}},
+        "cli_overrides": study.cli_overrides,
+        "runs": [{"run_id": p.run_id, "seed": p.seed, "labels": p.labels, "run_dir": str(p.run_dir),
+                  "overrides": p.overrides} for p, _ in plans],
+        "written": now(),
+    })
+
+
+def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[list[str]] = None,
+              keep_going: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Run every unfinished run of the study, then write the results and plots.
+
+    Returns ``{"done": [...], "skipped": [...], "failed": {run_id: error}}``. Without
+    ``keep_going`` the first failing run stops the study (after the report is written
+    for what is finished) and its exception propagates.
+    """
+    hooks = (hooks or StudyHooks()).resolved()
+    plans = plan_study(study)
+    selected = select(plans, only)
+    refresh = {}
+    for plan, cfg in selected:  # fail before touching anything when the study file changed under a run
+        refresh[plan.run_id] = check_existing_config(plan.run_dir, cfg, "run directory")
+        if plan.stage1_dir is not None:
+            check_existing_config(plan.stage1_dir, stage1_config(study, plan.seed), "stage-1 directory")
+    write_plan(study, plans)
+    summary: dict = {"done": [], "skipped": [], "failed": {}}
+    t0 = time.perf_counter()
+    try:
+        for i, (plan, cfg) in enumerate(selected):
+            if refresh[plan.run_id]:
+                echo(f"[{plan.run_id}] sample/eval settings changed: {'; '.join(refresh[plan.run_id][:3])}")
+                refresh_post_training(plan.run_dir, cfg, refresh[plan.run_id])
+            status = read_status(plan.run_dir)
+            if status and status.get("state") == "done":
+                summary["skipped"].append(plan.run_id)
+                echo(f"[{plan.run_id}] done already, skipping")
+                continue
+            echo(f"--- run {i + 1}/{len(selected)}: {plan.run_id}")
+            try:
+                if plan.stage1_dir is not None:
+                    ensure_stage1(study, plan.seed, hooks, echo)
+                run_one(study, plan, cfg, hooks, echo)
+                summary["done"].append(plan.run_id)
+            except Exception as err:
+                summary["failed"][plan.run_id] = f"{type(err).__name__}: {err}"
+                st = read_status(plan.run_dir) or new_status(plan.run_id, plan.seed, plan.labels)
+                if st.get("state") != "failed":  # failed outside a phase of its own (e.g. in stage 1)
+                    st["error"] = f"{type(err).__name__}: {err}"
+                    write_status(plan.run_dir, st, "failed")
+                if not keep_going:
+                    raise
+                echo(f"[{plan.run_id}] FAILED: {type(err).__name__}: {err} (continuing: --keep-going)")
+        if study.spec.eval.real_vs_real and study.spec.eval.metrics:
+            ensure_real_vs_real(study, plans[0][1], hooks, echo)
+    finally:
+        summary["wall_s"] = time.perf_counter() - t0
+        try:
+            from vfusion.studies.report import write_report
+
+            write_report(study, echo=echo)
+        except Exception as err:  # never hide the run's own error behind a reporting one
+            echo(f"could not write the study report: {type(err).__name__}: {err}")
+    return summary
+
+
+def ensure_real_vs_real(study: Study, cfg: DictConfig, hooks: StudyHooks, echo) -> Optional[dict]:
+    out = study.study_dir / "real_vs_real.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    echo("[study] real-vs-real floor of the metrics")
+    result = hooks.real_vs_real(cfg)
+    atomic_write_json(out, result)
+    return result
+
+
+def dry_run_lines(study: Study, only: Optional[list[str]] = None) -> list[str]:
+    """What ``vfusion study --dry-run`` prints: every (selected) run, its state, its overrides."""
+    plans = select(plan_study(study), only)
+    lines = [f"study '{study.name}': {len(plans)} runs ({' x '.join(f'{a}[{len(v)}]' for a, v in study.axes.items())}"
+             f" x seeds{list(study.spec.seeds)}) in {study.study_dir}"]
+    seen_s1 = set()
+    for plan, cfg in plans:
+        if plan.stage1_dir is not None and plan.stage1_dir not in seen_s1:
+            seen_s1.add(plan.stage1_dir)
+            s1 = stage1_config(study, plan.seed)
+            lines.append(f"  stage 1 -> {plan.stage1_dir}  (pretrain.max_steps={s1.pretrain.max_steps}, "
+                         f"max_minutes={s1.pretrain.max_minutes}, seed={s1.seed})")
+        st = read_status(plan.run_dir)
+        state = st.get("state", "?") if st else "new"
+        lines.append(f"  {plan.run_id:<32} [{state}] model={cfg.model.name} noise={cfg.noise.schedule}:"
+                     f"{cfg.noise.value} budget: steps={cfg.train.max_steps} minutes={cfg.train.max_minutes}")
+        lines.append(f"      {' '.join(plan.variant_overrides) or '(no variant overrides)'}")
+    return lines

@@ -1,0 +1,184 @@
+"""Study figures (matplotlib's object API with the Agg canvas: no pyplot state, no display).
+
+- ``metric_vs_lambda.png``: each metric (or, without metrics, the training losses)
+  against the mean λ of the non-key frames, mean ± std over seeds. Runs are grouped
+  into series by model, λ-schedule family and the labels of the axes that do not set
+  ``noise.*``; constant schedules are joined by lines, other schedules are single
+  labelled markers. Drawn when the study has at least two distinct λ values.
+- ``loss_curves.png``: ``train/loss``, ``train/loss_base``, ``train/loss_residual`` per
+  run against the optimizer step (EMA-smoothed), one colour per grid cell, one line
+  style per seed.
+- ``samples.png``: each finished run's ``samples/filmstrip.png`` side by side (a column
+  per grid cell, a row per seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vfusion.studies.report import LOSS_TAGS, group_rows, mean_std
+from vfusion.studies.spec import Study
+from vfusion.utils.io import atomic_path
+
+SMOOTHING = 0.9
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return path
+
+
+def _colors(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _ema(values: list[float], alpha: float = SMOOTHING) -> list[float]:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else alpha * acc + (1 - alpha) * v
+        out.append(acc)
+    return out
+
+
+def lambda_axes(study: Study) -> set[str]:
+    """Axes whose variants set ``noise.*`` (they move runs along the λ axis)."""
+    return {a for a, vs in study.axes.items() if any(o.strip().startswith("noise.") for v in vs for o in v.overrides)}
+
+
+def plot_metric_vs_lambda(study: Study, rows: list[dict], path: Path) -> Path | None:
+    done = [r for r in rows if r["state"] == "done" and r.get("lambda_mean") is not None]
+    if len({round(r["lambda_mean"], 6) for r in done}) < 2:
+        return None
+    window = int(study.spec.results.loss_window)
+    ys = sorted({k for r in done for k in r if k.startswith("metric:") and not k.endswith("_std")})
+    ylabel = {k: k.split(":", 1)[1] for k in ys}
+    if not ys:
+        ys = [c for c in (f"loss_last{window}", f"loss_residual_last{window}")
+              if any(r.get(c) is not None for r in done)]
+        ylabel = {k: f"{k.replace(f'_last{window}', '')} (train, mean of last {window})" for k in ys}
+    if not ys:
+        return None
+    lam_axes = lambda_axes(study)
+    other = [a for a in study.axes if a not in lam_axes]
+
+    def series_key(r):
+        family = r["noise_schedule"].split()[0]
+        return (r["model_name"], family, *(r[a] for a in other))
+
+    keys = list(dict.fromkeys(series_key(r) for r in done))
+    colors = dict(zip(keys, _colors(len(keys))))
+    fig = _figure(5.0 * len(ys), 4.0)
+    for j, y in enumerate(ys):
+        ax = fig.add_subplot(1, len(ys), j + 1)
+        for key in keys:
+            pts: dict[float, list[dict]] = {}
+            for r in done:
+                if series_key(r) == key and r.get(y) is not None:
+                    pts.setdefault(round(r["lambda_mean"], 6), []).append(r)
+            if not pts:
+                continue
+            xs = sorted(pts)
+            stats = [mean_std([r[y] for r in pts[x]]) for x in xs]
+            label = " / ".join(str(k) for k in key)
+            constant = key[1] == "constant"
+            ax.errorbar(xs, [m for m, _, _ in stats], yerr=[s or 0.0 for _, s, _ in stats], color=colors[key],
+                        marker="o" if constant else "s", linestyle="-" if constant and len(xs) > 1 else "none",
+                        capsize=3, label=label)
+            if not constant:  # decays etc.: name the point, its x is only the mean λ
+                for x, (m, _, _) in zip(xs, stats):
+                    names = {"/".join(r[a] for a in study.axes if a in lam_axes) for r in pts[x]}
+                    ax.annotate(", ".join(sorted(names)), (x, m), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7)
+        ax.margins(x=0.12)
+        ax.set_xlabel("mean λ of the non-key frames")
+        ax.set_ylabel(ylabel[y])
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{study.name}: mean ± std over seeds")
+    return _save(fig, path)
+
+
+def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], path: Path) -> Path | None:
+    tags = [t for t in LOSS_TAGS if any(t in c for c in curves.values())]
+    if not tags:
+        return None
+    groups = group_rows(study, rows)
+    colors = _colors(len(groups))
+    seeds = list(study.spec.seeds)
+    fig = _figure(5.5 * len(tags), 4.0)
+    for j, tag in enumerate(tags):
+        ax = fig.add_subplot(1, len(tags), j + 1)
+        for (key, group), color in zip(groups, colors):
+            for r in group:
+                pts = curves.get(r["run_id"], {}).get(tag)
+                if not pts:
+                    continue
+                style = LINESTYLES[seeds.index(r["seed"]) % len(LINESTYLES)] if r["seed"] in seeds else "-"
+                ax.plot([s for s, _ in pts], _ema([v for _, v in pts]), color=color, linestyle=style, linewidth=1.2,
+                        label="_".join(key) if r is group[0] else None)
+        ax.set_title(tag)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(fontsize=7, title=f"line style: seed {seeds}", title_fontsize=7)
+    fig.suptitle(f"{study.name}: training losses (EMA {SMOOTHING})")
+    return _save(fig, path)
+
+
+def plot_samples(study: Study, rows: list[dict], path: Path) -> Path | None:
+    from matplotlib.image import imread
+
+    groups = [(k, g) for k, g in group_rows(study, rows)
+              if any((study.study_dir / "runs" / r["run_id"] / "samples" / "filmstrip.png").is_file() for r in g)]
+    limit = int(study.spec.results.max_sample_panels)
+    seeds = list(study.spec.seeds)
+    cols = max(1, min(len(groups), max(1, limit // max(1, len(seeds)))))
+    groups = groups[:cols]
+    if not groups:
+        return None
+    images = {}
+    for _, group in groups:
+        for r in group:
+            f = study.study_dir / "runs" / r["run_id"] / "samples" / "filmstrip.png"
+            if r["seed"] in seeds and f.is_file():
+                images[r["run_id"]] = imread(str(f))
+    aspect = max(im.shape[0] / im.shape[1] for im in images.values())  # height / width of a panel
+    panel_w = 2.6
+    fig = _figure(panel_w * cols, (panel_w * aspect + 0.5) * len(seeds) + 0.4)
+    for c, (key, group) in enumerate(groups):
+        for r in group:
+            if r["run_id"] not in images:
+                continue
+            ax = fig.add_subplot(len(seeds), cols, seeds.index(r["seed"]) * cols + c + 1)
+            ax.imshow(images[r["run_id"]], interpolation="nearest")
+            ax.set_title(f"{'_'.join(key)}\nseed {r['seed']}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle(f"{study.name}: samples (rows: clips; columns: frames)")
+    return _save(fig, path)
+
+
+def write_plots(study: Study, rows: list[dict], curves: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    made = {}
+    for name, fn in (("metric_vs_lambda", lambda p: plot_metric_vs_lambda(study, rows, p)),
+                     ("loss_curves", lambda p: plot_loss_curves(study, rows, curves, p)),
+                     ("samples", lambda p: plot_samples(study, rows, p))):
+        p = fn(out_dir / f"{name}.png")
+        if p is not None:
+            made[name] = p
+    return made

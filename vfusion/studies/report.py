@@ -1,0 +1,283 @@
+"""Study results: one row per run (``results.csv``), seeds pooled (``results.md``), plots.
+
+Per run the row holds the grid labels, the seed, what the run is (model, λ schedule,
+mean λ of the non-key frames), what it cost (optimizer steps, training wall time
+summed over sessions, mean time per training step, parameters) and how it did: the
+last logged value and the mean of the last ``results.loss_window`` logged values of
+``train/loss``, ``train/loss_base`` and ``train/loss_residual`` (read from the run's
+TensorBoard event files), and every metric of ``metrics.json``. ``results.md`` groups
+the runs of one grid cell over seeds as mean ± sample std (n − 1).
+
+Training losses are a convergence check, not a quality measure across λ: each λ
+changes the regression target (the noise the model must predict), so compare
+samples and metrics, not losses, across the λ axis.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+from omegaconf import DictConfig
+
+from vfusion.studies.spec import Study, plan_study
+from vfusion.utils.io import atomic_write_text
+
+LOSS_TAGS = ("train/loss", "train/loss_base", "train/loss_residual")
+
+
+# --------------------------------------------------------------------------- reading a run
+
+def tb_scalars(run_dir: Path, tags: Optional[tuple[str, ...]] = None) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of all event files of a run, merged by step (a re-logged step keeps its newest value)."""
+    files = sorted((Path(run_dir) / "tb").rglob("events.out.tfevents.*"))
+    if not files:
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    merged: dict[str, dict[int, tuple[float, float]]] = {}
+    for f in files:
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tags is not None and tag not in tags:
+                continue
+            d = merged.setdefault(tag, {})
+            for e in acc.Scalars(tag):
+                if e.step not in d or e.wall_time >= d[e.step][0]:
+                    d[e.step] = (e.wall_time, float(e.value))
+    return {tag: sorted((s, v) for s, (_, v) in d.items()) for tag, d in merged.items()}
+
+
+def noise_description(cfg: DictConfig) -> str:
+    n = cfg.noise
+    if n.schedule == "constant":
+        return f"constant {n.value:g}"
+    if n.schedule in ("linear", "cosine"):
+        return f"{n.schedule} {n.value:g}->{n.min_value:g}"
+    if n.schedule == "exponential":
+        return f"exponential {n.value:g}x{n.rate:g}^d"
+    return "list " + ",".join(f"{v:g}" for v in (n.per_frame or []))
+
+
+def mean_nonkey_lambda(cfg: DictConfig) -> Optional[float]:
+    """Mean λ over the non-key frames: one number that places any schedule on the λ axis."""
+    from vfusion.diffusion.noise import lambdas_from_config
+    from vfusion.layout import keyframe_index
+
+    t = int(cfg.data.num_frames)
+    if t < 2:
+        return None
+    lam = lambdas_from_config(cfg.noise, t)
+    k = keyframe_index(t)
+    rest = [float(v) for i, v in enumerate(lam.tolist()) if i != k]
+    return sum(rest) / len(rest)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _params(info: dict) -> tuple[Optional[int], Optional[int]]:
+    total = info.get("parameters", {}).get("total")
+    if isinstance(total, dict):
+        return total.get("total"), total.get("trainable")
+    return total, None
+
+
+def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dict]:
+    """(row of results.csv, loss curves of the run)."""
+    d = plan.run_dir
+    status = _read_json(d / "status.json")
+    # a phase that never ran has no time (not 0 s)
+    phases = {k: v for k, v in status.get("phases", {}).items() if v.get("sessions")}
+    info = _read_json(d / "model_info.json")
+    total, trainable = _params(info)
+    row = {"run_id": plan.run_id, **plan.labels, "seed": plan.seed, "state": status.get("state", "not started"),
+           "model_name": cfg.model.name, "noise_schedule": noise_description(cfg),
+           "lambda_mean": mean_nonkey_lambda(cfg),
+           "steps": phases.get("train", {}).get("global_step", info.get("global_step")),
+           "train_s": phases.get("train", {}).get("seconds"),
+           "train_sessions": phases.get("train", {}).get("sessions"),
+           "mean_step_s": phases.get("train", {}).get("mean_step_s", info.get("mean_train_step_s")),
+           "params": total, "params_trainable": trainable,
+           "sample_s": phases.get("sample", {}).get("seconds"),
+           "eval_s": phases.get("evaluate", {}).get("seconds")}
+    curves = tb_scalars(d, LOSS_TAGS) if (d / "tb").is_dir() else {}
+    for tag in LOSS_TAGS:
+        short = tag.split("/", 1)[1]
+        values = [v for _, v in curves.get(tag, [])]
+        row[f"{short}_final"] = values[-1] if values else None
+        row[f"{short}_last{window}"] = sum(values[-window:]) / len(values[-window:]) if values else None
+    metrics = _read_json(d / "metrics.json")
+    for k, v in dict(metrics.get("metrics", {})).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            row[f"metric:{k}"] = float(v)
+    return row, curves
+
+
+def collect(study: Study) -> tuple[list[dict], dict[str, dict], list]:
+    """Rows of every planned run (finished or not), their loss curves, and the plans."""
+    window = int(study.spec.results.loss_window)
+    rows, curves, plans = [], {}, []
+    for plan, cfg in plan_study(study):
+        row, c = run_row(study, plan, cfg, window)
+        rows.append(row)
+        curves[plan.run_id] = c
+        plans.append((plan, cfg))
+    return rows, curves, plans
+
+
+# --------------------------------------------------------------------------- tables
+
+def _columns(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    metric_cols = [c for c in cols if c.startswith("metric:")]
+    return [c for c in cols if not c.startswith("metric:")] + sorted(metric_cols)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    cols = _columns(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    atomic_write_text(path, buf.getvalue())
+
+
+def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float], int]:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None, 0
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None, 1
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)), len(vals)
+
+
+def _fmt(v: Optional[float], digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 or abs(v) < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def _fmt_ms(m, s, scale=1.0, digits=4) -> str:
+    if m is None:
+        return "—"
+    out = _fmt(m * scale, digits)
+    return out + (f" ± {_fmt(s * scale, 2)}" if s else "")  # no "± 0" for equal values (steps, params)
+
+
+def group_rows(study: Study, rows: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """Rows of each grid cell (all axis labels equal), in grid order."""
+    axes = list(study.axes)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[a] for a in axes), []).append(r)
+    return list(groups.items())
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = None, plots: list[str] = ()) -> str:
+    window = int(study.spec.results.loss_window)
+    spec = study.spec
+    cols = _columns(rows)
+    metric_cols = [c for c in cols if c.startswith("metric:") and not c.endswith("_std")]
+    loss_cols = [c for c in (f"loss_last{window}", f"loss_base_last{window}", f"loss_residual_last{window}")
+                 if any(r.get(c) is not None for r in rows)]
+    b = spec.budget
+    limits = [x for x in (f"{b.steps} steps" if b.steps is not None else "",
+                          f"{b.minutes:g} min of training wall clock" if b.minutes else "") if x]
+    budget = " or ".join(limits) + (" (whichever comes first)" if len(limits) > 1 else "")
+    out = [f"# Study `{study.name}`", ""]
+    if spec.description:
+        out += [str(spec.description).strip(), ""]
+    out += [f"- base experiment: `{study.base_path}`; study overrides: `{' '.join(spec.overrides) or '—'}`"
+            + (f"; command line: `{' '.join(study.cli_overrides)}`" if study.cli_overrides else ""),
+            f"- budget per run: {budget}; seeds: {list(spec.seeds)}",
+            f"- runs: {sum(r['state'] == 'done' for r in rows)} of {len(rows)} done",
+            f"- table: mean ± sample std over the seeds of each cell (n = runs done); losses are the mean of the "
+            f"last {window} logged values (a convergence check: across λ the regression target changes, so "
+            "losses do not rank sample quality)", ""]
+    header = list(study.axes) + ["model.name", "λ̄ (non-key)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
+    header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
+    body = []
+    for key, group in group_rows(study, rows):
+        done = [r for r in group if r["state"] == "done"]
+        first = group[0]
+        cells = list(key) + [str(first["model_name"]), _fmt(first["lambda_mean"], 3), f"{len(done)}/{len(group)}"]
+        for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
+            m, s, _ = mean_std([r.get(col) for r in done])
+            cells.append(_fmt_ms(m, s, scale))
+        for col in loss_cols + metric_cols:
+            m, s, _ = mean_std([r.get(col) for r in done])
+            cells.append(_fmt_ms(m, s))
+        body.append(cells)
+    out += ["## Results (pooled over seeds)", "", _md_table(header, body), ""]
+    if floor and floor.get("metrics"):
+        out += ["Real-vs-real floor (two disjoint halves of the real clips): "
+                + ", ".join(f"{k} = {_fmt(v)}" for k, v in floor["metrics"].items() if isinstance(v, (int, float))), ""]
+    # per run
+    header = ["run", "seed", "state", "λ schedule", "steps", "train [min]", "step [ms]"] + \
+        [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
+    body = []
+    for r in rows:
+        body.append([r["run_id"], str(r["seed"]), r["state"], r["noise_schedule"], _fmt(r.get("steps"), 6),
+                     _fmt_ms(r.get("train_s"), None, 1 / 60), _fmt_ms(r.get("mean_step_s"), None, 1000)]
+                    + [_fmt(r.get(c)) for c in loss_cols + metric_cols])
+    out += ["## Runs", "", _md_table(header, body), ""]
+    bad = [r for r in rows if r["state"] in ("failed", "interrupted")]
+    if bad:
+        out += ["## Unfinished runs", ""]
+        for r in bad:
+            err = _read_status_error(study, r["run_id"])
+            out.append(f"- `{r['run_id']}`: {r['state']}" + (f" — {err}" if err else ""))
+        out.append("")
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    out += ["Metric names carry their protocol (see metrics.json of each run and shared/docs/protocols.md). "
+            f"All runs in TensorBoard: `tensorboard --logdir {study.study_dir / 'runs'}`.", ""]
+    return "\n".join(out)
+
+
+def _read_status_error(study: Study, run_id: str) -> Optional[str]:
+    st = _read_json(study.study_dir / "runs" / run_id / "status.json")
+    return st.get("error")
+
+
+def write_report(study: Study, echo: Callable[[str], None] = print) -> dict[str, Path]:
+    """results.csv, results.md and plots/*.png in the study directory; returns their paths."""
+    from vfusion.studies import plots
+
+    study.study_dir.mkdir(parents=True, exist_ok=True)
+    rows, curves, plans = collect(study)
+    paths = {"csv": study.study_dir / "results.csv", "md": study.study_dir / "results.md"}
+    write_csv(paths["csv"], rows)
+    made = plots.write_plots(study, rows, curves, study.study_dir / "plots")
+    floor = _read_json(study.study_dir / "real_vs_real.json")
+    rel = [str(p.relative_to(study.study_dir)) for p in made.values()]
+    atomic_write_text(paths["md"], results_markdown(study, rows, floor, rel))
+    paths.update({f"plot:{k}": p for k, p in made.items()})
+    echo(f"study results: {paths['md']} ({len(rows)} runs), {paths['csv']}, plots in {study.study_dir / 'plots'}")
+    return paths
