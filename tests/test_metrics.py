@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vfusion.evaluation import metrics as M
-from vfusion.evaluation.features import FeatureStats, cache_file, load_cached, save_cached
+from vfusion.evaluation.features import FeatureStats, RowBuffer, cache_file, load_cached, save_cached
 from vfusion.evaluation.fid import FrameFID, frames_uint8
 
 
@@ -175,13 +175,24 @@ def test_streaming_stats_memory_is_independent_of_n_without_features():
     stats = FeatureStats()
     for _ in range(50):
         stats.update(np.ones((10, 4)))
-    assert stats._chunks == [] and stats.outer.shape == (4, 4)
+    assert stats._rows is None and stats.outer.shape == (4, 4)
     with pytest.raises(RuntimeError, match="keep_features"):
         stats.features()
     with pytest.raises(ValueError, match="NaN"):
         stats.update(np.full((1, 4), np.nan))
     with pytest.raises(ValueError, match="size changed"):
         stats.update(np.ones((1, 5)))
+
+
+def test_row_buffer_grows_and_keeps_order():
+    rng = np.random.default_rng(10)
+    parts = [rng.normal(size=(n, 3)) for n in (5, 1, 9, 300, 2)]
+    buf = RowBuffer(initial_rows=4)
+    for p in parts:
+        buf.append(p)
+    np.testing.assert_array_equal(buf.array(), np.concatenate(parts))
+    with pytest.raises(ValueError, match="row size"):
+        buf.append(np.zeros((1, 4)))
 
 
 def test_cache_round_trip_checks_the_key(tmp_path):

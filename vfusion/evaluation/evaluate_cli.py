@@ -1,0 +1,105 @@
+"""CLI: ``vfusion evaluate`` (three modes; the protocols live in ``evaluate.py``).
+
+    vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is] [--num-videos N] [--real-split test]
+                     [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
+    vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
+    vfusion evaluate --real-vs-real --config CFG [--num-videos N]
+
+``--real`` is a folder of videos or a dataset config YAML (``--real-config CFG`` is the
+same as ``--real CFG``). One ``name<TAB>value`` line per metric goes to stdout; the
+JSON with the full protocol is written to ``--out`` (defaults: ``RUN_DIR/metrics.json``,
+``DIR/metrics.json``, ``<run dir of CFG>/real_vs_real.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_METRICS = {"run": "fvd,kvd,fid,is", "folders": "fvd,kvd,fid", "real_vs_real": "fvd,kvd"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="FVD / KVD / FID / IS of a run, of two folders, or real-vs-real",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_argument_group("what to evaluate (one mode)")
+    mode.add_argument("--run", metavar="RUN_DIR", help="a training run: sample --num-videos clips and evaluate them")
+    mode.add_argument("--real", metavar="PATH", help="real clips: a folder of videos or a dataset config YAML")
+    mode.add_argument("--real-config", metavar="CFG", help="same as --real CFG")
+    mode.add_argument("--fake", metavar="DIR", help="a folder of generated videos (with --real)")
+    mode.add_argument("--real-vs-real", action="store_true",
+                      help="two disjoint halves of the real data (with --config)")
+    mode.add_argument("--config", metavar="CFG", help="experiment config YAML (with --real-vs-real)")
+    p.add_argument("--metrics", help="comma-separated: fvd,kvd,fid,is (is = is_k400_i3d, plus is_ucf_c3d with "
+                                     "--c3d-weights), is_k400_i3d, is_ucf_c3d")
+    p.add_argument("--num-videos", type=int, help="N generated clips (and N real); default eval.num_videos")
+    p.add_argument("--real-split", choices=("train", "test", "all"), help="real split; default data.eval_split")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="--run: default sample.sampler")
+    p.add_argument("--steps", type=int, help="--run: sampling steps; default sample.steps")
+    p.add_argument("--seed", type=int, help="--run: sampling seed; default eval.seed")
+    p.add_argument("--guidance", type=float,
+                   help="--run: classifier-free guidance scale; default sample.guidance_scale")
+    p.add_argument("--num-frames", type=int, help="--fake: frames per clip (default: all frames of the first fake)")
+    p.add_argument("--real-stride", type=int, default=1, help="--real FOLDER: frame stride of the real clips")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the --real/--config YAML (repeatable), e.g. data.num_workers=0")
+    p.add_argument("--batch-size", type=int, help="clips per detector batch; default eval.batch_size (8)")
+    p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--weights-dir", help="detector weights folder (default: $VFUSION_WEIGHTS_DIR or the user cache)")
+    p.add_argument("--c3d-weights", metavar="FILE", help="C3D fine-tuned on UCF-101 (enables is_ucf_c3d)")
+    p.add_argument("--out", metavar="FILE", help="where the JSON goes (see the defaults above)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _mode(args) -> str:
+    from vfusion.cli import UserError
+
+    real = args.real or args.real_config
+    if args.real and args.real_config:
+        raise UserError("give --real or --real-config, not both")
+    modes = [m for m, on in (("run", bool(args.run)), ("folders", bool(real or args.fake)),
+                             ("real_vs_real", args.real_vs_real)) if on]
+    if len(modes) != 1:
+        raise UserError("choose one mode: --run RUN_DIR | --real PATH --fake DIR | --real-vs-real --config CFG")
+    if modes[0] == "folders" and not (real and args.fake):
+        raise UserError("--real PATH and --fake DIR go together")
+    if modes[0] == "real_vs_real" and not args.config:
+        raise UserError("--real-vs-real needs --config CFG (the dataset to split)")
+    if args.config and modes[0] != "real_vs_real":
+        raise UserError("--config is for --real-vs-real; use --real CFG to take real clips from a config")
+    return modes[0]
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from vfusion.evaluation import evaluate as E
+
+    mode = _mode(args)
+    metrics = args.metrics or DEFAULT_METRICS[mode]
+    progress = not args.no_progress
+    common = dict(metrics=metrics, num_videos=args.num_videos, device=args.device, weights_dir=args.weights_dir,
+                  progress=progress)
+    if mode == "run":
+        result = E.evaluate_run(args.run, real_split=args.real_split, sampler=args.sampler, steps=args.steps,
+                                seed=args.seed, guidance_scale=args.guidance, batch_size=args.batch_size,
+                                c3d_weights=args.c3d_weights, out=args.out, **common)
+        out = args.out or Path(args.run) / "metrics.json"
+    elif mode == "folders":
+        out = args.out or Path(args.fake) / "metrics.json"
+        result = E.evaluate_folders(args.real or args.real_config, args.fake, num_frames=args.num_frames,
+                                    real_stride=args.real_stride, real_split=args.real_split,
+                                    overrides=args.overrides, batch_size=args.batch_size or 8,
+                                    c3d_weights=args.c3d_weights, out=out, **common)
+    else:
+        from vfusion.config import load_config, run_dir_of
+
+        cfg = load_config(args.config, overrides=args.overrides)
+        out = args.out or run_dir_of(cfg) / "real_vs_real.json"
+        result = E.real_vs_real(cfg, split=args.real_split, batch_size=args.batch_size, out=out, **common)
+    for name, value in result["metrics"].items():
+        print(f"{name}\t{value:.6g}")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
