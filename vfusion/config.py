@@ -65,6 +65,8 @@ class DataConfig:
     embedded_size: int = 64
     embedded_length: int = 40
     embedded_seed: int = 0
+    # data.cache: clips stored per video (evenly spread starts); training draws one of them per access
+    cache_clips_per_video: int = 1
 
 
 @dataclass

@@ -25,7 +25,20 @@ from vfusion.data.errors import DatasetError
 from vfusion.data.index import VideoIndex, build_index
 from vfusion.data.sources import Listing
 
-__all__ = ["build_dataset", "build_dataloader", "dataset_info", "build_listing", "build_video_index", "DatasetError"]
+__all__ = ["build_dataset", "build_dataloader", "dataset_info", "build_listing", "build_video_index", "ensure_cache",
+           "ensure_embedded", "LatentCodec", "DatasetError"]
+
+
+def __getattr__(name: str):   # heavier helpers, imported on first use
+    if name == "ensure_embedded":
+        from vfusion.data.embedded import ensure_embedded
+
+        return ensure_embedded
+    if name == "LatentCodec":
+        from vfusion.data.latents import LatentCodec
+
+        return LatentCodec
+    raise AttributeError(f"module 'vfusion.data' has no attribute '{name}'")
 
 
 def build_listing(data_cfg, split: Optional[str] = None) -> Listing:
@@ -68,13 +81,16 @@ def _clip_dataset(data_cfg, index: VideoIndex, train: bool, seed: int):
                        seed=seed, strict=bool(data_cfg.strict), class_conditional=bool(data_cfg.class_conditional))
 
 
-def ensure_cache(data_cfg, split: Optional[str] = None, progress: bool = True, num_workers: int = 0) -> Path:
+def ensure_cache(data_cfg, split: Optional[str] = None, progress: bool = True, num_workers: Optional[int] = None,
+                 device: Optional[str] = None) -> Path:
     """The cache folder of ``data.cache`` for ``split``, built (atomically) when absent or stale."""
     from vfusion.data.cache import build_cache, cache_key, cache_path, read_manifest
 
     split = split or data_cfg.split
     if data_cfg.cache not in ("clips", "latents"):
         raise DatasetError(f"data.cache is '{data_cfg.cache}'; set it to clips or latents to build a cache")
+    if int(data_cfg.cache_clips_per_video) < 1:
+        raise DatasetError("data.cache_clips_per_video must be >= 1")
     index = build_video_index(data_cfg, split, progress=progress)
     key = cache_key(data_cfg, split, data_cfg.cache, index.fingerprint())
     target = cache_path(data_cfg, key)
@@ -82,7 +98,8 @@ def ensure_cache(data_cfg, split: Optional[str] = None, progress: bool = True, n
     if manifest is not None and manifest.get("key") == key:
         return target
     clips = _clip_dataset(data_cfg, index, train=False, seed=0)
-    return build_cache(data_cfg, split, clips, key, target, progress=progress, num_workers=num_workers)
+    workers = default_num_workers(data_cfg) if num_workers is None else int(num_workers)
+    return build_cache(data_cfg, split, clips, key, target, progress=progress, num_workers=workers, device=device)
 
 
 def build_dataset(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0) -> Dataset:
@@ -109,6 +126,10 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32  # distinct per worker and epoch, reproducible from the loader seed
     np.random.seed(s)
     random.seed(s)
+    info = torch.utils.data.get_worker_info()       # the dataset's clip/flip sampler (TrainRandom) too
+    sampler = getattr(info.dataset, "random", None) if info is not None else None
+    if hasattr(sampler, "reseed"):
+        sampler.reseed(torch.initial_seed())
 
 
 def build_dataloader(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0,
@@ -130,7 +151,14 @@ def build_dataloader(data_cfg, split: Optional[str] = None, train: bool = True, 
 def dataset_info(data_cfg, split: Optional[str] = None) -> dict:
     """Class names and counts of a split (lists the files; frame counts come from the index)."""
     index = build_video_index(data_cfg, split, progress=False)
-    info = {"dataset": data_cfg.dataset, "split": split or data_cfg.split, "description": index.listing.description,
-            "num_classes": len(index.class_names), "class_names": list(index.class_names)}
-    info.update(index.counts())
+    info = {"dataset": data_cfg.dataset, "root": str(data_cfg.root), "split": split or data_cfg.split,
+            "fold": int(data_cfg.fold) if data_cfg.dataset in ("ucf101", "embedded") else None,
+            "description": index.listing.description,
+            "num_classes": len(index.class_names), "class_names": list(index.class_names),
+            "class_conditional": bool(data_cfg.class_conditional), "num_frames": int(data_cfg.num_frames),
+            "frame_stride": int(data_cfg.frame_stride), "resolution": int(data_cfg.resolution),
+            "short_policy": data_cfg.short_policy}
+    info.update(index.counts())           # videos, listed, missing, unreadable, short, skipped_short, frames
+    info["unreadable_files"] = list(index.unreadable)
+    info["missing_files"] = list(index.listing.missing)
     return info

@@ -1,0 +1,145 @@
+"""CLI: ``vfusion data check`` (is a dataset laid out as expected?) and ``vfusion data cache``.
+
+``data check --dataset {ucf101,sky,folder,embedded} --root PATH [--fold K] [--split S]``
+lists and opens every video of the split and prints the counts (videos, classes,
+frames, short, unreadable, missing); exit code 1 when the layout is wrong.
+``data cache --config CFG [key=value ...]`` builds the configured ``data.cache``
+(clips or latents) for ``data.split`` and ``data.eval_split``, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="check a dataset's layout, build its caches",
+                                 description="Check a dataset's layout or build the configured cache.")
+    data.set_defaults(func=lambda args: (data.print_help(), 1)[1])
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    check = sub.add_parser("check", help="count videos, classes, frames, short and unreadable files",
+                           description="List and open every video of a split; exit code 1 when the layout is wrong.")
+    check.add_argument("--dataset", required=True, choices=("ucf101", "sky", "folder", "embedded"))
+    check.add_argument("--root", required=True, help="dataset root (see data/README.md for each layout)")
+    check.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="UCF-101 fold (default 1)")
+    check.add_argument("--split", default="train", choices=("train", "test", "all"))
+    check.add_argument("--splits-dir", default=None, help="UCF-101: the ucfTrainTestlist folder, if not beside the videos")
+    check.add_argument("--labels-from-subfolders", action="store_true", help="folder: first-level subfolders are classes")
+    check.add_argument("--num-frames", type=int, default=16, help="clip length used to count short videos (16)")
+    check.add_argument("--stride", type=int, default=1, help="frame stride used to count short videos (1)")
+    check.add_argument("--decode", action="store_true", help="also decode one clip of every video")
+    check.set_defaults(func=_check)
+
+    cache = sub.add_parser("cache", help="build the configured data cache (data.cache=clips|latents)",
+                           description="Build the cache that data.cache selects, for data.split and data.eval_split.")
+    cache.add_argument("--config", required=True, help="experiment YAML (e.g. configs/ucf101.yaml)")
+    cache.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.cache=clips)")
+    cache.add_argument("--split", default=None, choices=("train", "test", "all"),
+                       help="only this split (default: data.split and data.eval_split)")
+    cache.add_argument("--workers", type=int, default=None, help="decoding processes (default: data.num_workers)")
+    cache.add_argument("--device", default=None, help="VAE device for data.cache=latents (default: cuda if available)")
+    cache.set_defaults(func=_cache)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    from vfusion.config import DataConfig
+    from vfusion.data.errors import DatasetError
+    from vfusion.data.index import build_index
+
+    cfg = OmegaConf.structured(DataConfig(dataset=args.dataset, root=args.root, fold=args.fold, split=args.split,
+                                          splits_dir=args.splits_dir, labels_from_subfolders=args.labels_from_subfolders,
+                                          num_frames=args.num_frames, frame_stride=args.stride, short_policy="loop"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # everything a warning would say is printed below
+            listing = _listing(cfg)
+            index = build_index(listing, cfg.num_frames, cfg.frame_stride, "loop", cache_dir=None)
+    except DatasetError as err:
+        print(f"vfusion data check: layout error: {err}", file=sys.stderr)
+        return 1
+    counts = index.counts()
+    print(f"{listing.description}")
+    per_class = [sum(1 for it in index.items if it.label == c) for c in range(len(index.class_names))]
+    print(f"  classes      {len(index.class_names)}" +
+          (f" ({min(per_class)}-{max(per_class)} readable videos per class)" if len(per_class) > 1 else ""))
+    print(f"  listed       {counts['listed']}")
+    print(f"  readable     {counts['videos']}")
+    print(f"  frames       {counts['frames']}" + (f" (mean {counts['frames'] / max(1, counts['videos']):.1f} per video)"))
+    print(f"  short        {counts['short']} (< {(cfg.num_frames - 1) * cfg.frame_stride + 1} frames)")
+    print(f"  unreadable   {counts['unreadable']}")
+    print(f"  missing      {counts['missing']} (in a split file, not on disk)")
+    for line in index.unreadable[:20]:
+        print(f"    unreadable: {line}")
+    for key in listing.missing[:20]:
+        print(f"    missing: {key}")
+    if args.decode:
+        failed = _decode_all(cfg, index)
+        print(f"  undecodable  {len(failed)}")
+        for line in failed[:20]:
+            print(f"    undecodable: {line}")
+    return 0
+
+
+def _listing(cfg):
+    from vfusion.data import build_listing
+    from vfusion.data.errors import layout_error
+
+    if cfg.dataset != "embedded":
+        return build_listing(cfg, cfg.split)
+    from pathlib import Path
+
+    from vfusion.data.ucf101 import list_ucf101
+
+    if not (Path(cfg.root) / "embedded.json").is_file():
+        raise layout_error("embedded", f"'{cfg.root}' holds no generated embedded dataset (no embedded.json)")
+    return list_ucf101(cfg.root, cfg.split, cfg.fold, dataset="embedded")
+
+
+def _decode_all(cfg, index) -> list[str]:
+    from tqdm import tqdm
+
+    from vfusion.data import _clip_dataset
+    from vfusion.data.sources import UnreadableVideo
+
+    ds = _clip_dataset(cfg, index, train=False, seed=0)
+    failed = []
+    for i in tqdm(range(len(ds)), desc="decoding", unit="video", leave=False):
+        try:
+            ds.reader.read(index.items[i], ds.frame_indices(i, 0.999))
+        except UnreadableVideo as err:
+            failed.append(str(err))
+    return failed
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from vfusion.cli import UserError
+    from vfusion.config import load_config
+    from vfusion.data.cache import read_manifest
+    from vfusion.data import ensure_cache
+    from vfusion.data.embedded import ensure_embedded
+
+    cfg = load_config(args.config, args.overrides)
+    data = cfg.data
+    if data.dataset == "embedded":
+        print(f"embedded dataset: {ensure_embedded(data)}")
+    if data.cache == "none":
+        if data.dataset == "embedded":
+            print("data.cache is 'none': nothing else to build (set data.cache=clips or latents for a cache)")
+            return 0
+        raise UserError("data.cache is 'none': set data.cache=clips (decoded uint8 clips) or data.cache=latents "
+                        "(VAE latents, needs data.vae_path) in the config or as an override")
+    splits = [args.split] if args.split else list(dict.fromkeys([data.split, data.eval_split]))
+    for split in splits:
+        path = ensure_cache(data, split, num_workers=args.workers, device=args.device)
+        manifest = read_manifest(path)
+        counts = manifest["counts"] if manifest else {}
+        print(f"{data.cache} cache of {data.dataset} {split}: {path} "
+              f"({counts.get('videos', '?')} videos, {counts.get('unreadable', 0)} unreadable, "
+              f"{counts.get('skipped_short', 0)} skipped as short)")
+    return 0

@@ -1,0 +1,303 @@
+"""The embedded default dataset: procedural videos written in the UCF-101 layout.
+
+No download: every clip is rendered from ``(data.embedded_seed, class, clip)`` with
+numpy and written as XviD AVI (PyAV, 25 fps) so the training job reads it through
+the real UCF-101 loader::
+
+    <root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi        (4 clips per group)
+    <root>/ucfTrainTestlist/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt
+    <root>/embedded.json                                 generator parameters (the marker)
+
+Content is smooth and low-frequency (soft-edged shapes over slowly drifting
+sinusoidal textures), so a tiny model at 32x32 can learn it, and every class has
+its own motion and palette: ``BouncingBall`` (a ball reflecting off the walls),
+``SwingingPendulum`` (a bob on a rod, harmonic swing), ``DriftingClouds`` (soft
+clouds blown across a brightening sky), ``OrbitingMoon`` (a moon circling a
+planet), then ``PulsingLantern``, ``SlidingStripes``, ``RisingBubbles``,
+``SpinningWheel`` when more classes are asked for. Fold ``f``'s test list holds
+the clips ``[(f-1)*n_test, f*n_test)`` (mod the clips per class) of every class,
+the train list the rest; fold 1's test split is ``embedded_test_per_class`` clips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from vfusion.data.errors import DatasetError
+
+GENERATOR_VERSION = 1
+CLIPS_PER_GROUP = 4
+FPS = 25
+
+
+# --- drawing helpers (all arrays are float in [0, 1]; coordinates are fractions of the frame) ----
+def _grid(size: int, length: int):
+    c = (np.arange(size) + 0.5) / size
+    return c[None, None, :], c[None, :, None], np.arange(length, dtype=np.float64)[:, None, None]  # x, y, t
+
+
+def _texture(rng, x, y, t, c0, c1, drift: float = 0.01) -> np.ndarray:
+    """Two low-frequency sinusoids drifting over time, blended between colours c0 and c1."""
+    tex = 0.0
+    for _ in range(2):
+        ang = rng.uniform(0, 2 * np.pi)
+        freq = rng.uniform(0.6, 1.4)
+        vel = rng.uniform(-1, 1) * drift * 2 * np.pi * 6
+        tex = tex + np.sin(2 * np.pi * freq * (x * np.cos(ang) + y * np.sin(ang)) + vel * t + rng.uniform(0, 2 * np.pi))
+    w = (0.5 + 0.25 * tex)[..., None]                                  # (T, H, W, 1)
+    return np.asarray(c0) * (1 - w) + np.asarray(c1) * w
+
+
+def _jitter(rng, color, amount: float = 0.06) -> np.ndarray:
+    return np.clip(np.asarray(color, dtype=np.float64) + rng.uniform(-amount, amount, 3), 0, 1)
+
+
+def _disk(x, y, cx, cy, r, soft: float = 0.03) -> np.ndarray:
+    d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
+    return np.clip((r - d) / soft + 0.5, 0, 1)[..., None]
+
+
+def _paint(img, mask, color) -> np.ndarray:
+    return img * (1 - mask) + np.asarray(color) * mask
+
+
+def _reflect(p, lo, hi):
+    z = np.mod((p - lo) / (hi - lo), 2.0)
+    return lo + (hi - lo) * np.where(z > 1, 2 - z, z)
+
+
+def _segment_distance(x, y, ax, ay, bx, by):
+    vx, vy = bx - ax, by - ay
+    s = np.clip(((x - ax) * vx + (y - ay) * vy) / (vx ** 2 + vy ** 2 + 1e-9), 0, 1)
+    return np.sqrt((x - ax - s * vx) ** 2 + (y - ay - s * vy) ** 2)
+
+
+# --- the classes ---------------------------------------------------------------------------
+def _bouncing_ball(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.85, 0.80, 0.70)), _jitter(rng, (0.60, 0.55, 0.50)))
+    r = rng.uniform(0.11, 0.15)
+    speed, ang = rng.uniform(0.025, 0.04), rng.uniform(0, 2 * np.pi)
+    cx = _reflect(rng.uniform(r, 1 - r) + speed * np.cos(ang) * t, r, 1 - r)
+    cy = _reflect(rng.uniform(r, 1 - r) + speed * np.sin(ang) * t, r, 1 - r)
+    return _paint(img, _disk(x, y, cx, cy, r), _jitter(rng, (0.85, 0.15, 0.15), 0.1))
+
+
+def _swinging_pendulum(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.55, 0.62, 0.75)), _jitter(rng, (0.35, 0.40, 0.55)))
+    px, py, length = 0.5 + rng.uniform(-0.08, 0.08), 0.08, rng.uniform(0.5, 0.62)
+    theta = rng.uniform(0.5, 0.9) * np.sin(2 * np.pi * t / rng.uniform(16, 26) + rng.uniform(0, 2 * np.pi))
+    bx, by = px + length * np.sin(theta), py + length * np.cos(theta)
+    rod = np.clip((0.018 - _segment_distance(x, y, px, py, bx, by)) / 0.02 + 0.5, 0, 1)[..., None]
+    img = _paint(img, rod, (0.15, 0.12, 0.10))
+    return _paint(img, _disk(x, y, bx, by, rng.uniform(0.08, 0.1)), _jitter(rng, (0.95, 0.80, 0.20), 0.08))
+
+
+def _drifting_clouds(rng, x, y, t):
+    top, bottom = _jitter(rng, (0.15, 0.35, 0.75)), _jitter(rng, (0.60, 0.78, 0.95))
+    light = 1 + 0.15 * np.sin(2 * np.pi * t / 80 + rng.uniform(0, 2 * np.pi))[..., None]
+    img = np.clip((top * (1 - y[..., None]) + bottom * y[..., None]) * light, 0, 1) * np.ones_like(x)[..., None]
+    wind = rng.choice([-1, 1]) * rng.uniform(0.012, 0.025)
+    for _ in range(rng.integers(3, 6)):
+        cx, cy = rng.uniform(0, 1), rng.uniform(0.15, 0.65)
+        sx = rng.uniform(0.10, 0.18) * (1 + 0.15 * np.sin(2 * np.pi * t / rng.uniform(30, 60)))
+        sy = rng.uniform(0.05, 0.09)
+        dx = np.mod(x - cx - wind * t + 0.5, 1.0) - 0.5                # wraps around horizontally
+        mask = np.exp(-0.5 * ((dx / sx) ** 2 + ((y - cy) / sy) ** 2))[..., None]
+        img = _paint(img, 0.9 * mask, (0.97, 0.97, 0.97))
+    return img
+
+
+def _orbiting_moon(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.05, 0.05, 0.15)), _jitter(rng, (0.15, 0.10, 0.25)), drift=0.005)
+    cx, cy = 0.5 + rng.uniform(-0.05, 0.05, 2)
+    img = _paint(img, _disk(x, y, cx, cy, rng.uniform(0.12, 0.15)), _jitter(rng, (0.95, 0.55, 0.15)))
+    omega = rng.choice([-1, 1]) * 2 * np.pi / rng.uniform(20, 32)
+    phase, rx, ry = rng.uniform(0, 2 * np.pi), rng.uniform(0.28, 0.34), rng.uniform(0.18, 0.32)
+    mx, my = cx + rx * np.cos(omega * t + phase), cy + ry * np.sin(omega * t + phase)
+    return _paint(img, _disk(x, y, mx, my, rng.uniform(0.06, 0.075)), _jitter(rng, (0.85, 0.85, 0.90)))
+
+
+def _pulsing_lantern(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.10, 0.08, 0.05)), _jitter(rng, (0.25, 0.18, 0.10)), drift=0.004)
+    period, phase = rng.uniform(14, 24), rng.uniform(0, 2 * np.pi)
+    r = rng.uniform(0.2, 0.25) + 0.08 * np.sin(2 * np.pi * t / period + phase)
+    hue = 0.5 + 0.5 * np.sin(2 * np.pi * t / (2 * period) + phase)[..., None]
+    color = (1 - hue) * np.array([1.0, 0.85, 0.3]) + hue * np.array([1.0, 0.35, 0.25])
+    cx, cy = 0.5 + rng.uniform(-0.08, 0.08, 2)
+    return _paint(img, _disk(x, y, cx, cy, r, soft=0.08), color)
+
+
+def _sliding_stripes(rng, x, y, t):
+    ang, freq = rng.uniform(0, 2 * np.pi), rng.uniform(1.5, 2.5)
+    speed = rng.uniform(0.03, 0.05) * 2 * np.pi * freq
+    w = (0.5 + 0.5 * np.sin(2 * np.pi * freq * (x * np.cos(ang) + y * np.sin(ang)) - speed * t))[..., None]
+    return _jitter(rng, (0.20, 0.60, 0.30)) * (1 - w) + _jitter(rng, (0.55, 0.25, 0.60)) * w
+
+
+def _rising_bubbles(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.05, 0.40, 0.45)), _jitter(rng, (0.10, 0.25, 0.35)))
+    for _ in range(rng.integers(4, 7)):
+        speed, x0, y0 = rng.uniform(0.015, 0.035), rng.uniform(0.15, 0.85), rng.uniform(0, 1)
+        by = np.mod(y0 - speed * t, 1.2) - 0.1
+        bx = x0 + 0.04 * np.sin(2 * np.pi * t / rng.uniform(10, 20) + rng.uniform(0, 2 * np.pi))
+        img = _paint(img, 0.8 * _disk(x, y, bx, by, rng.uniform(0.04, 0.07)), (0.85, 0.95, 1.0))
+    return img
+
+
+def _spinning_wheel(rng, x, y, t):
+    img = _texture(rng, x, y, t, _jitter(rng, (0.80, 0.80, 0.82)), _jitter(rng, (0.65, 0.68, 0.70)))
+    cx, cy = 0.5 + rng.uniform(-0.06, 0.06, 2)
+    spokes, omega = rng.integers(3, 6), rng.choice([-1, 1]) * rng.uniform(0.08, 0.16)
+    angle = np.arctan2(y - cy, x - cx)
+    pattern = (0.5 + 0.5 * np.cos(spokes * (angle - omega * t)))[..., None]
+    color = pattern * _jitter(rng, (0.10, 0.20, 0.60)) + (1 - pattern) * _jitter(rng, (0.90, 0.90, 0.30))
+    return _paint(img, _disk(x, y, cx, cy, rng.uniform(0.3, 0.36)), color)
+
+
+CLASSES: dict[str, Callable] = {
+    "BouncingBall": _bouncing_ball, "SwingingPendulum": _swinging_pendulum, "DriftingClouds": _drifting_clouds,
+    "OrbitingMoon": _orbiting_moon, "PulsingLantern": _pulsing_lantern, "SlidingStripes": _sliding_stripes,
+    "RisingBubbles": _rising_bubbles, "SpinningWheel": _spinning_wheel,
+}
+
+
+def class_names(num_classes: int) -> list[str]:
+    if not 1 <= num_classes <= len(CLASSES):
+        raise DatasetError(f"data.embedded_num_classes is {num_classes}; the embedded generator has 1..{len(CLASSES)} "
+                           f"classes ({', '.join(CLASSES)})")
+    return list(CLASSES)[:num_classes]
+
+
+def render_clip(class_name: str, seed: int, clip: int, size: int = 64, length: int = 40,
+                class_index: int | None = None) -> np.ndarray:
+    """One clip ``(length, size, size, 3)`` uint8, a pure function of its arguments."""
+    names = list(CLASSES)
+    idx = names.index(class_name) if class_index is None else class_index
+    rng = np.random.default_rng([GENERATOR_VERSION, seed, idx, clip])
+    x, y, t = _grid(size, length)
+    video = CLASSES[class_name](rng, x, y, t) * np.ones((length, size, size, 1))
+    return np.round(np.clip(video, 0, 1) * 255).astype(np.uint8)
+
+
+# --- writing ---------------------------------------------------------------------------------
+def write_xvid_avi(path: str | Path, frames: np.ndarray, fps: int = FPS, quality: int = 2, gop: int = 12) -> None:
+    """``(T, H, W, 3)`` uint8 RGB -> an MPEG-4 Part 2 AVI tagged XVID (as UCF-101), fixed quantiser."""
+    import av
+
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"XviD needs even frame sizes, got {w}x{h}")
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.codec_tag = "XVID"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.thread_count = 1
+        stream.codec_context.options = {"flags": "+qscale", "global_quality": str(quality * 118)}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def clip_name(class_name: str, clip: int) -> str:
+    group, number = divmod(clip, CLIPS_PER_GROUP)
+    return f"v_{class_name}_g{group + 1:02d}_c{number + 1:02d}.avi"
+
+
+def generator_params(data_cfg: Any) -> dict:
+    return {
+        "generator_version": GENERATOR_VERSION, "num_classes": int(data_cfg.embedded_num_classes),
+        "train_per_class": int(data_cfg.embedded_train_per_class), "test_per_class": int(data_cfg.embedded_test_per_class),
+        "size": int(data_cfg.embedded_size), "length": int(data_cfg.embedded_length), "seed": int(data_cfg.embedded_seed),
+        "fps": FPS,
+    }
+
+
+def _check_params(p: dict) -> None:
+    class_names(p["num_classes"])
+    if p["train_per_class"] < 1 or p["test_per_class"] < 1:
+        raise DatasetError("data.embedded_train_per_class and data.embedded_test_per_class must be >= 1")
+    if p["size"] < 16 or p["size"] % 2:
+        raise DatasetError(f"data.embedded_size is {p['size']}; it must be even and >= 16")
+    if p["length"] < 1:
+        raise DatasetError("data.embedded_length must be >= 1")
+
+
+def write_embedded(folder: str | Path, params: dict, progress: bool = True) -> None:
+    """Render and write the whole dataset into ``folder`` (which must not exist yet)."""
+    folder = Path(folder)
+    names = class_names(params["num_classes"])
+    n_train, n_test = params["train_per_class"], params["test_per_class"]
+    total = n_train + n_test
+    videos, splits = folder / "UCF-101", folder / "ucfTrainTestlist"
+    splits.mkdir(parents=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total * len(names), desc="generating the embedded dataset", unit="clip")
+    for ci, name in enumerate(names):
+        (videos / name).mkdir(parents=True)
+        for j in range(total):
+            frames = render_clip(name, params["seed"], j, params["size"], params["length"], class_index=ci)
+            write_xvid_avi(videos / name / clip_name(name, j), frames, fps=params["fps"])
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    (splits / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    for fold in (1, 2, 3):
+        test_ids = {((fold - 1) * n_test + k) % total for k in range(n_test)}
+        train_lines, test_lines = [], []
+        for ci, name in enumerate(names):
+            for j in range(total):
+                rel = f"{name}/{clip_name(name, j)}"
+                if j in test_ids:
+                    test_lines.append(f"{rel}\n")
+                else:
+                    train_lines.append(f"{rel} {ci + 1}\n")
+        (splits / f"trainlist0{fold}.txt").write_text("".join(train_lines))
+        (splits / f"testlist0{fold}.txt").write_text("".join(test_lines))
+    (folder / "embedded.json").write_text(json.dumps(params, indent=2) + "\n")
+
+
+def ensure_embedded(data_cfg: Any, progress: bool = True) -> Path:
+    """The embedded dataset at ``data.root``, generated (atomically) if absent or made with other parameters."""
+    root = Path(data_cfg.root).expanduser()
+    params = generator_params(data_cfg)
+    _check_params(params)
+    marker = root / "embedded.json"
+    try:
+        if json.loads(marker.read_text()) == params:
+            return root
+    except (OSError, ValueError):
+        pass
+    if root.exists() and not marker.is_file() and any(root.iterdir()):
+        raise DatasetError(f"data.root '{root}' exists, is not empty and holds no embedded.json: it is not an embedded "
+                           f"dataset, so it is left alone; point data.root at an empty or new folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_embedded(tmp, params, progress=progress)
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        if root.exists():
+            os.rename(root, old)
+        try:
+            os.rename(tmp, root)
+        except OSError:             # another process wrote it meanwhile; theirs is as good as ours
+            if not marker.is_file():
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
