@@ -151,3 +151,22 @@ def test_training_draws_random_starts_and_flips_evaluation_is_fixed(tmp_path_fac
     assert torch.equal(ev[2][0], ev[2][0])
     assert ev._draw(2) == ev._draw(2) and ev._draw(2)[1] is False
     assert _dataset(root, class_conditional=False)[5][1] == 0
+
+
+def test_a_file_that_breaks_after_indexing_is_skipped_with_a_warning(tmp_path_factory, tmp_path):
+    import shutil
+
+    src = ucf_tree(tmp_path_factory)
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    ds = _dataset(root, split="test")
+    strict = _dataset(root, split="test", strict=True)
+    broken = ds.index.items[1].path
+    with open(broken, "r+b") as f:                # keep the size, destroy the content
+        f.write(b"\0" * 4096)
+    with pytest.warns(UserWarning, match=r"skipping undecodable video .*HandstandPushups_g01"):
+        video, label = ds[1]
+    assert label == ds.index.items[2].label       # the next video stands in
+    assert ds.decode_failures and "HandstandPushups_g01" in ds.decode_failures[0]
+    with pytest.raises(DatasetError, match=r"cannot decode .*HandstandPushups_g01.*data.strict"):
+        strict[1]
