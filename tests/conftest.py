@@ -11,6 +11,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
+def weights_cache(request) -> Path:
+    """Real detector files, fetched once per session through the real code (``$VFUSION_WEIGHTS_DIR`` if set)."""
+    from vfusion.evaluation.weights import fetch_weights
+
+    env = os.environ.get("VFUSION_WEIGHTS_DIR")
+    folder = Path(env) if env else request.config.cache.mkdir("vfusion-weights")
+    fetch_weights(("i3d", "inception"), cache_dir=folder, log=None)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"../shared not found at {SHARED}; set VFUSION_SHARED to its location")

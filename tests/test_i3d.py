@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,16 +14,7 @@ from torch import nn
 
 from vfusion.evaluation.i3d import (InceptionI3D, MaxPoolSame, TorchScriptI3D, Unit3D, i3d_features, load_flax_weights,
                                     load_i3d, read_flax_checkpoint, same_padding)
-from vfusion.evaluation.weights import WeightsError, fetch_weights, file_sha256
-
-
-@pytest.fixture(scope="session")
-def weights_cache(request) -> Path:
-    """Real detector files, fetched once through the real code (``$VFUSION_WEIGHTS_DIR`` reused if set)."""
-    env = os.environ.get("VFUSION_WEIGHTS_DIR")
-    folder = Path(env) if env else request.config.cache.mkdir("vfusion-weights")
-    fetch_weights(("i3d", "inception"), cache_dir=folder, log=None)
-    return folder
+from vfusion.evaluation.weights import WeightsError, file_sha256
 
 
 # --------------------------------------------------------------------------- layers

@@ -22,15 +22,6 @@ from vfusion.evaluation.weights import (C3D, WeightsError, c3d_preprocess, defau
                                         file_sha256, load_c3d, resolve_weights)
 
 
-@pytest.fixture(scope="session")
-def weights_cache(request) -> Path:
-    """Real detector files, fetched once through the real code (``$VFUSION_WEIGHTS_DIR`` reused if set)."""
-    env = os.environ.get("VFUSION_WEIGHTS_DIR")
-    folder = Path(env) if env else request.config.cache.mkdir("vfusion-weights")
-    fetch_weights(("i3d", "inception"), cache_dir=folder, log=None)
-    return folder
-
-
 # --------------------------------------------------------------------------- folders and hashes
 
 def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path):
