@@ -57,3 +57,19 @@ def tiny_loader(frames=4, size=16, n=8, num_classes=2, seed=0):
     x = torch.rand(n, 3, frames, size, size, generator=g) * 2 - 1
     y = torch.randint(0, max(num_classes, 1), (n,), generator=g)
     return DataLoader(TensorDataset(x, y), batch_size=4, shuffle=False)
+
+
+def model_spec(size, frames, in_channels=3, num_classes=5):
+    """A ModelSpec for model tests (λ and ᾱ placeholders: the baselines do not read them)."""
+    from vfusion.models.spec import ModelSpec
+
+    return ModelSpec(in_channels, size, frames, num_classes, torch.zeros(frames), torch.linspace(0.999, 0.01, 1000))
+
+
+def model_inputs(size, frames, b=2, c=3, num_classes=5, seed=0):
+    """Seeded ``(x_t, t, labels)`` for a model of that size; labels include the null label."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, frames, size, size, generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    y = torch.randint(0, num_classes + 1, (b,), generator=g) if num_classes else None
+    return x, t, y

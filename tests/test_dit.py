@@ -1,8 +1,11 @@
 """The spacetime-patch DiT (Latte-style baseline): shapes, tubelets, adaLN-Zero, conditioning, gradients."""
 
+from functools import partial
+
 import pytest
 import torch
 
+from tests.conftest import model_inputs, model_spec
 from vfusion.config import merge_config
 from vfusion.models.dit import SpacetimeDiT, build_dit, dit_dims, fold_tubelets, unfold_tubelets
 from vfusion.models.registry import build_model
@@ -15,16 +18,8 @@ def cfg(**dit):
     return merge_config({"name": "t", "model": {"name": "dit", "dit": {"patch_size": P, **dit}}})
 
 
-def spec(in_channels=3, num_classes=5):
-    return ModelSpec(in_channels, S, T, num_classes, torch.zeros(T), torch.linspace(0.999, 0.01, 1000))
-
-
-def inputs(b=2, c=3, num_classes=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, c, T, S, S, generator=g)
-    t = torch.randint(0, 1000, (b,), generator=g)
-    y = torch.randint(0, num_classes + 1, (b,), generator=g) if num_classes else None
-    return x, t, y
+spec = partial(model_spec, S, T)
+inputs = partial(model_inputs, S, T)
 
 
 def randomize(model, std=0.2):

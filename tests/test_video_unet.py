@@ -1,17 +1,18 @@
 """The inflated video UNet (independent-noise baseline): shapes, zero-init equivalence, temporal paths."""
 
 import copy
+from functools import partial
 import inspect
 
 import pytest
 import torch
 from diffusers import UNetMotionModel
 
+from tests.conftest import model_inputs, model_spec
 from vfusion.config import merge_config
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_unet_from_config
 from vfusion.models.registry import build_model
-from vfusion.models.spec import ModelSpec
 from vfusion.models.unet2d import build_unet, unet_forward
 from vfusion.models.video_unet import VideoUNet, build_video_unet
 
@@ -24,16 +25,8 @@ def tiny_cfg(arch="unet2d", temporal_layers="both", **base):
                                                 "video_unet": {"temporal_layers": temporal_layers}}})
 
 
-def spec(in_channels=3, num_classes=5):
-    return ModelSpec(in_channels, S, T, num_classes, torch.zeros(T), torch.linspace(0.999, 0.01, 1000))
-
-
-def inputs(b=2, c=3, num_classes=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, c, T, S, S, generator=g)
-    t = torch.randint(0, 1000, (b,), generator=g)
-    y = torch.randint(0, num_classes + 1, (b,), generator=g) if num_classes else None
-    return x, t, y
+spec = partial(model_spec, S, T)
+inputs = partial(model_inputs, S, T)
 
 
 def per_frame(unet, x, t, y):
