@@ -16,6 +16,7 @@ import vfusion.training.inference as inference
 from vfusion.cli import UserError, main
 from vfusion.config import merge_config, save_config
 from vfusion.evaluation import evaluate as E
+from vfusion.evaluation.clip_sources import fit_size
 from vfusion.utils.video import save_videos
 
 T, S = 8, 32  # frames and size of the test clips (decord cannot decode some tiny sizes, e.g. 16x16)
@@ -149,9 +150,9 @@ def test_is_names_never_mix_classifiers():
 def test_fit_size_short_side_resize_and_center_crop():
     x = torch.zeros(1, 3, 2, 20, 40)
     x[..., 8:32] = 1.0  # a centred band a bit wider than the square crop; zeros outside it
-    y = E.fit_size(x, (10, 10))
+    y = fit_size(x, (10, 10))
     assert tuple(y.shape) == (1, 3, 2, 10, 10) and torch.allclose(y, torch.ones_like(y), atol=1e-5)
-    assert E.fit_size(x, (20, 40)) is x
+    assert fit_size(x, (20, 40)) is x
 
 
 # --------------------------------------------------------------------------- vfusion evaluate --real --fake

@@ -14,7 +14,7 @@ Protocols (see ../shared/docs/protocols.md):
 * ``is_k400_i3d{N}_{T}f`` — Inception Score with the softmax of the I3D Kinetics-400
   logits (works out of the box; NOT the UCF-101 protocol).
 * ``is_ucf_c3d{N}_16f`` — TGAN/StyleGAN-V UCF-101 IS with a user-supplied C3D
-  (16 frames, short side 128, center crop 112; ``weights.load_c3d``).
+  (16 frames, short side 128, center crop 112; ``c3d.load_c3d``).
   Both IS variants use 10 splits and come with a ``_std`` entry.
 
 Every clip, real or generated, is first quantised to the 256 levels of a video file
@@ -34,21 +34,19 @@ import datetime
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vfusion.cli import UserError
+from vfusion.data import default_num_workers
 from vfusion.evaluation import metrics as M
+from vfusion.evaluation.clip_sources import SUBSET_SEED, dataset_batches, dataset_subsets, folder_batches, video_files
 from vfusion.evaluation.features import FeatureStats, RowBuffer, cache_file, load_cached, save_cached
 from vfusion.evaluation.fid import FrameFID
 
 METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
-SUBSET_SEED = 0          # which real clips are used: fixed, so the real statistics can be cached
 KVD_SEED = 0
 CACHE_VERSION = 1
 # data keys that do not change which real clips are evaluated (left out of the cache key)
@@ -117,7 +115,7 @@ def load_detectors(metrics: Sequence[str], weights_dir: Optional[str] = None, de
         det.inception = load_inception(weights_dir=weights_dir, device=device)
         det.info["inception_v3"] = dict(det.inception.detector_info)
     if "is_ucf_c3d" in metrics:
-        from vfusion.evaluation.weights import load_c3d
+        from vfusion.evaluation.c3d import load_c3d
 
         det.c3d = load_c3d(c3d_weights, device=device)
         det.info["c3d_ucf101"] = dict(det.c3d.detector_info)
@@ -199,103 +197,6 @@ def _consume(batches: Iterable[torch.Tensor], side: _Side, desc: str, total: Opt
         bar.close()
 
 
-# --------------------------------------------------------------------------- sources of clips
-
-def video_files(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"video folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not files:
-        raise UserError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {folder}")
-    return files
-
-
-def fit_size(videos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Short side resized (bilinear) then center crop to ``size``; ``(B, C, T, H, W)``."""
-    b, c, t, h, w = videos.shape
-    if (h, w) == tuple(size):
-        return videos
-    scale = max(size[0] / h, size[1] / w)
-    nh, nw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
-    frames = videos.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()
-    frames = F.interpolate(frames, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
-    frames = frames[:, :, top:top + size[0], left:left + size[1]]
-    return frames.reshape(b, t, c, size[0], size[1]).permute(0, 2, 1, 3, 4)
-
-
-def folder_batches(files: Sequence[Path], num_frames: int, stride: int = 1, size: Optional[tuple[int, int]] = None,
-                   batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """Clips of the first ``num_frames`` frames (every ``stride``-th) of each file, in batches."""
-    from vfusion.utils.video import read_video
-
-    need = (num_frames - 1) * stride + 1
-    batch: list[torch.Tensor] = []
-    for path in files:
-        try:
-            video = read_video(path)
-        except Exception as err:  # noqa: BLE001 - decoder errors have many types
-            raise UserError(f"cannot read video {path}: {err}") from err
-        if video.shape[1] < need:
-            raise UserError(f"video {path} has {video.shape[1]} frames; {num_frames} frames at stride {stride} "
-                            f"need {need} (lower --num-frames or --real-stride)")
-        clip = video[:, :need:stride]
-        if clip.shape[0] == 1:
-            clip = clip.repeat(3, 1, 1, 1)
-        if size is not None:
-            clip = fit_size(clip[None], size)[0]
-        batch.append(clip)
-        if len(batch) == batch_size:
-            yield torch.stack(batch)
-            batch = []
-    if batch:
-        yield torch.stack(batch)
-
-
-def _num_workers(data_cfg) -> int:
-    import os
-
-    n = int(data_cfg.get("num_workers", -1))
-    return min(4, os.cpu_count() or 1) if n < 0 else n
-
-
-def dataset_subsets(data_cfg, split: str, sizes: Sequence[int], seed: int = SUBSET_SEED):
-    """The real dataset and disjoint index subsets of the given sizes (a seeded permutation)."""
-    try:
-        from vfusion.data import build_dataset
-    except ImportError as err:
-        raise UserError("vfusion.data.build_dataset is not available, so real clips cannot be read from a "
-                        "config; pass a folder of real videos with --real DIR instead") from err
-    if data_cfg.get("cache") == "latents":  # metrics see pixels, never VAE latents
-        from omegaconf import OmegaConf
-
-        data_cfg = OmegaConf.merge(data_cfg, {"cache": "none"})
-    dataset = build_dataset(data_cfg, split=split, train=False, seed=seed)
-    n = len(dataset)
-    if n < len(sizes):
-        raise UserError(f"the {data_cfg.dataset} '{split}' split has {n} clips; not enough to evaluate")
-    perm = np.random.default_rng(seed).permutation(n)
-    want = list(sizes)
-    if sum(want) > n:  # a small dataset: equal shares of what there is
-        share = n // len(want)
-        want = [min(s, share) for s in want]
-    out, start = [], 0
-    for s in want:
-        out.append(perm[start:start + s].tolist())
-        start += s
-    return dataset, out
-
-
-def dataset_batches(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> Iterator[torch.Tensor]:
-    from torch.utils.data import DataLoader, Subset
-
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, drop_last=False)
-    for item in loader:
-        yield item[0] if isinstance(item, (list, tuple)) else item
-
-
 def _real_info(data_cfg, split: str) -> dict:
     d = {k: v for k, v in _to_dict(data_cfg).items() if k not in ("batch_size", "num_workers")}
     d["split"] = split
@@ -343,7 +244,7 @@ def real_dataset_stats(data_cfg, split: str, num_videos: int, det: Detectors, ne
     report["cache_hit"] = {"i3d_k400": need_i3d and i3d_stats is not None,
                            "inception_v3": fid is not None and fid_state is not None}
     if not side.idle:
-        _consume(dataset_batches(dataset, indices, batch_size, _num_workers(data_cfg)), side,
+        _consume(dataset_batches(dataset, indices, batch_size, default_num_workers(data_cfg)), side,
                  f"real clips ({split})", len(indices), progress)
         if side.i3d is not None:
             i3d_stats = side.i3d
@@ -586,7 +487,7 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
     idx_a, idx_b = idx_a[:n], idx_b[:n]
     side_a = _Side(det, i3d_stats=need_i3d, fid=fid, fid_real=True)
     side_b = _Side(det, i3d_stats=need_i3d, fid=fid, fid_real=False)
-    workers = _num_workers(cfg.data)
+    workers = default_num_workers(cfg.data)
     _consume(dataset_batches(dataset, idx_a, batch_size, workers), side_a, f"real half A ({split})", n, progress)
     _consume(dataset_batches(dataset, idx_b, batch_size, workers), side_b, f"real half B ({split})", n, progress)
     values = compute_metrics(metrics, side_a.i3d, side_b, fid, n, side_b.clip_shape[1])

@@ -1,0 +1,104 @@
+"""Where evaluation gets its clips: folders of video files, or disjoint seeded subsets of a
+configured dataset, as batches ``(B, C, T, H, W)`` in [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vfusion.cli import UserError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+SUBSET_SEED = 0  # which real clips are used: fixed, so the real statistics can be cached
+
+
+def video_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"video folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise UserError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {folder}")
+    return files
+
+
+def fit_size(videos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Short side resized (bilinear) then center crop to ``size``; ``(B, C, T, H, W)``."""
+    b, c, t, h, w = videos.shape
+    if (h, w) == tuple(size):
+        return videos
+    scale = max(size[0] / h, size[1] / w)
+    nh, nw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
+    frames = videos.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()
+    frames = F.interpolate(frames, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
+    frames = frames[:, :, top:top + size[0], left:left + size[1]]
+    return frames.reshape(b, t, c, size[0], size[1]).permute(0, 2, 1, 3, 4)
+
+
+def folder_batches(files: Sequence[Path], num_frames: int, stride: int = 1, size: Optional[tuple[int, int]] = None,
+                   batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """Clips of the first ``num_frames`` frames (every ``stride``-th) of each file, in batches."""
+    from vfusion.utils.video import read_video
+
+    need = (num_frames - 1) * stride + 1
+    batch: list[torch.Tensor] = []
+    for path in files:
+        try:
+            video = read_video(path)
+        except Exception as err:  # noqa: BLE001 - decoder errors have many types
+            raise UserError(f"cannot read video {path}: {err}") from err
+        if video.shape[1] < need:
+            raise UserError(f"video {path} has {video.shape[1]} frames; {num_frames} frames at stride {stride} "
+                            f"need {need} (lower --num-frames or --real-stride)")
+        clip = video[:, :need:stride]
+        if clip.shape[0] == 1:
+            clip = clip.repeat(3, 1, 1, 1)
+        if size is not None:
+            clip = fit_size(clip[None], size)[0]
+        batch.append(clip)
+        if len(batch) == batch_size:
+            yield torch.stack(batch)
+            batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+def dataset_subsets(data_cfg, split: str, sizes: Sequence[int], seed: int = SUBSET_SEED):
+    """The real dataset and disjoint index subsets of the given sizes (a seeded permutation)."""
+    try:
+        from vfusion.data import build_dataset
+    except ImportError as err:
+        raise UserError("vfusion.data.build_dataset is not available, so real clips cannot be read from a "
+                        "config; pass a folder of real videos with --real DIR instead") from err
+    if data_cfg.get("cache") == "latents":  # metrics see pixels, never VAE latents
+        from omegaconf import OmegaConf
+
+        data_cfg = OmegaConf.merge(data_cfg, {"cache": "none"})
+    dataset = build_dataset(data_cfg, split=split, train=False, seed=seed)
+    n = len(dataset)
+    if n < len(sizes):
+        raise UserError(f"the {data_cfg.dataset} '{split}' split has {n} clips; not enough to evaluate")
+    perm = np.random.default_rng(seed).permutation(n)
+    want = list(sizes)
+    if sum(want) > n:  # a small dataset: equal shares of what there is
+        share = n // len(want)
+        want = [min(s, share) for s in want]
+    out, start = [], 0
+    for s in want:
+        out.append(perm[start:start + s].tolist())
+        start += s
+    return dataset, out
+
+
+def dataset_batches(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0) -> Iterator[torch.Tensor]:
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, drop_last=False)
+    for item in loader:
+        yield item[0] if isinstance(item, (list, tuple)) else item
