@@ -1,0 +1,71 @@
+"""Temporal pixel statistics: values on clips whose answer is known by construction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vfusion.evaluation.temporal import frame_change, keyframe_drift
+
+
+def test_a_still_clip_has_no_change_and_no_drift():
+    still = torch.rand(1, 3, 1, 8, 8).expand(2, 3, 6, 8, 8) * 2 - 1
+    assert torch.equal(frame_change(still), torch.zeros(2))
+    assert torch.equal(keyframe_drift(still), torch.zeros(2))
+
+
+def test_a_linear_ramp_in_time():
+    # frame t has value -1 + 0.1 t everywhere: consecutive frames differ by 0.1 = 12.75 grey levels,
+    # frame t differs from the keyframe (t = 3 of 7) by 0.1 |t - 3|
+    t = torch.arange(7, dtype=torch.float32)
+    clip = (-1 + 0.1 * t).view(1, 1, 7, 1, 1).expand(1, 3, 7, 4, 4)
+    torch.testing.assert_close(frame_change(clip), torch.tensor([12.75]))
+    expected = 127.5 * 0.1 * torch.tensor([3, 2, 1, 1, 2, 3.0]).mean()
+    torch.testing.assert_close(keyframe_drift(clip), expected.view(1))
+
+
+def test_flicker_scores_higher_than_the_same_frames_in_a_smooth_order():
+    frames = torch.linspace(-1, 1, 8).view(1, 1, 8, 1, 1).expand(1, 3, 8, 2, 2)
+    flicker = frames[:, :, [0, 7, 1, 6, 2, 5, 3, 4]]
+    assert frame_change(flicker) > 3 * frame_change(frames)
+
+
+def test_clips_must_have_a_time_axis():
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\) with T >= 2"):
+        frame_change(torch.zeros(1, 3, 1, 4, 4))
+    with pytest.raises(ValueError, match="T >= 2"):
+        keyframe_drift(torch.zeros(3, 4, 4))
+
+
+def _load_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "temporal_consistency.py"
+    spec = importlib.util.spec_from_file_location("temporal_consistency", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_script_pools_finished_runs_by_grid_cell(tmp_path):
+    """experiments/temporal_consistency.py reads each finished run's sample .mp4 files back and pools the
+    seeds of a cell; a still clip stays near 0 after the codec, a flickering one does not; unfinished runs
+    are left out."""
+    import json
+
+    from vfusion.utils.video import save_videos
+
+    still = torch.zeros(2, 3, 8, 32, 32).uniform_(-0.5, 0.5)[:, :, :1].expand(2, 3, 8, 32, 32)
+    flicker = torch.where(torch.arange(8).view(1, 1, 8, 1, 1) % 2 == 0, -0.8, 0.8).expand(2, 3, 8, 32, 32)
+    for run, label, seed, state, clips in [("still_s0", "still", 0, "done", still), ("still_s1", "still", 1, "done", still),
+                                            ("flick_s0", "flick", 0, "done", flicker),
+                                            ("flick_s1", "flick", 1, "training", flicker)]:
+        d = tmp_path / "runs" / run
+        save_videos(clips, d / "samples")
+        (d / "status.json").write_text(json.dumps({"state": state, "labels": {"model": label}}))
+    cells = _load_script().run_cells(tmp_path)
+    assert set(cells) == {"still", "flick"}
+    assert len(cells["still"]["frame_change"]) == 4 and len(cells["flick"]["frame_change"]) == 2
+    assert max(cells["still"]["frame_change"]) < 2.0
+    assert min(cells["flick"]["frame_change"]) > 150.0  # ±0.8 alternating: 204 grey levels before the codec
