@@ -70,11 +70,7 @@ def folder_batches(files: Sequence[Path], num_frames: int, stride: int = 1, size
 
 def dataset_subsets(data_cfg, split: str, sizes: Sequence[int], seed: int = SUBSET_SEED):
     """The real dataset and disjoint index subsets of the given sizes (a seeded permutation)."""
-    try:
-        from vfusion.data import build_dataset
-    except ImportError as err:
-        raise UserError("vfusion.data.build_dataset is not available, so real clips cannot be read from a "
-                        "config; pass a folder of real videos with --real DIR instead") from err
+    from vfusion.data import build_dataset
     if data_cfg.get("cache") == "latents":  # metrics see pixels, never VAE latents
         from omegaconf import OmegaConf
 
