@@ -377,3 +377,18 @@ def test_new_eval_settings_redo_only_evaluation(tiny_study, tmp_path):
         st = read_status(runs / r)
         assert st["state"] == "done" and st["phases"]["evaluate"]["done"] and "eval settings changed" in st["note"]
         assert "- fvd" in (runs / r / "config.yaml").read_text()
+
+
+def test_cli_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`vfusion study --dry-run | head -1`: the reader closes the pipe early; no traceback, exit 141."""
+    import subprocess
+    import sys
+
+    f = write_study(tmp_path / "s.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "vfusion", "study", "--config", str(f), "--study-dir",
+                             str(tmp_path / "sd"), "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, bufsize=0)
+    proc.stdout.close()  # nobody reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -48,11 +48,25 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ConfigError, FileNotFoundError) as err:
         print(f"vfusion {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`vfusion ... | head`): stop quietly, like other tools
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         print(f"vfusion {args.command}: interrupted (checkpoints written so far are intact; rerun with --resume)",
               file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout is not a real file (tests, embedding)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
