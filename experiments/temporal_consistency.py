@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from vfusion.config import merge_config
 from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
 from vfusion.evaluation.temporal import frame_change, keyframe_drift
+from vfusion.studies.report import mean_std
 from vfusion.utils.io import atomic_write_json, atomic_write_text
 from vfusion.utils.video import read_video
 
@@ -35,8 +36,8 @@ def clip_stats(videos: torch.Tensor) -> dict[str, list[float]]:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    v = torch.tensor(values, dtype=torch.float64)
-    return {"mean": float(v.mean()), "std": float(v.std()) if len(values) > 1 else 0.0, "n": len(values)}
+    mean, std, n = mean_std(values)  # sample std (n - 1), as the study tables
+    return {"mean": mean, "std": std or 0.0, "n": n}
 
 
 def run_cells(study_dir: Path) -> dict[str, dict[str, list[float]]]:
