@@ -21,12 +21,12 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from vfusion.config import merge_config
 from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
 from vfusion.evaluation.temporal import frame_change, keyframe_drift
+from vfusion.studies.harness import read_status
 from vfusion.studies.report import mean_std
+from vfusion.training.inference import load_run_config
 from vfusion.utils.io import atomic_write_json, atomic_write_text
 from vfusion.utils.video import read_video
 
@@ -47,7 +47,7 @@ def run_cells(study_dir: Path) -> dict[str, dict[str, list[float]]]:
     runs = ([study_dir / "runs" / r["run_id"] for r in json.loads(plan.read_text())["runs"]] if plan.is_file()
             else sorted((study_dir / "runs").iterdir()))
     for run in runs:
-        status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
+        status = read_status(run) or {}
         files = sorted((run / "samples").glob("*.mp4"))
         if status.get("state") != "done" or not files:
             print(f"skipping {run.name}: not finished or no samples")
@@ -63,7 +63,7 @@ def run_cells(study_dir: Path) -> dict[str, dict[str, list[float]]]:
 
 def real_stats(study_dir: Path, num_real: int) -> dict[str, list[float]]:
     first = next(p for p in sorted((study_dir / "runs").iterdir()) if (p / "config.yaml").is_file())  # same data in all
-    cfg = merge_config(OmegaConf.load(first / "config.yaml"))
+    cfg = load_run_config(first)
     split = cfg.eval.real_split or cfg.data.eval_split
     dataset, (indices,) = dataset_subsets(cfg.data, split, [num_real])
     videos = torch.cat(list(dataset_batches(dataset, indices, batch_size=16)))

@@ -58,9 +58,8 @@ def test_study_script_pools_finished_runs_by_grid_cell(tmp_path):
 
     still = torch.zeros(2, 3, 8, 32, 32).uniform_(-0.5, 0.5)[:, :, :1].expand(2, 3, 8, 32, 32)
     flicker = torch.where(torch.arange(8).view(1, 1, 8, 1, 1) % 2 == 0, -0.8, 0.8).expand(2, 3, 8, 32, 32)
-    for run, label, seed, state, clips in [("still_s0", "still", 0, "done", still), ("still_s1", "still", 1, "done", still),
-                                            ("flick_s0", "flick", 0, "done", flicker),
-                                            ("flick_s1", "flick", 1, "training", flicker)]:
+    for run, label, state, clips in [("still_s0", "still", "done", still), ("still_s1", "still", "done", still),
+                                      ("flick_s0", "flick", "done", flicker), ("flick_s1", "flick", "training", flicker)]:
         d = tmp_path / "runs" / run
         save_videos(clips, d / "samples")
         (d / "status.json").write_text(json.dumps({"state": state, "labels": {"model": label}}))
