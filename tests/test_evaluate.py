@@ -13,7 +13,8 @@ from torch import nn
 
 import vfusion.data
 import vfusion.training.inference as inference
-from vfusion.cli import UserError, main
+from vfusion.cli import main
+from vfusion.errors import UserError
 from vfusion.config import merge_config, save_config
 from vfusion.evaluation import evaluate as E
 from vfusion.evaluation.clip_sources import fit_size

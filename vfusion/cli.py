@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vfusion.errors import UserError
 from vfusion.utils.registry import register_from
 
 COMMAND_MODULES = (
@@ -19,10 +20,6 @@ COMMAND_MODULES = (
     "vfusion.evaluation.commands",  # evaluate, weights fetch / check
     "vfusion.studies.commands",    # study
 )
-
-
-class UserError(RuntimeError):
-    """An error caused by the user's input; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vfusion.config import ConfigError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -45,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         rc = args.func(args)
-    except (UserError, ConfigError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"vfusion {args.command}: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`vfusion ... | head`): stop quietly, like other tools

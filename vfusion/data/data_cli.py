@@ -118,7 +118,7 @@ def _decode_all(cfg, index) -> list[str]:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
     from vfusion.config import load_config
     from vfusion.data.cache import read_manifest
     from vfusion.data import ensure_cache

@@ -1,13 +1,13 @@
 """Dataset errors and the one place that says where each dataset comes from.
 
-A :class:`DatasetError` is a :class:`vfusion.cli.UserError`: the command line prints it
+A :class:`DatasetError` is a :class:`vfusion.errors.UserError`: the command line prints it
 as one message (what is wrong, what layout was expected, how to fix it) without a
 traceback.
 """
 
 from __future__ import annotations
 
-from vfusion.cli import UserError
+from vfusion.errors import UserError
 
 
 class DatasetError(UserError):

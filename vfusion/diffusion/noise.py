@@ -22,12 +22,13 @@ from typing import Optional, Sequence
 
 import torch
 
+from vfusion.errors import UserError
 from vfusion.layout import keyframe_index
 
 SCHEDULES = ("constant", "linear", "exponential", "cosine", "list")
 
 
-class LambdaScheduleError(ValueError):
+class LambdaScheduleError(UserError, ValueError):
     """An invalid λ schedule."""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vfusion.cli import UserError
+from vfusion.errors import UserError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 SUBSET_SEED = 0  # which real clips are used: fixed, so the real statistics can be cached

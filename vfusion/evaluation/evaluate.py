@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from vfusion.cli import UserError
+from vfusion.errors import UserError
 from vfusion.data import default_num_workers
 from vfusion.evaluation import metrics as M
 from vfusion.evaluation.clip_sources import SUBSET_SEED, dataset_batches, dataset_subsets, folder_batches, video_files

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 
 
 def _mode(args) -> str:
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
 
     real = args.real or args.real_config
     if args.real and args.real_config:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from vfusion.cli import UserError
+from vfusion.errors import UserError
 from vfusion.utils.io import atomic_path
 
 

@@ -42,7 +42,7 @@ def run_fetch(args) -> int:
 def read_labels(path) -> list[str]:
     from pathlib import Path
 
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
 
     path = Path(path)
     if not path.is_file():
@@ -58,7 +58,7 @@ def run_check(args) -> int:
 
     import torch
 
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
     from vfusion.evaluation.i3d import I3D_MIN_FRAMES, i3d_features, load_i3d
     from vfusion.evaluation.inception import INCEPTION_SIZE, load_inception
     from vfusion.utils.video import read_video

@@ -18,13 +18,15 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
+from vfusion.errors import UserError
+
 log = logging.getLogger(__name__)
 
 UNET_CLASSES = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
 ARCH_CLASSES = {"unet2d": UNet2DModel, "unet2d_condition": UNet2DConditionModel}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint directory that cannot be used as asked."""
 
 

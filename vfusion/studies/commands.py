@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def cmd_study(args) -> int:
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
     from vfusion.studies.harness import dry_run_lines, run_study
     from vfusion.studies.report import write_report
     from vfusion.studies.spec import load_study

@@ -43,7 +43,7 @@ def _config_args(p: argparse.ArgumentParser, resume: bool = True) -> None:
 
 
 def _load(args):
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
     from vfusion.config import load_config
     from vfusion.training.runner import resume_config
 
@@ -111,7 +111,7 @@ def cmd_sample(args) -> int:
 
 def cmd_pipeline(args) -> int:
     """Stage 1 -> stage 2 -> samples -> metrics, each step skipped when already done."""
-    from vfusion.cli import UserError
+    from vfusion.errors import UserError
     from vfusion.config import load_config, run_dir_of
     from vfusion.training.runner import fit, last_checkpoint
 

@@ -21,6 +21,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 
+from vfusion.errors import UserError
 from vfusion.diffusion.noise import DecomposedNoise, lambdas_from_config
 from vfusion.diffusion.process import loss_terms, train_scheduler
 from vfusion.layout import fold_frames, keyframe_index
@@ -28,7 +29,7 @@ from vfusion.models.registry import build_model
 from vfusion.models.spec import ModelSpec
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint written by a different model/data configuration."""
 
 
