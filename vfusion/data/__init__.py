@@ -9,156 +9,45 @@ Public API (what training, evaluation and studies call):
 - ``dataset_info(data_cfg, split=None)`` -> class names and counts.
 
 ``data.dataset=embedded`` writes the procedural dataset (in the UCF-101 layout) at
-``data.root`` on first use and then reads it through the UCF-101 loader.
+``data.root`` on first use and then reads it through the UCF-101 loader. The dataset
+names and their listing functions are in :mod:`vfusion.data.registry`.
+
+Every name here is imported on first use (module ``__getattr__``), so ``import vfusion.data``
+does not import torch; the functions live in :mod:`vfusion.data.api`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Optional
-
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-from vfusion.data.errors import DatasetError
-from vfusion.data.index import VideoIndex, build_index
-from vfusion.data.sources import Listing
+from importlib import import_module as _import_module
 
 __all__ = ["build_dataset", "build_dataloader", "dataset_info", "build_listing", "build_video_index", "ensure_cache",
-           "ensure_embedded", "LatentCodec", "DatasetError"]
+           "default_num_workers", "ensure_embedded", "LatentCodec", "DatasetError", "dataset_names"]
+
+# public name -> the module that defines it
+_SOURCES = {
+    "build_dataset": "vfusion.data.api",
+    "build_dataloader": "vfusion.data.api",
+    "dataset_info": "vfusion.data.api",
+    "build_listing": "vfusion.data.api",
+    "build_video_index": "vfusion.data.api",
+    "ensure_cache": "vfusion.data.api",
+    "default_num_workers": "vfusion.data.api",
+    "ensure_embedded": "vfusion.data.embedded",
+    "LatentCodec": "vfusion.data.latents",
+    "DatasetError": "vfusion.data.errors",
+    "dataset_names": "vfusion.data.registry",
+}
+assert set(_SOURCES) == set(__all__)
 
 
-def __getattr__(name: str):   # heavier helpers, imported on first use
-    if name == "ensure_embedded":
-        from vfusion.data.embedded import ensure_embedded
-
-        return ensure_embedded
-    if name == "LatentCodec":
-        from vfusion.data.latents import LatentCodec
-
-        return LatentCodec
-    raise AttributeError(f"module 'vfusion.data' has no attribute '{name}'")
+def __getattr__(name: str):
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'vfusion.data' has no attribute {name!r}")
+    value = getattr(_import_module(source), name)
+    globals()[name] = value          # later look-ups skip this function
+    return value
 
 
-def build_listing(data_cfg, split: Optional[str] = None) -> Listing:
-    """The videos of ``split`` (default ``data.split``) before any file is opened."""
-    split = split or data_cfg.split
-    name = data_cfg.dataset
-    if name == "embedded":
-        from vfusion.data.embedded import ensure_embedded
-        from vfusion.data.ucf101 import list_ucf101
-
-        root = ensure_embedded(data_cfg)
-        return list_ucf101(root, split, int(data_cfg.fold), strict=bool(data_cfg.strict), dataset="embedded")
-    if name == "ucf101":
-        from vfusion.data.ucf101 import list_ucf101
-
-        return list_ucf101(data_cfg.root, split, int(data_cfg.fold), data_cfg.splits_dir, strict=bool(data_cfg.strict))
-    if name == "sky":
-        from vfusion.data.sky import list_sky
-
-        return list_sky(data_cfg.root, split)
-    if name == "folder":
-        from vfusion.data.folder import list_folder
-
-        return list_folder(data_cfg.root, split, bool(data_cfg.labels_from_subfolders))
-    raise DatasetError(f"unknown data.dataset '{name}'; expected embedded, ucf101, sky or folder")
-
-
-def build_video_index(data_cfg, split: Optional[str] = None, progress: bool = True) -> VideoIndex:
-    """Frame counts of every video of the split (remembered under ``data.cache_dir``), short policy applied."""
-    return build_index(build_listing(data_cfg, split), int(data_cfg.num_frames), int(data_cfg.frame_stride),
-                       data_cfg.short_policy, strict=bool(data_cfg.strict), cache_dir=data_cfg.cache_dir,
-                       progress=progress)
-
-
-def _clip_dataset(data_cfg, index: VideoIndex, train: bool, seed: int):
-    from vfusion.data.video_dataset import ClipDataset
-
-    return ClipDataset(index, int(data_cfg.num_frames), int(data_cfg.frame_stride), int(data_cfg.resolution),
-                       short_policy=data_cfg.short_policy, train=train, random_flip=bool(data_cfg.random_flip),
-                       seed=seed, strict=bool(data_cfg.strict), class_conditional=bool(data_cfg.class_conditional))
-
-
-def ensure_cache(data_cfg, split: Optional[str] = None, progress: bool = True, num_workers: Optional[int] = None,
-                 device: Optional[str] = None) -> Path:
-    """The cache folder of ``data.cache`` for ``split``, built (atomically) when absent or stale."""
-    from vfusion.data.cache import build_cache, cache_key, cache_path, read_manifest
-
-    split = split or data_cfg.split
-    if data_cfg.cache not in ("clips", "latents"):
-        raise DatasetError(f"data.cache is '{data_cfg.cache}'; set it to clips or latents to build a cache")
-    if int(data_cfg.cache_clips_per_video) < 1:
-        raise DatasetError("data.cache_clips_per_video must be >= 1")
-    index = build_video_index(data_cfg, split, progress=progress)
-    key = cache_key(data_cfg, split, data_cfg.cache, index.fingerprint())
-    target = cache_path(data_cfg, key)
-    manifest = read_manifest(target)
-    if manifest is not None and manifest.get("key") == key:
-        return target
-    clips = _clip_dataset(data_cfg, index, train=False, seed=0)
-    workers = default_num_workers(data_cfg) if num_workers is None else int(num_workers)
-    return build_cache(data_cfg, split, clips, key, target, progress=progress, num_workers=workers, device=device)
-
-
-def build_dataset(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0) -> Dataset:
-    """``(video, label)`` pairs of one split, decoded on the fly or read from the configured cache."""
-    split = split or data_cfg.split
-    if data_cfg.cache in ("clips", "latents"):
-        from vfusion.data.cache import CachedDataset
-
-        return CachedDataset(ensure_cache(data_cfg, split), train=train, random_flip=bool(data_cfg.random_flip),
-                             seed=seed, class_conditional=bool(data_cfg.class_conditional))
-    return _clip_dataset(data_cfg, build_video_index(data_cfg, split), train, seed)
-
-
-def default_num_workers(data_cfg) -> int:
-    n = int(data_cfg.num_workers)
-    return min(4, os.cpu_count() or 1) if n < 0 else n
-
-
-def _seed_worker(worker_id: int) -> None:
-    import random
-
-    import numpy as np
-
-    s = torch.initial_seed() % 2**32  # distinct per worker and epoch, reproducible from the loader seed
-    np.random.seed(s)
-    random.seed(s)
-    info = torch.utils.data.get_worker_info()       # the dataset's clip/flip sampler (TrainRandom) too
-    sampler = getattr(info.dataset, "random", None) if info is not None else None
-    if hasattr(sampler, "reseed"):
-        sampler.reseed(torch.initial_seed())
-
-
-def build_dataloader(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0,
-                     batch_size: Optional[int] = None, shuffle: Optional[bool] = None,
-                     drop_last: Optional[bool] = None) -> DataLoader:
-    dataset = build_dataset(data_cfg, split, train=train, seed=seed)
-    workers = default_num_workers(data_cfg)
-    bs = int(batch_size or data_cfg.batch_size)
-    if train and len(dataset) < bs:
-        raise DatasetError(f"the {split or data_cfg.split} split has {len(dataset)} videos, fewer than one batch "
-                           f"of {bs}; lower data.batch_size")
-    gen = torch.Generator().manual_seed(int(seed))
-    return DataLoader(dataset, batch_size=bs, shuffle=train if shuffle is None else shuffle,
-                      drop_last=train if drop_last is None else drop_last, num_workers=workers,
-                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=gen,
-                      pin_memory=torch.cuda.is_available())
-
-
-def dataset_info(data_cfg, split: Optional[str] = None) -> dict:
-    """Class names and counts of a split (lists the files; frame counts come from the index)."""
-    index = build_video_index(data_cfg, split, progress=False)
-    info = {"dataset": data_cfg.dataset, "root": str(data_cfg.root), "split": split or data_cfg.split,
-            "fold": int(data_cfg.fold) if data_cfg.dataset in ("ucf101", "embedded") else None,
-            "description": index.listing.description,
-            "num_classes": len(index.class_names), "class_names": list(index.class_names),
-            "class_conditional": bool(data_cfg.class_conditional), "num_frames": int(data_cfg.num_frames),
-            "frame_stride": int(data_cfg.frame_stride), "resolution": int(data_cfg.resolution),
-            "short_policy": data_cfg.short_policy}
-    info.update(index.counts())           # videos, listed, missing, unreadable, short, skipped_short, frames
-    info["unreadable_files"] = list(index.unreadable)
-    info["missing_files"] = list(index.listing.missing)
-    return info
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

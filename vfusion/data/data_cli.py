@@ -1,8 +1,9 @@
 """CLI: ``vfusion data check`` (is a dataset laid out as expected?) and ``vfusion data cache``.
 
-``data check --dataset {ucf101,sky,folder,embedded} --root PATH [--fold K] [--split S]``
+``data check --dataset NAME --root PATH [--fold K] [--split S]``
 lists and opens every video of the split and prints the counts (videos, classes,
-frames, short, unreadable, missing); exit code 1 when the layout is wrong.
+frames, short, unreadable, missing); exit code 1 when the layout is wrong. NAME is one of
+``vfusion.data.registry.dataset_names()``.
 ``data cache --config CFG [key=value ...]`` builds the configured ``data.cache``
 (clips or latents) for ``data.split`` and ``data.eval_split``, with a progress bar.
 """
@@ -14,6 +15,8 @@ import sys
 
 
 def register(subparsers) -> None:
+    from vfusion.data.registry import dataset_names
+
     data = subparsers.add_parser("data", help="check a dataset's layout, build its caches",
                                  description="Check a dataset's layout or build the configured cache.")
     data.set_defaults(func=lambda args: (data.print_help(), 1)[1])
@@ -21,7 +24,7 @@ def register(subparsers) -> None:
 
     check = sub.add_parser("check", help="count videos, classes, frames, short and unreadable files",
                            description="List and open every video of a split; exit code 1 when the layout is wrong.")
-    check.add_argument("--dataset", required=True, choices=("ucf101", "sky", "folder", "embedded"))
+    check.add_argument("--dataset", required=True, choices=dataset_names())
     check.add_argument("--root", required=True, help="dataset root (see data/README.md for each layout)")
     check.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="UCF-101 fold (default 1)")
     check.add_argument("--split", default="train", choices=("train", "test", "all"))
@@ -104,7 +107,7 @@ def _listing(cfg):
 def _decode_all(cfg, index) -> list[str]:
     from tqdm import tqdm
 
-    from vfusion.data import _clip_dataset
+    from vfusion.data.api import _clip_dataset
     from vfusion.data.sources import UnreadableVideo
 
     ds = _clip_dataset(cfg, index, train=False, seed=0)

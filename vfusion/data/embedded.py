@@ -301,3 +301,12 @@ def ensure_embedded(data_cfg: Any, progress: bool = True) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def list_from_config(data_cfg: Any, split: str):
+    """The registry's listing function for ``data.dataset=embedded``: generate the dataset at
+    ``data.root`` if needed, then list it in the UCF-101 layout."""
+    from vfusion.data.ucf101 import list_ucf101
+
+    root = ensure_embedded(data_cfg)
+    return list_ucf101(root, split, int(data_cfg.fold), strict=bool(data_cfg.strict), dataset="embedded")

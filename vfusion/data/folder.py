@@ -70,3 +70,8 @@ def list_folder(root: str | Path, split: str = "train", labels_from_subfolders: 
         items = [VideoItem(key=it.key, path=it.path, label=label_of[n], frames=it.frames) for it, n in zip(items, names)]
     desc = f"folder layout, {split}: {', '.join(map(str, bases))}"
     return Listing(dataset="folder", items=items, class_names=class_names, description=desc)
+
+
+def list_from_config(data_cfg, split: str) -> Listing:
+    """The registry's listing function for ``data.dataset=folder``."""
+    return list_folder(data_cfg.root, split, bool(data_cfg.labels_from_subfolders))

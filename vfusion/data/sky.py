@@ -69,3 +69,8 @@ def list_sky(root: str | Path, split: str = "train") -> Listing:
         dirs.append(str(split_dir))
     return Listing(dataset="sky", items=items, class_names=["sky"],
                    description=f"Sky Time-lapse layout, {split}: {', '.join(dirs)}")
+
+
+def list_from_config(data_cfg, split: str) -> Listing:
+    """The registry's listing function for ``data.dataset=sky``."""
+    return list_sky(data_cfg.root, split)

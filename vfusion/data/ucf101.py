@@ -165,3 +165,8 @@ def list_ucf101(root: str | Path, split: str = "train", fold: int = 1, splits_di
         raise layout_error(dataset, f"the fold-{fold} {split} list of '{splits}' names no video present in '{videos}'")
     desc = f"UCF-101 layout, fold {fold} {split}, videos {videos}, splits {splits}"
     return Listing(dataset=dataset, items=items, class_names=class_names, description=desc, missing=missing)
+
+
+def list_from_config(data_cfg, split: str) -> Listing:
+    """The registry's listing function for ``data.dataset=ucf101``."""
+    return list_ucf101(data_cfg.root, split, int(data_cfg.fold), data_cfg.splits_dir, strict=bool(data_cfg.strict))

@@ -1,0 +1,72 @@
+"""The dataset registry: every ``data.dataset`` name and the function that lists its videos.
+
+``DATASETS`` maps a name to a :class:`DatasetEntry`, a ``"module:function"`` string naming a
+listing function with the one signature ``(data_cfg, split) -> Listing``; the module is
+imported only when :func:`listing_function` is called. An entry also says whether the dataset
+has UCF-101-style folds (``data.fold`` applies).
+
+This module imports neither torch nor any dataset module, so configuration checks and the
+command line can read :func:`dataset_names` cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+from vfusion.data.errors import DatasetError
+
+__all__ = ["DatasetEntry", "DATASETS", "dataset_names", "listing_function", "has_folds"]
+
+
+class DatasetEntry(str):
+    """``"module:function"`` of a listing function ``(data_cfg, split) -> Listing``.
+
+    ``folds``: the dataset has UCF-101-style train/test folds, chosen by ``data.fold``.
+    """
+
+    folds: bool
+
+    def __new__(cls, target: str, *, folds: bool = False) -> "DatasetEntry":
+        module, sep, function = target.partition(":")
+        if not (module and sep and function):
+            raise ValueError(f"a dataset entry is 'module:function', not '{target}'")
+        entry = super().__new__(cls, target)
+        entry.folds = bool(folds)
+        return entry
+
+    def __repr__(self) -> str:
+        return f"DatasetEntry({str(self)!r}, folds={self.folds})"
+
+
+DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
+    "embedded": DatasetEntry("vfusion.data.embedded:list_from_config", folds=True),
+    "ucf101": DatasetEntry("vfusion.data.ucf101:list_from_config", folds=True),
+    "sky": DatasetEntry("vfusion.data.sky:list_from_config"),
+    "folder": DatasetEntry("vfusion.data.folder:list_from_config"),
+})
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Every valid ``data.dataset``, in registry order."""
+    return tuple(DATASETS)
+
+
+def _entry(name: str) -> DatasetEntry:
+    try:
+        return DATASETS[name]
+    except (KeyError, TypeError):   # TypeError: an unhashable value from a config
+        raise DatasetError(f"unknown data.dataset '{name}'; expected one of {', '.join(DATASETS)}") from None
+
+
+def listing_function(name: str) -> Callable:
+    """The listing function ``(data_cfg, split) -> Listing`` of dataset ``name`` (imported now);
+    :class:`DatasetError` naming the choices for an unknown name."""
+    module, _, function = _entry(name).partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def has_folds(name: str) -> bool:
+    """Whether dataset ``name`` has UCF-101-style folds; :class:`DatasetError` for an unknown name."""
+    return _entry(name).folds
