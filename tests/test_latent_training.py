@@ -3,8 +3,7 @@
 import torch
 from diffusers import AutoencoderKL
 
-from tests.conftest import tiny_config, tiny_loader, tiny_spec
-from vfusion.training.inference import generate
+from tests.conftest import run_videos, tiny_config, tiny_loader, tiny_spec
 from vfusion.training.runner import fit
 
 
@@ -19,9 +18,10 @@ def test_train_and_sample_in_latent_space(tmp_path):
                       "model.base.block_out_channels=[8,8]", "model.residual.block_out_channels=[8,8]")
     spec = tiny_spec(channels=4, size=8)  # 16x16 pixels -> 8x8 latents with 4 channels
     fit(cfg, train_loader=tiny_loader(size=16), spec_info=spec)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert not any(k.startswith("_codec") or "vae" in k for k in ckpt["state_dict"])  # VAE not checkpointed
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any(k.startswith("codec") or "vae" in k for k in ckpt["state_dict"])  # VAE not checkpointed
     assert ckpt["state_dict"]["model.base.unet.conv_in.weight"].shape[1] == 4
-    (videos, labels), = list(generate(run, 2, steps=2, batch_size=2, progress=False))
+    videos, labels = run_videos(run, 2, steps=2, batch_size=2)
     assert videos.shape == (2, 3, 4, 16, 16)  # decoded back to pixels
     assert videos.abs().max() <= 1.0
+    assert (run / "pipeline" / "vae" / "config.json").is_file()  # the pipeline carries its VAE

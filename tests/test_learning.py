@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import tiny_config, tiny_spec
-from vfusion.diffusion.sampling import sample
-from vfusion.training.inference import generate
+from tests.conftest import run_videos, tiny_config, tiny_spec
+from vfusion.diffusion.sampling import sample_loop
 from vfusion.training.runner import fit
 
 COLOURS = torch.tensor([[0.8, -0.6, -0.6], [-0.6, -0.6, 0.8]])  # class 0 red, class 1 blue
@@ -19,10 +18,11 @@ COLOURS = torch.tensor([[0.8, -0.6, -0.6], [-0.6, -0.6, 0.8]])  # class 0 red, c
 def test_oracle_denoiser_reproduces_the_data_exactly():
     from vfusion.config import merge_config
     from vfusion.diffusion.noise import DecomposedNoise
-    from vfusion.diffusion.process import train_scheduler
+    from vfusion.diffusion.process import DiffusionProcess
 
     cfg = merge_config({"name": "o"}, overrides=["diffusion.num_train_timesteps=100"])
-    ac = train_scheduler(cfg.diffusion).alphas_cumprod
+    process = DiffusionProcess.from_config(cfg.diffusion)
+    ac = process.alphas_cumprod
     c = COLOURS[0].view(1, 3, 1, 1, 1)
 
     def oracle(x, t, y=None):  # the exact ε for data that is always colour c
@@ -30,8 +30,8 @@ def test_oracle_denoiser_reproduces_the_data_exactly():
         return (x - a.sqrt() * c) / (1 - a).sqrt()
 
     for sampler in ("ddpm", "ddim", "dpm"):
-        out = sample(oracle, cfg.diffusion, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8), sampler=sampler,
-                     steps=20, generator=torch.Generator().manual_seed(0), progress=False)
+        out = sample_loop(oracle, process, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8), sampler=sampler,
+                          steps=20, generator=torch.Generator().manual_seed(0), progress=False)
         assert torch.allclose(out, c.expand_as(out), atol=1e-4), sampler
 
 
@@ -47,7 +47,7 @@ def test_samples_take_the_colour_of_their_class(tmp_path):
                       "model.base.block_out_channels=[32,32]", "model.residual.block_out_channels=[32,32]",
                       "model.base.norm_num_groups=8", "model.residual.norm_num_groups=8")
     fit(cfg, train_loader=loader, spec_info=tiny_spec(size=8))
-    (videos, labels), = list(generate(run, 4, steps=50, batch_size=4, progress=False, sampler="ddpm"))
+    videos, labels = run_videos(run, 4, steps=50, batch_size=4, sampler="ddpm")
     means = videos.mean(dim=(2, 3, 4))                                   # (4, 3) mean colour per video
     own = (means - COLOURS[labels]).norm(dim=1)
     other = (means - COLOURS[1 - labels]).norm(dim=1)

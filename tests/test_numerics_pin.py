@@ -22,17 +22,18 @@ PINNED = {
 
 
 def _module(tmp_path, name, stage):
-    from vfusion.training.lit_module import VideoDiffusionModule
+    from vfusion.training.runner import build_module, stage1_config
 
     cfg = tiny_config(tmp_path, f"model.name={name}", "model.dit.patch_size=4")
-    spec = {k: v for k, v in tiny_spec().items() if k != "class_names"}
-    return VideoDiffusionModule(dict(cfg), spec, stage=stage)
+    return build_module(stage1_config(cfg) if stage == "pretrain" else cfg, tiny_spec())
 
 
 def _sample(module, sampler):
-    from vfusion.training.inference import sample_from_module
+    from vfusion.training.runner import pipeline_from_module
 
-    return sample_from_module(module, 2, sampler=sampler, steps=3, seed=0, progress=False, use_ema=False)[0]
+    pipe = pipeline_from_module(module)
+    return pipe(batch_size=2, num_inference_steps=3, sampler=sampler, generator=torch.Generator().manual_seed(0),
+                output_type="pt", progress=False).frames
 
 
 @pytest.mark.parametrize("name,stage", list(PINNED))

@@ -9,21 +9,21 @@ from tests.conftest import tiny_config, tiny_loader, tiny_spec
 from vfusion.config import ConfigError
 from vfusion.models.base_generator import base_unet_from_config
 from vfusion.models.spec import ModelSpec
-from vfusion.training.lit_module import CheckpointMismatchError, VideoDiffusionModule
-from vfusion.training.runner import RunExistsError, fit, load_module
+from vfusion.training.lit_module import CheckpointMismatchError
+from vfusion.training.runner import RunExistsError, build_module, fit, module_from_checkpoint
 
 
 def test_fit_then_resume_continues_from_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(run, "train.max_steps=4")
     fit(cfg, train_loader=tiny_loader(), spec_info=tiny_spec())
-    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck["global_step"] == 4 and "ema" in ck
     with pytest.raises(RunExistsError, match="--resume"):
         fit(cfg, train_loader=tiny_loader(), spec_info=tiny_spec())
     cfg2 = tiny_config(run, "train.max_steps=7")
     fit(cfg2, resume=True, train_loader=tiny_loader(), spec_info=tiny_spec())
-    ck2 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ck2 = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck2["global_step"] == 7
     info = json.loads((run / "model_info.json").read_text())
     assert info["global_step"] == 7 and info["parameters"]["base"]["trainable"] > 0
@@ -51,12 +51,12 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
 
 def test_base_lr_multiplier_and_freeze(tmp_path):
     cfg = tiny_config(tmp_path, "model.base.lr_mult=0.1", "train.optim.lr=0.001")
-    m = VideoDiffusionModule(dict(cfg), {k: v for k, v in tiny_spec().items() if k != "class_names"})
+    m = build_module(cfg, tiny_spec())
     groups = {g["name"]: g for g in m.configure_optimizers()["optimizer"].param_groups}
     assert groups["base"]["lr"] == pytest.approx(1e-4) and groups["residual"]["lr"] == pytest.approx(1e-3)
     assert len(groups["base"]["params"]) == len(list(m.model.base.parameters()))
     cfg = tiny_config(tmp_path, "model.base.freeze=true")
-    m = VideoDiffusionModule(dict(cfg), {k: v for k, v in tiny_spec().items() if k != "class_names"})
+    m = build_module(cfg, tiny_spec())
     groups = m.configure_optimizers()["optimizer"].param_groups
     assert [g["name"] for g in groups] == ["residual"]
     assert not any(p.requires_grad for p in m.model.base.parameters())
@@ -68,8 +68,8 @@ def test_pretrain_exports_diffusers_unet_loadable_as_base(tmp_path):
     fit(cfg, stage="pretrain", train_loader=tiny_loader(), spec_info=tiny_spec())
     out = run / "base_unet"
     assert (out / "config.json").is_file()
-    module = load_module(run)
-    spec = ModelSpec(3, 16, 4, 2, torch.ones(4), torch.ones(1000))
+    module = module_from_checkpoint(run)
+    spec = ModelSpec(3, 16, 4, 2)
     cfg2 = tiny_config(tmp_path / "v", f"model.base.pretrained={out}")
     unet = base_unet_from_config(cfg2.model.base, spec)
     with module.ema_model() as m:
@@ -80,9 +80,12 @@ def test_pretrain_exports_diffusers_unet_loadable_as_base(tmp_path):
 
 def test_class_dropout_uses_null_label(tmp_path):
     cfg = tiny_config(tmp_path, "model.class_dropout=0.5")
-    m = VideoDiffusionModule(dict(cfg), {k: v for k, v in tiny_spec().items() if k != "class_names"})
+    m = build_module(cfg, tiny_spec())
     torch.manual_seed(0)
-    y = m._drop_labels(torch.zeros(1000, dtype=torch.long))
+    from vfusion.conditioning import Cond
+
+    cond = Cond(class_labels=torch.zeros(1000, dtype=torch.long)).drop(m.class_dropout)
+    y = cond.label_ids(2, 1000, "cpu")
     frac = (y == 2).float().mean().item()
     assert set(y.unique().tolist()) == {0, 2} and 0.4 < frac < 0.6
 

@@ -73,8 +73,10 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """λ schedule of the decomposed noise (see vfusion.diffusion.noise)."""
+    """The noise prior (``vfusion.diffusion.priors``) and the λ schedule of the decomposed prior."""
 
+    # decomposed | independent (see vfusion/diffusion/priors.py)
+    prior: str = "decomposed"
     # constant | linear | exponential | cosine | list
     schedule: str = "constant"
     # constant: λ of every non-key frame; decays: λ of the keyframe's neighbours
@@ -94,6 +96,8 @@ class DiffusionConfig:
     beta_start: float = 0.0001
     beta_end: float = 0.02
     clip_sample: bool = True
+    # epsilon | v_prediction | sample: what every network of the run is trained to predict
+    prediction_type: str = "epsilon"
 
 
 @dataclass
@@ -160,7 +164,7 @@ class DiTConfig:
 
 @dataclass
 class ModelConfig:
-    # videofusion | video_unet | dit
+    # videofusion | video_unet | dit | image_unet (stage 1): see vfusion/models/registry.py
     name: str = "videofusion"
     base: BaseGeneratorConfig = field(default_factory=BaseGeneratorConfig)
     residual: ResidualGeneratorConfig = field(default_factory=ResidualGeneratorConfig)
@@ -309,15 +313,23 @@ def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that go beyond types: choices and ranges."""
-    _check_choice(cfg.data.dataset, ("embedded", "ucf101", "sky", "folder"), "data.dataset")
+    from vfusion.data.registry import dataset_names
+    from vfusion.diffusion.priors import LAMBDA_SCHEDULES, prior_names
+    from vfusion.diffusion.samplers import PREDICTION_TYPES, sampler_names
+    from vfusion.models.registry import UNET_ARCHS, model_names
+
+    _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
     _check_choice(cfg.data.split, ("train", "test", "all"), "data.split")
     _check_choice(cfg.data.eval_split, ("train", "test", "all"), "data.eval_split")
     _check_choice(cfg.data.short_policy, ("skip", "loop", "lower_stride"), "data.short_policy")
     _check_choice(cfg.data.cache, ("none", "clips", "latents"), "data.cache")
-    _check_choice(cfg.noise.schedule, ("constant", "linear", "exponential", "cosine", "list"), "noise.schedule")
-    _check_choice(cfg.model.name, ("videofusion", "video_unet", "dit"), "model.name")
-    _check_choice(cfg.model.base.arch, ("unet2d", "unet2d_condition"), "model.base.arch")
-    _check_choice(cfg.sample.sampler, ("ddpm", "ddim", "dpm"), "sample.sampler")
+    _check_choice(cfg.noise.prior, prior_names(), "noise.prior")
+    _check_choice(cfg.noise.schedule, LAMBDA_SCHEDULES, "noise.schedule")
+    _check_choice(cfg.model.name, model_names(), "model.name")
+    _check_choice(cfg.model.base.arch, UNET_ARCHS, "model.base.arch")
+    _check_choice(cfg.model.residual.arch, UNET_ARCHS, "model.residual.arch")
+    _check_choice(cfg.sample.sampler, sampler_names(), "sample.sampler")
+    _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
     if cfg.data.fold not in (1, 2, 3):
         raise ConfigError(f"config key 'data.fold' is {cfg.data.fold}; UCF-101 has folds 1, 2 and 3")
     if cfg.data.num_frames < 1 or cfg.data.frame_stride < 1:

@@ -38,15 +38,19 @@ class LatentCodec(nn.Module):
     frames go through the VAE in one call.
     """
 
-    def __init__(self, vae_path: str | Path, scaling_factor: Optional[float] = None, max_frames: int = 64):
+    def __init__(self, vae_path: str | Path | nn.Module, scaling_factor: Optional[float] = None, max_frames: int = 64):
+        """``vae_path``: a local AutoencoderKL folder (or pipeline folder with ``vae/``), or the VAE itself."""
         super().__init__()
-        from diffusers import AutoencoderKL
+        if isinstance(vae_path, nn.Module):
+            self.vae = vae_path
+        else:
+            from diffusers import AutoencoderKL
 
-        path, subfolder = vae_dir(vae_path)
-        try:
-            self.vae = AutoencoderKL.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot load the AutoencoderKL at '{vae_path}': {err}") from err
+            path, subfolder = vae_dir(vae_path)
+            try:
+                self.vae = AutoencoderKL.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
+            except (OSError, ValueError) as err:
+                raise DatasetError(f"cannot load the AutoencoderKL at '{vae_path}': {err}") from err
         self.vae.requires_grad_(False).eval()
         cfg = self.vae.config
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else cfg.scaling_factor)

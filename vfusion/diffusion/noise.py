@@ -22,10 +22,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from vfusion.diffusion.priors import LAMBDA_SCHEDULES as SCHEDULES
 from vfusion.errors import UserError
 from vfusion.layout import keyframe_index
-
-SCHEDULES = ("constant", "linear", "exponential", "cosine", "list")
 
 
 class LambdaScheduleError(UserError, ValueError):
@@ -89,11 +88,6 @@ def check_lambdas(lam: torch.Tensor) -> None:
         raise LambdaScheduleError(f"the keyframe (index {k} = T // 2) must have λ = 1, got {float(lam[k])}")
 
 
-def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:
-    """λ vector from a :class:`vfusion.config.NoiseConfig`."""
-    return lambda_schedule(num_frames, schedule=noise_cfg.schedule, value=noise_cfg.value,
-                           min_value=noise_cfg.min_value, rate=noise_cfg.rate,
-                           values=list(noise_cfg.per_frame) if noise_cfg.per_frame is not None else None)
 
 
 def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
@@ -140,10 +134,6 @@ class DecomposedNoise:
     def independent(cls, num_frames: int) -> "DecomposedNoise":
         """λ ≡ 0 off the keyframe: ε^i i.i.d. (the keyframe's ε is b, itself N(0, I))."""
         return cls.constant(num_frames, 0.0)
-
-    @classmethod
-    def from_config(cls, noise_cfg, num_frames: int) -> "DecomposedNoise":
-        return cls(lambdas_from_config(noise_cfg, num_frames))
 
     @property
     def num_frames(self) -> int:
@@ -201,3 +191,38 @@ class DecomposedNoise:
 
     def __repr__(self) -> str:
         return f"DecomposedNoise(lambdas={[round(float(v), 4) for v in self.lambdas]})"
+
+
+# --------------------------------------------------------------------------- the prior registry
+
+def decomposed_prior(num_frames: int, schedule: str = "constant", value: float = 0.5, min_value: float = 0.0,
+                     rate: float = 0.7, per_frame: Optional[Sequence[float]] = None, **unused) -> DecomposedNoise:
+    """VideoFusion's decomposed noise with a λ schedule (the ``noise`` section's λ keys)."""
+    return DecomposedNoise(lambda_schedule(num_frames, schedule=schedule, value=value, min_value=min_value, rate=rate,
+                                           values=list(per_frame) if per_frame is not None else None))
+
+
+def independent_prior(num_frames: int, **unused) -> DecomposedNoise:
+    """I.i.d. per-frame noise: bit for bit ``torch.randn`` of the clip's shape."""
+    return DecomposedNoise.independent(num_frames)
+
+
+def build_noise_prior(name: str, num_frames: int, **params) -> DecomposedNoise:
+    """The prior registered as ``name`` (see :mod:`vfusion.diffusion.priors`) for clips of ``num_frames``."""
+    from vfusion.diffusion.priors import NOISE_PRIORS
+    from vfusion.utils.registry import choose, load_entry
+
+    return load_entry(choose(NOISE_PRIORS, name, "noise.prior"))(num_frames, **params)
+
+
+def noise_prior_from_config(noise_cfg, num_frames: int) -> DecomposedNoise:
+    """The prior of an experiment's ``noise`` section (``noise.prior`` plus its parameters)."""
+    params = {k: v for k, v in dict(noise_cfg).items() if k != "prior"}
+    if params.get("per_frame") is not None:
+        params["per_frame"] = list(params["per_frame"])
+    return build_noise_prior(noise_cfg.prior, num_frames, **params)
+
+
+def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:
+    """The per-frame λ of an experiment's noise prior (λ ≡ 0 off the keyframe for ``independent``)."""
+    return noise_prior_from_config(noise_cfg, num_frames).lambdas

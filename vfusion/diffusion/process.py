@@ -1,55 +1,184 @@
-"""Forward process and training targets, on top of diffusers schedulers.
+"""The objective as one object: forward process, training target, conversions, samplers.
 
-    z_t = sqrt(ᾱ_t) · x + sqrt(1 − ᾱ_t) · ε          (``scheduler.add_noise``)
-    L   = mean_i || ε^i − ε̂^i ||²
+A :class:`DiffusionProcess` is built from a diffusers scheduler config (a dict or a
+``scheduler_config.json``) and owns, in one place (DiT's ``GaussianDiffusion``,
+diffusers' schedulers):
 
-The loss is split per frame so the base (keyframe) and residual (other frames)
-parts can be logged separately; ``total`` is the mean over all frames.
+    z_t   = sqrt(ᾱ_t) · x + σ_t · ε,        σ_t = sqrt(1 − ᾱ_t)           add_noise
+    target: ε (epsilon) | v = sqrt(ᾱ_t) · ε − σ_t · x (v_prediction) | x (sample)
+    to_eps / from_eps: exact conversions between a prediction and ε given z_t:
+        v → ε:  ε = sqrt(ᾱ_t) · v + σ_t · z_t           ε → v:  v = (ε − σ_t · z_t) / sqrt(ᾱ_t)
+        x → ε:  ε = (z_t − sqrt(ᾱ_t) · x) / σ_t         ε → x:  x = (z_t − σ_t · ε) / sqrt(ᾱ_t)
+
+The loss, the sampler and the VideoFusion composition use only this object, so a
+model never indexes ᾱ itself. ᾱ comes from diffusers' own beta schedules (the train
+scheduler); ``scheduler(name)`` returns a configured diffusers scheduler for sampling
+(see :mod:`vfusion.diffusion.samplers`). The process is written into every run
+directory and pipeline as ``scheduler/scheduler_config.json`` and read back from there.
+
+The loss is split per frame so the base (keyframe) and residual (other frames) parts
+can be logged separately; ``total`` is the mean over all frames.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-SAMPLERS = ("ddpm", "ddim", "dpm")
-
-
-def scheduler_kwargs(diff_cfg) -> dict:
-    return dict(num_train_timesteps=diff_cfg.num_train_timesteps, beta_schedule=diff_cfg.beta_schedule,
-                beta_start=diff_cfg.beta_start, beta_end=diff_cfg.beta_end, prediction_type="epsilon")
+from vfusion.diffusion.samplers import PREDICTION_TYPES, sampler_spec
+from vfusion.errors import UserError
+CONFIG_NAME = "scheduler_config.json"
+# Scheduler keys the project sets for its own schedules (a checkpoint's config carries its own).
+PROJECT_DEFAULTS = {"set_alpha_to_one": True, "timestep_spacing": "leading", "steps_offset": 0}
 
 
-def train_scheduler(diff_cfg) -> DDPMScheduler:
-    return DDPMScheduler(clip_sample=diff_cfg.clip_sample, **scheduler_kwargs(diff_cfg))
+class ProcessError(UserError):
+    """A scheduler config the project cannot use."""
 
 
-def sampling_scheduler(diff_cfg, sampler: str):
-    """A fresh scheduler for ``sampler``.
+class DiffusionProcess:
+    """Variance-preserving diffusion with a diffusers noise schedule and a prediction type."""
 
-    ``ddpm`` is ancestral sampling with the DDPM posterior variance. It is run as
-    DDIM with η = 1, which is the same update (σ_t² = β̃_t, mean = the posterior
-    mean) but, unlike diffusers' ``DDPMScheduler.step``, accepts the step's fresh
-    noise as an argument, so that noise can be decomposed like the training noise.
-    ``tests/test_sampling.py`` checks the two agree step for step.
-    """
-    kw = scheduler_kwargs(diff_cfg)
-    if sampler in ("ddpm", "ddim"):
-        return DDIMScheduler(clip_sample=diff_cfg.clip_sample, set_alpha_to_one=True, timestep_spacing="leading",
-                             steps_offset=0, **kw)
-    if sampler == "dpm":
-        return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **kw)
-    raise ValueError(f"unknown sampler '{sampler}'; expected one of {', '.join(SAMPLERS)}")
+    def __init__(self, config: dict):
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        cfg = {k: v for k, v in dict(config).items()}
+        pred = cfg.get("prediction_type", "epsilon")
+        if pred not in PREDICTION_TYPES:
+            raise ProcessError(f"prediction_type '{pred}' is not supported; expected one of {', '.join(PREDICTION_TYPES)}")
+        # The full config of a DDIM scheduler: the default sampler's class, a superset of the keys
+        # the other samplers read (diffusers' from_config maps it onto any scheduler class).
+        self.config: dict = dict(DDIMScheduler.from_config(cfg).config)
+        self._train = DDPMScheduler.from_config(self.config)
+        self.alphas_cumprod = self._train.alphas_cumprod            # float32, as the diffusers schedulers
+        self._ac64 = self.alphas_cumprod.double()
+        self._cache: dict = {}
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, diff_cfg) -> "DiffusionProcess":
+        """From the experiment's ``diffusion`` section (:class:`vfusion.config.DiffusionConfig`)."""
+        return cls(dict(PROJECT_DEFAULTS, num_train_timesteps=int(diff_cfg.num_train_timesteps),
+                        beta_schedule=diff_cfg.beta_schedule, beta_start=float(diff_cfg.beta_start),
+                        beta_end=float(diff_cfg.beta_end), clip_sample=bool(diff_cfg.clip_sample),
+                        prediction_type=diff_cfg.prediction_type))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "DiffusionProcess":
+        """From a ``scheduler_config.json`` file or a folder holding one (or ``scheduler/`` of it)."""
+        path = Path(path)
+        for f in (path, path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME):
+            if f.is_file():
+                try:
+                    return cls(json.loads(f.read_text()))
+                except json.JSONDecodeError as err:
+                    raise ProcessError(f"{f} is not valid JSON ({err}); write it with save_pretrained") from err
+        raise ProcessError(f"no {CONFIG_NAME} at {path}; expected a scheduler config file or a folder with one")
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``folder/scheduler_config.json`` (atomically)."""
+        from vfusion.utils.io import atomic_write_json
+
+        out = Path(folder) / CONFIG_NAME
+        atomic_write_json(out, self.to_json_dict())
+        return out
+
+    def to_json_dict(self) -> dict:
+        from diffusers import DDIMScheduler
+
+        return json.loads(DDIMScheduler.from_config(self.config).to_json_string())
+
+    # ---- facts ---------------------------------------------------------------------------
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.config["num_train_timesteps"])
+
+    @property
+    def prediction_type(self) -> str:
+        return self.config["prediction_type"]
+
+    def _table(self, name: str, device) -> torch.Tensor:
+        key = (name, str(device))
+        if key not in self._cache:
+            ac = self._ac64
+            table = {"alpha": ac.sqrt(), "sigma": (1.0 - ac).sqrt()}[name]
+            self._cache[key] = table.float().to(device)
+        return self._cache[key]
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """sqrt(ᾱ_t), ``(B,)`` float32."""
+        return self._table("alpha", t.device)[t]
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t = sqrt(1 − ᾱ_t), ``(B,)`` float32."""
+        return self._table("sigma", t.device)[t]
+
+    def _coefs(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (-1,) + (1,) * (like.dim() - 1)
+        return self.alpha(t).to(like.dtype).view(shape), self.sigma(t).to(like.dtype).view(shape)
+
+    # ---- forward process and target ---------------------------------------------------------
+    def sample_timesteps(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Uniform training timesteps in [0, T)."""
+        return torch.randint(0, self.num_train_timesteps, (batch,), device=device, generator=generator)
+
+    def add_noise(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._train.add_noise(x, noise, t)
+
+    def target(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the model is trained to predict."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return x
+        return self._train.get_velocity(x, noise, t)
+
+    def to_eps(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε from a prediction of this process's type."""
+        if self.prediction_type == "epsilon":
+            return pred
+        a, s = self._coefs(t, x_t)
+        if self.prediction_type == "v_prediction":
+            return a * pred + s * x_t
+        return (x_t - a * pred) / s
+
+    def from_eps(self, eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A prediction of this process's type from ε (the inverse of :meth:`to_eps`)."""
+        if self.prediction_type == "epsilon":
+            return eps
+        a, s = self._coefs(t, x_t)
+        if self.prediction_type == "v_prediction":
+            return (eps - s * x_t) / a
+        return (x_t - s * eps) / a
+
+    # ---- sampling ------------------------------------------------------------------------
+    def scheduler(self, sampler: str):
+        """A fresh diffusers scheduler for ``sampler`` on this process's schedule and prediction type."""
+        import diffusers
+
+        spec = sampler_spec(sampler)
+        return getattr(diffusers, spec.scheduler_class).from_config(self.config, **spec.overrides)
+
+    def describe(self) -> dict[str, Any]:
+        keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type", "clip_sample",
+                "timestep_spacing", "steps_offset")
+        return {k: self.config.get(k) for k in keys}
+
+    def __repr__(self) -> str:
+        return f"DiffusionProcess({self.describe()})"
 
 
-def frame_losses(eps_hat: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def frame_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-frame MSE, ``(B, C, T, H, W) -> (B, T)``."""
-    return (eps_hat.float() - eps.float()).pow(2).mean(dim=(1, 3, 4))
+    return (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
 
 
-def loss_terms(eps_hat: torch.Tensor, eps: torch.Tensor, keyframe: int) -> dict[str, torch.Tensor]:
+def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int) -> dict[str, torch.Tensor]:
     """``total`` (optimised), ``base`` (keyframe) and ``residual`` (non-key frames) MSE."""
-    per_frame = frame_losses(eps_hat, eps)
+    per_frame = frame_losses(pred, target)
     terms = {"total": per_frame.mean(), "base": per_frame[:, keyframe].mean()}
     if per_frame.shape[1] > 1:
         mask = torch.ones(per_frame.shape[1], dtype=torch.bool, device=per_frame.device)

@@ -1,10 +1,11 @@
-"""The sampling loop: any denoiser, any diffusers scheduler, any noise sampler.
+"""The sampling loop: any denoiser, the run's DiffusionProcess, any noise prior.
 
-The initial noise AND the fresh noise of each stochastic step come from the same
-:class:`~vfusion.diffusion.noise.DecomposedNoise` the model was trained with
-(shared b', per-frame r'), otherwise the sampler would break the structure the
-model learned (method.md, "Sampling"). Given a seeded generator the result is
-deterministic.
+The initial noise AND the fresh noise of each stochastic step come from the same noise
+prior the model was trained with (shared b', per-frame r' for the decomposed prior),
+otherwise the sampler would break the structure the model learned (method.md,
+"Sampling"). The model predicts the process's target; the diffusers scheduler is
+configured with the same prediction type. Given a seeded generator the result is
+deterministic. :class:`vfusion.VideoFusionPipeline` calls this loop.
 """
 
 from __future__ import annotations
@@ -14,41 +15,47 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from vfusion.diffusion.noise import DecomposedNoise
-from vfusion.diffusion.process import sampling_scheduler
+from vfusion.conditioning import Cond
+from vfusion.diffusion.samplers import sampler_spec
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[Cond]], torch.Tensor]
 
 
-def guided_eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
-               null_label: Optional[int], guidance_scale: float) -> torch.Tensor:
-    """ε̂ with classifier-free guidance: ε̂_u + w (ε̂_c − ε̂_u), one batched call."""
-    if labels is None or null_label is None or guidance_scale == 1.0:
-        return model(x, t, labels)
-    null = torch.full_like(labels, null_label)
-    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
-    cond, uncond = eps.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
+def guided(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Optional[Cond],
+           guidance_scale: float) -> torch.Tensor:
+    """The prediction with classifier-free guidance, u + w (c − u), in one batched call.
+
+    The null condition comes from ``cond.null()``; guidance is linear in the prediction, so it
+    is the same in ε, v or x space.
+    """
+    if cond is None or guidance_scale == 1.0:
+        return model(x, t, cond)
+    out = model(torch.cat([x, x]), torch.cat([t, t]), Cond.cat(cond, cond.null()))
+    c, u = out.chunk(2)
+    return u + guidance_scale * (c - u)
 
 
 @torch.no_grad()
-def sample(model: Denoiser, diff_cfg, noise: DecomposedNoise, shape: Sequence[int], sampler: str = "ddim",
-           steps: int = 50, class_labels: Optional[torch.Tensor] = None, null_label: Optional[int] = None,
-           guidance_scale: float = 1.0, generator: Optional[torch.Generator] = None,
-           device: torch.device | str = "cpu", progress: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: str = "ddim", steps: int = 50,
+                cond: Optional[Cond] = None, guidance_scale: float = 1.0,
+                generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu",
+                progress: bool = True, dtype: torch.dtype = torch.float32,
+                callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Run the reverse process; returns ``x_0`` of ``shape`` (B, C, T, H, W)."""
-    scheduler = sampling_scheduler(diff_cfg, sampler)
+    spec = sampler_spec(sampler)
+    scheduler = process.scheduler(sampler)
     scheduler.set_timesteps(steps, device=device)
     b = shape[0]
     x = noise(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
-    step_kwargs: dict = {}
-    if sampler == "ddpm":
-        step_kwargs = {"eta": 1.0, "use_clipped_model_output": True}
-    for t in tqdm(scheduler.timesteps, desc=f"sampling ({sampler}, {steps} steps)", disable=not progress, leave=False):
+    step_kwargs = dict(spec.step_kwargs)
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"sampling ({sampler}, {steps} steps)",
+                               disable=not progress, leave=False)):
         tt = torch.full((b,), int(t), device=device, dtype=torch.long)
         x_in = scheduler.scale_model_input(x, t)
-        eps = guided_eps(model, x_in, tt, class_labels, null_label, guidance_scale)
-        if sampler == "ddpm":
+        pred = guided(model, x_in, tt, cond, guidance_scale)
+        if spec.stochastic:
             step_kwargs["variance_noise"] = noise(shape, generator=generator, device=device, dtype=dtype)
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
+        if callback is not None:
+            callback(i)
     return x

@@ -43,9 +43,12 @@ from typing import Optional
 
 import torch
 from diffusers import LatteTransformer3DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 
+from vfusion.conditioning import Cond, label_ids
 from vfusion.models.spec import ModelSpec
 from vfusion.models.unet2d import count_parameters
 
@@ -82,9 +85,10 @@ class TimestepClassEmbedding(nn.Module):
         return self.timestep(t, resolution, aspect_ratio, batch_size, hidden_dtype) + self.labels(y).to(hidden_dtype)
 
 
-class SpacetimeDiT(nn.Module):
-    """``forward(x_t (B,C,T,H,W), t (B,), class_labels (B,) | None) -> eps_hat (B,C,T,H,W)``."""
+class SpacetimeDiT(ModelMixin, ConfigMixin):
+    """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``; a diffusers ModelMixin."""
 
+    @register_to_config
     def __init__(self, in_channels: int, sample_size: int, num_frames: int, num_classes: int = 0,
                  hidden_size: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 4,
                  temporal_patch_size: int = 1):
@@ -122,15 +126,14 @@ class SpacetimeDiT(nn.Module):
         for block in (*latte.transformer_blocks, *latte.temporal_transformer_blocks):
             nn.init.zeros_(block.scale_shift_table)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         b, _, frames = x_t.shape[:3]
         if frames != self.num_frames:
             raise ValueError(f"the DiT was built for {self.num_frames} frames, got {frames}")
         t = t.expand(b) if t.dim() == 0 else t
         timestep = t
-        if self.num_classes > 0:
-            if class_labels is None:  # the null (classifier-free) label
-                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x_t.device)
+        class_labels = label_ids(cond, self.num_classes, b, x_t.device)
+        if class_labels is not None:
             timestep = torch.stack([t.float(), class_labels.float()], dim=1)  # (B, 2), see TimestepClassEmbedding
         x = fold_tubelets(x_t, self.temporal_patch_size)  # (B, C*pt, T/pt, H, W)
         no_text = x.new_zeros(b, 1, 1)  # Latte always projects a caption; nothing reads it
@@ -142,6 +145,21 @@ class SpacetimeDiT(nn.Module):
         return {"all": count_parameters(self), "spatial": count_parameters(self.latte.transformer_blocks),
                 "temporal": count_parameters(self.latte.temporal_transformer_blocks)}
 
+    # ---- registry protocol ---------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg, spec: ModelSpec) -> "SpacetimeDiT":
+        dcfg = cfg.model.dit
+        hidden, depth, heads = dit_dims(dcfg)
+        return cls(spec.in_channels, spec.sample_size, spec.num_frames, spec.num_classes, hidden, depth, heads,
+                   int(dcfg.patch_size), int(dcfg.temporal_patch_size))
+
+    def pipeline_components(self) -> dict:
+        return {"denoiser": self}
+
+    @classmethod
+    def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "SpacetimeDiT":
+        return components["denoiser"]
+
 
 def dit_dims(dcfg) -> tuple[int, int, int]:
     """(hidden_size, depth, num_heads) from ``model.dit``: the size preset, custom values > 0 win."""
@@ -152,8 +170,3 @@ def dit_dims(dcfg) -> tuple[int, int, int]:
     return tuple(c if c > 0 else p for c, p in zip(custom, preset))  # type: ignore[return-value]
 
 
-def build_dit(cfg, spec: ModelSpec) -> SpacetimeDiT:
-    dcfg = cfg.model.dit
-    hidden, depth, heads = dit_dims(dcfg)
-    return SpacetimeDiT(spec.in_channels, spec.sample_size, spec.num_frames, spec.num_classes, hidden, depth, heads,
-                        dcfg.patch_size, dcfg.temporal_patch_size)

@@ -11,79 +11,73 @@ learned embeddings are summed and added to the UNet's time embedding.
 
 Optional temporal mixing (``temporal_mixing: true``): a zero-initialised temporal
 convolution over the frame axis at the UNet's bottleneck (a forward hook on its
-mid block), so at initialisation ψ is exactly per-frame and the switch can be
-ablated cleanly. Off by default (the paper summary leaves it open).
+mid block, :class:`vfusion.models.temporal.TemporalConvMixer`), so at initialisation
+ψ is exactly per-frame and the switch can be ablated cleanly. Off by default.
+
+It is a diffusers ``ModelMixin``: ``save_pretrained`` / ``from_pretrained`` write and read
+it as a pipeline component (config.json + safetensors), built from its config alone.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from types import SimpleNamespace
+from typing import Optional, Sequence
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from vfusion.conditioning import Cond, label_ids
 from vfusion.layout import fold_frames, unfold_frames
+from vfusion.models.temporal import TemporalConvMixer
 from vfusion.models.unet2d import build_unet, time_embed_dim, unet_forward
 
 
-class TemporalConvMixer(nn.Module):
-    """x + Conv1d_T(SiLU(GroupNorm(x))) over frames, output conv zero-initialised.
-
-    Works on folded features ``(B*T, C, H, W)``; ``num_frames`` is set by the caller
-    before each forward.
-    """
-
-    def __init__(self, channels: int, kernel_size: int = 3, groups: int = 8):
+class ResidualGenerator(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
+                 frame_embed_dim: int = 64, temporal_mixing: bool = False, arch: str = "unet2d",
+                 block_out_channels: Sequence[int] = (16, 32, 32), layers_per_block: int = 1,
+                 attention: bool = False, norm_num_groups: int = 8):
         super().__init__()
-        self.norm = nn.GroupNorm(min(groups, channels), channels)
-        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-        self.num_frames = 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.num_frames
-        bt, c, h, w = x.shape
-        y = torch.nn.functional.silu(self.norm(x))
-        y = y.reshape(bt // t, t, c, h, w).permute(0, 3, 4, 2, 1).reshape(-1, c, t)  # (B*H*W, C, T)
-        y = self.conv(y).reshape(bt // t, h, w, c, t).permute(0, 4, 3, 1, 2).reshape(bt, c, h, w)
-        return x + y
-
-
-class ResidualGenerator(nn.Module):
-    def __init__(self, unet: nn.Module, num_frames: int, num_classes: int = 0, frame_embed_dim: int = 64,
-                 temporal_mixing: bool = False):
-        super().__init__()
-        self.unet = unet
+        unet_cfg = SimpleNamespace(arch=arch, block_out_channels=list(block_out_channels),
+                                   layers_per_block=layers_per_block, attention=attention,
+                                   norm_num_groups=norm_num_groups)
+        self.unet = build_unet(unet_cfg, in_channels, in_channels, sample_size, class_embed_type="identity")
         self.num_frames = num_frames
         self.num_classes = num_classes
-        emb = time_embed_dim(unet)
+        emb = time_embed_dim(self.unet)
         self.frame_embed = nn.Sequential(nn.Embedding(num_frames, frame_embed_dim), nn.SiLU(),
                                          nn.Linear(frame_embed_dim, emb))
         self.class_embed = nn.Embedding(num_classes + 1, emb) if num_classes > 0 else None
         self.mixer: Optional[TemporalConvMixer] = None
         if temporal_mixing:
-            if getattr(unet, "mid_block", None) is None:
+            if getattr(self.unet, "mid_block", None) is None:
                 raise ValueError("temporal_mixing needs a UNet with a mid block")
-            self.mixer = TemporalConvMixer(unet.config.block_out_channels[-1])
-            unet.mid_block.register_forward_hook(lambda _m, _inp, out: self.mixer(out))
+            self.mixer = TemporalConvMixer(self.unet.config.block_out_channels[-1])
+            self.unet.mid_block.register_forward_hook(lambda _m, _inp, out: self.mixer(out))
+
+    @classmethod
+    def from_experiment(cls, res_cfg, spec) -> "ResidualGenerator":
+        """From the ``model.residual`` section and the data facts."""
+        return cls(in_channels=spec.in_channels, sample_size=spec.sample_size, num_frames=spec.num_frames,
+                   num_classes=spec.num_classes, frame_embed_dim=int(res_cfg.frame_embed_dim),
+                   temporal_mixing=bool(res_cfg.temporal_mixing), arch=res_cfg.arch,
+                   block_out_channels=[int(c) for c in res_cfg.block_out_channels],
+                   layers_per_block=int(res_cfg.layers_per_block), attention=bool(res_cfg.attention),
+                   norm_num_groups=int(res_cfg.norm_num_groups))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, frame_index: torch.Tensor,
-                class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+                cond: Optional[Cond] = None) -> torch.Tensor:
         """``z``: (B, C, T', H, W) frames with indices ``frame_index`` (T',) -> r̂ of the same shape."""
         b, _, tp, _, _ = z.shape
         idx = frame_index.to(z.device).repeat(b)                      # (B*T',) frame fastest
-        cond = self.frame_embed(idx)                                  # (B*T', E)
+        emb = self.frame_embed(idx)                                   # (B*T', E)
         if self.class_embed is not None:
-            if class_labels is None:  # the null ("no label") entry
-                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=z.device)
-            cond = cond + self.class_embed(class_labels).repeat_interleave(tp, dim=0)
+            labels = label_ids(cond, self.num_classes, b, z.device)
+            emb = emb + self.class_embed(labels).repeat_interleave(tp, dim=0)
         if self.mixer is not None:
             self.mixer.num_frames = tp
-        out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), cond.to(z.dtype))
+        out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), emb.to(z.dtype))
         return unfold_frames(out, tp)
-
-
-def residual_generator_from_config(res_cfg, spec) -> ResidualGenerator:
-    unet = build_unet(res_cfg, spec.in_channels, spec.in_channels, spec.sample_size, class_embed_type="identity")
-    return ResidualGenerator(unet, spec.num_frames, spec.num_classes, res_cfg.frame_embed_dim, res_cfg.temporal_mixing)

@@ -1,18 +1,19 @@
 """What a model needs to know about the data and the diffusion process.
 
-Every model in :mod:`vfusion.models` is a plain ``nn.Module`` with
+Every model in :mod:`vfusion.models` is an ``nn.Module`` with
 
-    forward(x_t: (B, C, T, H, W), t: (B,) long, class_labels: (B,) long | None) -> eps_hat (B, C, T, H, W)
+    forward(x_t: (B, C, T, H, W), t: (B,) long, cond: Cond | None) -> prediction (B, C, T, H, W)
 
-Class labels run over ``0 .. num_classes``; the value ``num_classes`` means "no
-label" (classifier-free guidance). With ``num_classes == 0`` labels are ignored.
+where the prediction is the process's target (ε, v or x, ``process.prediction_type``)
+and ``cond`` is a :class:`vfusion.conditioning.Cond` (None: unconditional). Class label
+tables have ``num_classes + 1`` entries; the last is the null label (classifier-free
+guidance), filled in by ``Cond.label_ids``. With ``num_classes == 0`` labels are ignored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import Any
 
 
 @dataclass
@@ -21,13 +22,14 @@ class ModelSpec:
     sample_size: int          # spatial size H = W the model sees
     num_frames: int
     num_classes: int          # 0: unconditional
-    lambdas: torch.Tensor     # (T,) the λ schedule of the decomposed noise (VideoFusion uses it)
-    alphas_cumprod: torch.Tensor  # (num_train_timesteps,) from the diffusers scheduler
+    process: Any = None       # the DiffusionProcess (VideoFusion converts through it)
+    noise: Any = None         # the noise prior (VideoFusion reads its per-frame λ)
 
     @property
     def num_class_embeds(self) -> int | None:
         """Embedding entries incl. the null label, or None when unconditional."""
         return self.num_classes + 1 if self.num_classes > 0 else None
 
-    def null_labels(self, batch: int, device=None) -> torch.Tensor:
-        return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+    def data_facts(self) -> dict:
+        return {"in_channels": self.in_channels, "sample_size": self.sample_size, "num_frames": self.num_frames,
+                "num_classes": self.num_classes}

@@ -1,5 +1,9 @@
 """Zero-initialised temporal layers for networks that see frames folded into the batch.
 
+Two kinds live here: :class:`TemporalMixer` (diffusers' temporal conv / attention, the
+video-UNet baseline's layers) and :class:`TemporalConvMixer` (one small temporal conv at
+the residual generator's bottleneck, its ``temporal_mixing`` ablation switch).
+
 A 2D network processes ``(B*T, C, H, W)`` (frames folded by :func:`vfusion.layout.fold_frames`);
 a :class:`TemporalMixer` placed after one of its spatial layers mixes information across
 the T frames of each clip and returns the same layout. It is a residual layer whose last
@@ -66,3 +70,27 @@ class TemporalMixer(nn.Module):
         if self.attn is not None:
             layers.append(self.attn.proj_out)
         return layers
+
+
+class TemporalConvMixer(nn.Module):
+    """x + Conv1d_T(SiLU(GroupNorm(x))) over frames, output conv zero-initialised.
+
+    Works on folded features ``(B*T, C, H, W)``; ``num_frames`` is set by the caller
+    before each forward.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, groups: int = 8):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(groups, channels), channels)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.num_frames = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.num_frames
+        bt, c, h, w = x.shape
+        y = torch.nn.functional.silu(self.norm(x))
+        y = y.reshape(bt // t, t, c, h, w).permute(0, 3, 4, 2, 1).reshape(-1, c, t)  # (B*H*W, C, T)
+        y = self.conv(y).reshape(bt // t, h, w, c, t).permute(0, 4, 3, 1, 2).reshape(bt, c, h, w)
+        return x + y

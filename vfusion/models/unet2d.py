@@ -23,7 +23,6 @@ from vfusion.errors import UserError
 log = logging.getLogger(__name__)
 
 UNET_CLASSES = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
-ARCH_CLASSES = {"unet2d": UNet2DModel, "unet2d_condition": UNet2DConditionModel}
 
 
 class CheckpointError(UserError, RuntimeError):

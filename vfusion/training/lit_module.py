@@ -1,124 +1,99 @@
-"""The one LightningModule: any denoiser, decomposed (or independent) noise, ε-MSE.
+"""The one LightningModule: it receives a denoiser, a DiffusionProcess and a noise prior.
 
 Training step (method.md, "Training"):
-    ε, b, r = DecomposedNoise(λ).sample(x.shape)       λ ≡ 0: independent noise
-    z_t     = scheduler.add_noise(x, ε, t)
-    ε̂       = model(z_t, t, label with CFG dropout)
-    L       = mean_i ||ε^i − ε̂^i||²,   logged as train/loss, train/loss_base, train/loss_residual
+    ε, b, r = prior.sample(x.shape)                     independent prior: plain randn
+    z_t     = process.add_noise(x, ε, t)
+    pred    = model(z_t, t, cond with condition dropout)
+    L       = mean_i || process.target(x, ε, t)^i − pred^i ||²
+              logged as train/loss, train/loss_base (keyframe), train/loss_residual
 
-Stage 1 (``stage="pretrain"``) trains the base UNet alone on single frames, through
-the same code with one-frame clips. The EMA of the weights (diffusers' ``EMAModel``)
-is saved in every checkpoint and used for sampling.
+Every model is handled alike (stage 1 is the registered ``image_unet`` on one-frame clips,
+whose ``batch_transform`` turns clips into single frames). The EMA of the weights
+(diffusers' ``EMAModel``) is saved in every checkpoint and used for sampling. Checkpoints
+hold tensors and plain containers only, so ``torch.load(..., weights_only=True)`` reads them.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
 from diffusers.training_utils import EMAModel
-from omegaconf import DictConfig, OmegaConf
 
+from vfusion.conditioning import class_cond
+from vfusion.diffusion.process import loss_terms
 from vfusion.errors import UserError
-from vfusion.diffusion.noise import DecomposedNoise, lambdas_from_config
-from vfusion.diffusion.process import loss_terms, train_scheduler
 from vfusion.layout import fold_frames, keyframe_index
-from vfusion.models.registry import build_model
-from vfusion.models.spec import ModelSpec
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint written by a different model/data configuration."""
 
 
-def model_signature(cfg: DictConfig, stage: str, spec_info: dict) -> dict:
-    """What must match for a checkpoint to fit this model."""
-    return {"stage": stage, "model": OmegaConf.to_container(cfg.model, resolve=True), "spec": spec_info}
+class RandomFrames:
+    """Stage 1's batches: ``count`` single frames drawn from the frames of a batch of clips."""
 
+    def __init__(self, count: int):
+        self.count = int(count)
 
-def _strip_non_architecture(sig: dict) -> dict:
-    model = dict(sig["model"])
-    for key in ("class_dropout",):
-        model.pop(key, None)
-    base = dict(model.get("base", {}))
-    for key in ("pretrained", "subfolder", "lr_mult", "freeze"):
-        base.pop(key, None)
-    model["base"] = base
-    return {"stage": sig["stage"], "model": model, "spec": sig["spec"]}
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor]):
+        n = x.shape[2]
+        frames = fold_frames(x).unsqueeze(2)                      # (B*T, C, 1, H, W)
+        y = y.repeat_interleave(n) if y is not None else None
+        perm = torch.randperm(frames.shape[0], device=frames.device)[: self.count]
+        return frames[perm], (y[perm] if y is not None else None)
 
 
 class VideoDiffusionModule(L.LightningModule):
-    def __init__(self, cfg: dict, spec_info: dict, stage: str = "video"):
-        """``cfg``: the resolved experiment config (a plain dict, saved in checkpoints);
-        ``spec_info``: in_channels, sample_size, num_frames, num_classes (from the data)."""
+    def __init__(self, model: torch.nn.Module, process, noise, *, optim: dict, ema_decay: float = 0.0,
+                 class_dropout: float = 0.0, base_lr_mult: float = 1.0, freeze_base: bool = False,
+                 conditional: bool = True, seed: int = 0, signature: Optional[dict] = None,
+                 batch_transform: Optional[Callable] = None, codec=None, encode_batches: bool = False):
+        """``optim``: lr, betas, weight_decay, warmup_steps; ``signature``: what a checkpoint must match
+        to be resumed into this module (see :func:`check_signature`)."""
         super().__init__()
-        self.save_hyperparameters()
-        self.cfg = OmegaConf.create(cfg)
-        self.stage = stage
-        self.spec_info = dict(spec_info)
-        self.scheduler = train_scheduler(self.cfg.diffusion)
-        frames = 1 if stage == "pretrain" else spec_info["num_frames"]
-        lambdas = torch.ones(1, dtype=torch.float64) if stage == "pretrain" else lambdas_from_config(self.cfg.noise, frames)
-        self.noise = DecomposedNoise(lambdas)
-        self.spec = ModelSpec(in_channels=spec_info["in_channels"], sample_size=spec_info["sample_size"],
-                              num_frames=frames, num_classes=spec_info["num_classes"], lambdas=lambdas,
-                              alphas_cumprod=self.scheduler.alphas_cumprod)
-        if stage == "pretrain":
-            from vfusion.models.image_unet import build_image_unet
-
-            self.model = build_image_unet(self.cfg, self.spec)
-        else:
-            self.model = build_model(self.cfg, self.spec)
-        if self.cfg.model.base.freeze and hasattr(self.model, "base_parameters") and stage != "pretrain":
-            for p in self.model.base_parameters():
+        self.model = model
+        self.process = process
+        self.noise = noise
+        self.optim = dict(optim)
+        self.class_dropout = float(class_dropout)
+        self.base_lr_mult = float(base_lr_mult)
+        self.conditional = bool(conditional)
+        self.seed = int(seed)
+        self.signature = signature or {}
+        self.batch_transform = batch_transform
+        self.encode_batches = bool(encode_batches)  # pixel batches are encoded to VAE latents on the fly
+        self.video_config: dict = {}  # what a pipeline of this model records (set by the runner)
+        if freeze_base and hasattr(model, "base_parameters"):
+            for p in model.base_parameters():
                 p.requires_grad_(False)
-        self.ema: Optional[EMAModel] = EMAModel(self.model.parameters(), decay=self.cfg.train.ema_decay) \
-            if self.cfg.train.ema_decay > 0 else None
-        self.keyframe = keyframe_index(frames)
+        self.ema: Optional[EMAModel] = EMAModel(self.model.parameters(), decay=ema_decay) if ema_decay > 0 else None
+        self.keyframe = keyframe_index(noise.num_frames)
         self._step_times: list[float] = []
-        self._codec = None
+        # Kept out of the module tree on purpose: the frozen VAE is not part of the model's
+        # checkpoint, its EMA or its parameter count.
+        object.__setattr__(self, "codec", codec)
 
     # ---- data -------------------------------------------------------------------------------
-    def set_codec(self, codec) -> None:
-        """A ``LatentCodec``: pixel batches are encoded to latents on the fly.
-
-        Kept out of the module tree on purpose: the frozen VAE is not part of the
-        model's checkpoint, its EMA or its parameter count."""
-        object.__setattr__(self, "_codec", codec)
-
     def _prepare(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         x, y = batch[0], batch[1]
-        if self._codec is not None and self.cfg.data.cache != "latents":  # pixel clips: encode now
+        if self.encode_batches:
             with torch.no_grad():
-                x = self._codec.to(x.device).encode(x)
-        if self.stage == "pretrain":
-            # single frames of the training clips, shuffled, pretrain.batch_size of them
-            n = x.shape[2]
-            frames = fold_frames(x).unsqueeze(2)                      # (B*T, C, 1, H, W)
-            y = y.repeat_interleave(n) if y is not None else None
-            perm = torch.randperm(frames.shape[0], device=frames.device)[: self.cfg.pretrain.batch_size]
-            x, y = frames[perm], (y[perm] if y is not None else None)
-        if self.spec.num_classes == 0:
-            y = None
-        return x, y
-
-    def _drop_labels(self, y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        p = self.cfg.model.class_dropout
-        if y is None or p <= 0:
-            return y
-        drop = torch.rand(y.shape, device=y.device) < p
-        return torch.where(drop, torch.full_like(y, self.spec.num_classes), y)
+                x = self.codec.to(x.device).encode(x)
+        if self.batch_transform is not None:
+            x, y = self.batch_transform(x, y)
+        return x, (y if self.conditional else None)
 
     # ---- training -----------------------------------------------------------------------------
     def diffusion_loss(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
-        b = x.shape[0]
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=x.device)
+        t = self.process.sample_timesteps(x.shape[0], device=x.device)
         eps = self.noise.sample(x.shape, device=x.device, dtype=x.dtype).eps
-        x_t = self.scheduler.add_noise(x, eps, t)
-        eps_hat = self.model(x_t, t, self._drop_labels(y))
-        return loss_terms(eps_hat, eps, self.keyframe)
+        x_t = self.process.add_noise(x, eps, t)
+        cond = class_cond(y if self.conditional else None)
+        pred = self.model(x_t, t, cond.drop(self.class_dropout) if cond is not None else None)
+        return loss_terms(pred, self.process.target(x, eps, t), self.keyframe)
 
     def training_step(self, batch, batch_idx):
         x, y = self._prepare(batch)
@@ -131,8 +106,7 @@ class VideoDiffusionModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # distinct noise per rank and per resume point (the data order is seeded separately)
-        torch.manual_seed(int(self.cfg.seed) * 1000003 + self.global_rank * 7919 + self.global_step)
-        self.scheduler.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device)
+        torch.manual_seed(self.seed * 1000003 + self.global_rank * 7919 + self.global_step)
         if self.ema is not None:
             self.ema.to(self.device)
 
@@ -148,36 +122,35 @@ class VideoDiffusionModule(L.LightningModule):
             self.log(f"lr/{group.get('name', i)}", group["lr"], batch_size=1)
 
     def configure_optimizers(self):
-        o = self.cfg.train.optim
-        lr = self.cfg.pretrain.lr if self.stage == "pretrain" else o.lr
+        o = self.optim
+        lr = float(o["lr"])
         groups = []
-        if self.stage != "pretrain" and hasattr(self.model, "base_parameters"):
+        if hasattr(self.model, "base_parameters"):
             base_ids = {id(p) for p in self.model.base_parameters()}
             base = [p for p in self.model.base_parameters() if p.requires_grad]
             rest = [p for p in self.model.parameters() if id(p) not in base_ids and p.requires_grad]
             groups.append({"params": rest, "lr": lr, "name": "residual"})
-            if base and self.cfg.model.base.lr_mult > 0:
-                groups.append({"params": base, "lr": lr * self.cfg.model.base.lr_mult, "name": "base"})
+            if base and self.base_lr_mult > 0:
+                groups.append({"params": base, "lr": lr * self.base_lr_mult, "name": "base"})
             elif base:
                 for p in base:
                     p.requires_grad_(False)
         else:
             groups.append({"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr,
                            "name": "model"})
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        warmup = max(int(o.warmup_steps), 0)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
+        warmup = max(int(o["warmup_steps"]), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vfusion"] = {"signature": model_signature(self.cfg, self.stage, self.spec_info),
-                                 "mean_step_time_s": self.mean_step_time()}
+        checkpoint["vfusion"] = {"signature": self.signature, "mean_step_time_s": self.mean_step_time()}
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_signature(checkpoint, model_signature(self.cfg, self.stage, self.spec_info))
+        check_signature(checkpoint, self.signature)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
 
@@ -188,6 +161,22 @@ class VideoDiffusionModule(L.LightningModule):
     def ema_model(self):
         """A context manager swapping the EMA weights in (no-op without EMA)."""
         return _EMASwap(self)
+
+
+def model_signature(model_cfg: dict, spec_info: dict) -> dict:
+    """What must match for a checkpoint to fit a model: its config section and the data facts."""
+    return {"model": dict(model_cfg), "spec": dict(spec_info)}
+
+
+def _strip_non_architecture(sig: dict) -> dict:
+    model = dict(sig.get("model", {}))
+    for key in ("class_dropout",):
+        model.pop(key, None)
+    base = dict(model.get("base", {}))
+    for key in ("pretrained", "subfolder", "lr_mult", "freeze"):
+        base.pop(key, None)
+    model["base"] = base
+    return {"model": model, "spec": sig.get("spec")}
 
 
 def check_signature(checkpoint: dict, expected: dict) -> None:
@@ -226,4 +215,3 @@ class _EMASwap:
         if self.m.ema is not None:
             self.m.ema.restore(self.m.model.parameters())
         return False
-

@@ -1,27 +1,21 @@
-"""Run directories and the one training entry point (stage 1 and stage 2).
+"""The one training entry point (stage 1 and stage 2) and the pipeline export.
 
-A run directory tells its story::
-
-    runs/<name>/
-      config.yaml        the resolved experiment config (sample/evaluate read it back)
-      env.json           git SHA, Python, package versions, devices
-      run_info.json      data spec (channels, size, frames, classes), stage
-      model_info.json    parameter counts (trainable/frozen) and measured time per training step
-      checkpoints/       last.ckpt (+ periodic step checkpoints), written atomically
-      tb/                TensorBoard logs
-      base_unet/         stage 1 only: the base UNet in diffusers format (EMA weights)
-      samples/           videos written by `vfusion sample`
-
-Training resumes from ``checkpoints/last.ckpt`` with ``--resume``; an existing run
-is never overwritten silently.
+``fit`` builds everything it needs (data facts, DiffusionProcess, noise prior, model,
+LightningModule) and checks a checkpoint it is asked to resume from BEFORE it writes
+anything into the run directory (:class:`vfusion.rundir.RunDir`). When training ends it
+writes the trained pipeline (EMA weights) to ``RUN/pipeline/``; stage 1 also writes the
+image UNet alone in diffusers format (``RUN/base_unet/``). Lightning checkpoints hold
+tensors and plain containers only and are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+import pickle
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -31,11 +25,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from vfusion.config import ConfigError, load_config, run_dir_of, save_config, to_dict
+from vfusion.config import ConfigError, run_dir_of, save_config, to_dict
+from vfusion.errors import UserError
 from vfusion.models.unet2d import count_parameters
-from vfusion.training.callbacks import SampleLogger
+from vfusion.rundir import RunDir
 from vfusion.training.checkpoint_io import AtomicCheckpointIO
-from vfusion.training.lit_module import VideoDiffusionModule
+from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
 from vfusion.utils.io import atomic_write_json, environment_info
 
 log = logging.getLogger(__name__)
@@ -45,33 +40,43 @@ class RunExistsError(ConfigError):
     pass
 
 
+class CheckpointReadError(UserError):
+    """A checkpoint file that cannot be read safely."""
+
+
 def last_checkpoint(run_dir: Path) -> Optional[Path]:
-    p = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return p if p.is_file() else None
+    return RunDir(run_dir).last_checkpoint
 
 
 def resume_config(run_dir: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
     """The saved config of an existing run, with optional overrides (e.g. more steps)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"'{run_dir}' is not a vfusion run directory (no config.yaml)")
-    cfg = load_config(path, overrides)
+    cfg = RunDir(run_dir).config(overrides)
     cfg.run_dir = str(run_dir)
     return cfg
 
 
-def prepare_run_dir(cfg: DictConfig, resume: bool) -> Path:
-    run_dir = run_dir_of(cfg)
-    ckpt = last_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise RunExistsError(f"run directory '{run_dir}' already holds a checkpoint ({ckpt}); pass --resume to "
-                             f"continue it, or choose a new directory with run_dir=... (or name=...)")
-    if resume and ckpt is None:
-        log.warning("--resume: no checkpoint in %s yet, starting from scratch", run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    atomic_write_json(run_dir / "env.json", environment_info())
-    return run_dir
+def load_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True`` (no code runs), or one clear error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointReadError(f"cannot read the checkpoint {path}: {first[:300]} — it is truncated, not a vfusion "
+                                  "checkpoint, or holds objects other than tensors (refused for safety)") from err
+
+
+def stage1_config(cfg: DictConfig) -> DictConfig:
+    """Stage 1 as an ordinary run of the registered ``image_unet``: its budget, lr and batch come from
+    ``pretrain.*`` (clips of ``data.num_frames`` are loaded, ``pretrain.batch_size`` frames drawn)."""
+    c = OmegaConf.create(to_dict(cfg))
+    c.model.name = "image_unet"
+    c.train.max_steps, c.train.max_minutes = cfg.pretrain.max_steps, cfg.pretrain.max_minutes
+    c.train.optim.lr = cfg.pretrain.lr
+    c.train.sample_every_n_steps = 0
+    c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / cfg.data.num_frames))
+    from vfusion.config import merge_config
+
+    return merge_config(c)
 
 
 def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
@@ -97,8 +102,43 @@ def make_codec(cfg: DictConfig):
     return LatentCodec(cfg.data.vae_path, cfg.data.vae_scaling_factor)
 
 
-def _model_spec_info(spec_info: dict) -> dict:
-    return {k: spec_info[k] for k in ("in_channels", "sample_size", "num_frames", "num_classes")}
+def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusionModule:
+    """Process, prior and model for ``cfg`` and the data facts, handed to the LightningModule."""
+    from vfusion.diffusion.noise import noise_prior_from_config
+    from vfusion.diffusion.process import DiffusionProcess
+    from vfusion.models.registry import build_model, model_class
+    from vfusion.models.spec import ModelSpec
+
+    process = DiffusionProcess.from_config(cfg.diffusion)
+    data_frames = int(spec_info["num_frames"])
+    frames = getattr(model_class(cfg.model.name), "clip_frames", None) or data_frames
+    noise = noise_prior_from_config(cfg.noise, frames)
+    spec = ModelSpec(int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
+                     int(spec_info["num_classes"]), process=process, noise=noise)
+    model = build_model(cfg, spec)
+    facts = spec.data_facts()
+    module = VideoDiffusionModule(
+        model, process, noise, optim=to_dict(cfg.train.optim), ema_decay=float(cfg.train.ema_decay),
+        class_dropout=float(cfg.model.class_dropout), base_lr_mult=float(cfg.model.base.lr_mult),
+        freeze_base=bool(cfg.model.base.freeze), conditional=spec.num_classes > 0, seed=int(cfg.seed),
+        signature=model_signature(to_dict(cfg.model), facts),
+        batch_transform=RandomFrames(cfg.pretrain.batch_size) if frames < data_frames else None,
+        codec=codec, encode_batches=codec is not None and cfg.data.cache != "latents")
+    module.video_config = video_config_for(cfg, spec, spec_info.get("class_names", []), codec)
+    return module
+
+
+def video_config_for(cfg: DictConfig, spec, class_names, codec=None, global_step: Optional[int] = None) -> dict:
+    """What a pipeline needs besides its weights (``model_index.json``'s ``video_config``)."""
+    s = cfg.sample
+    return {"model": cfg.model.name, "in_channels": spec.in_channels, "sample_size": spec.sample_size,
+            "num_frames": spec.num_frames, "num_classes": spec.num_classes, "class_names": list(class_names),
+            "noise": to_dict(cfg.noise),
+            "sample": {"sampler": s.sampler, "steps": int(s.steps), "guidance_scale": float(s.guidance_scale),
+                       "batch_size": int(s.batch_size), "fps": int(s.fps)},
+            "vae_scaling_factor": codec.scaling_factor if codec is not None else None,
+            "trained": {"experiment": cfg.name, "dataset": cfg.data.dataset, "resolution": int(cfg.data.resolution),
+                        "seed": int(cfg.seed), "global_step": global_step}}
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
@@ -121,38 +161,51 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
 
 def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loader=None,
         spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
-    """Train stage 1 (``pretrain``: base UNet on frames) or stage 2 (``video``). Returns the run dir."""
-    run_dir = prepare_run_dir(cfg, resume)
+    """Train stage 1 (``pretrain``: the image UNet on frames) or stage 2 (``video``). Returns the run dir."""
+    run = RunDir(run_dir_of(cfg))
+    saved_cfg = cfg
+    train_cfg = stage1_config(cfg) if stage == "pretrain" else cfg
+    ckpt = run.last_checkpoint
+    if ckpt is not None and not resume:
+        raise RunExistsError(f"run directory '{run.path}' already holds a checkpoint ({ckpt}); pass --resume to "
+                             f"continue it, or choose a new directory with run_dir=... (or name=...)")
     if spec_info is None:
-        spec_info, codec = spec_info_for(cfg)
+        spec_info, codec = spec_info_for(train_cfg)
     else:
-        codec = make_codec(cfg)
-    atomic_write_json(run_dir / "run_info.json", {"stage": stage, "spec": spec_info})
+        codec = make_codec(train_cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module = VideoDiffusionModule(to_dict(cfg), _model_spec_info(spec_info), stage=stage)
-    if codec is not None:
-        module.set_codec(codec)
+    module = build_module(train_cfg, spec_info, codec)
+    if ckpt is not None:  # refuse a checkpoint of another model before anything is written
+        check_signature(load_checkpoint(ckpt), module.signature)
+    elif resume:
+        log.warning("--resume: no checkpoint in %s yet, starting from scratch", run.path)
     if train_loader is None:
         from vfusion.data import build_dataloader
 
-        batch = cfg.data.batch_size
-        if stage == "pretrain":  # enough clips to draw pretrain.batch_size frames
-            batch = max(1, -(-cfg.pretrain.batch_size // cfg.data.num_frames))
-        train_loader = build_dataloader(cfg.data, split=cfg.data.split, train=True, seed=int(cfg.seed),
-                                        batch_size=batch)
-    p = cfg.pretrain if stage == "pretrain" else cfg.train
-    callbacks = [SampleLogger(cfg.train.sample_every_n_steps)] if stage == "video" else []
+        train_loader = build_dataloader(train_cfg.data, split=train_cfg.data.split, train=True, seed=int(cfg.seed))
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_config(saved_cfg, run.config_path)
+    atomic_write_json(run.path / "env.json", environment_info())
+    atomic_write_json(run.run_info_path, {"stage": stage, "model": train_cfg.model.name, "spec": spec_info})
+    module.process.save_pretrained(run.scheduler_dir)
+    callbacks = []
+    if train_cfg.train.sample_every_n_steps:
+        from vfusion.training.callbacks import SampleLogger
+
+        callbacks.append(SampleLogger(train_cfg.train.sample_every_n_steps))
     callbacks += list(extra_callbacks)
-    trainer = build_trainer(cfg, run_dir, int(p.max_steps), float(p.max_minutes), callbacks)
-    ckpt = last_checkpoint(run_dir) if resume else None
+    trainer = build_trainer(train_cfg, run.path, int(train_cfg.train.max_steps), float(train_cfg.train.max_minutes),
+                            callbacks)
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt) if ckpt else None)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    trainer.save_checkpoint(run.checkpoints / "last.ckpt")
     if trainer.is_global_zero:
-        write_model_info(run_dir, module, trainer, time.perf_counter() - start)
-        if stage == "pretrain":
-            export_base_unet(module, run_dir / cfg.pretrain.output_subdir)
-    return run_dir
+        write_model_info(run.path, module, trainer, time.perf_counter() - start)
+        module.video_config["trained"]["global_step"] = int(trainer.global_step)
+        export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
+        if train_cfg.model.name == "image_unet":
+            export_base_unet(module, run.path / cfg.pretrain.output_subdir)
+    return run.path
 
 
 def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Trainer, wall_s: float) -> None:
@@ -161,12 +214,20 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
     for name in ("base", "residual"):
         if hasattr(model, name):
             parts[name] = count_parameters(getattr(model, name))
-    atomic_write_json(run_dir / "model_info.json", {
-        "model": module.cfg.model.name if module.stage == "video" else "image_unet (stage 1)",
-        "parameters": parts, "global_step": trainer.global_step,
+    atomic_write_json(Path(run_dir) / "model_info.json", {
+        "model": module.video_config["model"], "parameters": parts, "global_step": trainer.global_step,
         "mean_train_step_s": module.mean_step_time(), "fit_wall_s_this_session": wall_s,
         "device": str(module.device),
     })
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(out_dir.name + ".old")
+    if out_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
@@ -176,34 +237,59 @@ def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     with module.ema_model() as model:
         model.unet.save_pretrained(str(tmp))
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    _replace_dir(tmp, out_dir)
     return out_dir
 
 
-def load_module(run_dir: str | Path, device: str | torch.device = "cpu") -> VideoDiffusionModule:
-    """The trained module of a run (checkpoint weights + EMA), in eval mode."""
-    run_dir = Path(run_dir)
-    ckpt = last_checkpoint(run_dir)
-    info_path = run_dir / "run_info.json"
-    if ckpt is None or not info_path.is_file():
-        raise ConfigError(f"'{run_dir}' has no trained model (expected config.yaml, run_info.json and "
-                          "checkpoints/last.ckpt; run `vfusion train` first)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    from vfusion.config import merge_config
+def pipeline_from_module(module: VideoDiffusionModule):
+    """An in-memory pipeline over the module's model (current weights; wrap in ``module.ema_model()``)."""
+    from vfusion.inference.pipeline import VideoFusionPipeline
 
-    cfg = merge_config(cfg)
-    info = json.loads(info_path.read_text())
-    module = VideoDiffusionModule(to_dict(cfg), _model_spec_info(info["spec"]), stage=info["stage"])
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    vae = module.codec.vae if module.codec is not None else None
+    return VideoFusionPipeline.from_model(module.model, module.process, module.video_config, vae=vae)
+
+
+def export_pipeline(module: VideoDiffusionModule, out_dir: Path, use_ema: bool = True,
+                    metrics: Optional[dict] = None) -> Path:
+    """Write the trained pipeline (EMA weights unless ``use_ema`` is off) and its model card, atomically."""
+    from vfusion.training.model_card import model_card
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ctx = module.ema_model() if use_ema else _NoSwap(module.model)
+    with ctx:
+        pipeline_from_module(module).save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "README.md").write_text(model_card(module.video_config, use_ema=use_ema and module.ema is not None,
+                                              metrics=metrics))
+    _replace_dir(tmp, out_dir)
+    return out_dir
+
+
+class _NoSwap:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        return self.model
+
+    def __exit__(self, *exc):
+        return False
+
+
+def module_from_checkpoint(run_dir: str | Path, checkpoint: Optional[str | Path] = None) -> VideoDiffusionModule:
+    """The module of a run with the weights (and EMA) of one of its checkpoints (``weights_only=True``)."""
+    run = RunDir(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else run.last_checkpoint
+    if ckpt is None or not ckpt.is_file():
+        raise ConfigError(f"no checkpoint {'at ' + str(checkpoint) if checkpoint else 'in ' + str(run.checkpoints)}; "
+                          "train the run first (`vfusion train`)")
+    cfg = run.config()
+    info = run.run_info()
+    train_cfg = stage1_config(cfg) if info.get("stage") == "pretrain" else cfg
+    state = load_checkpoint(ckpt)
+    module = build_module(train_cfg, info["spec"], make_codec(train_cfg))
     module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
-    codec = make_codec(cfg)
-    if codec is not None:
-        module.set_codec(codec)
-    module.spec_info["class_names"] = info["spec"].get("class_names", [])
-    return module.to(device).eval()
+    module.video_config["trained"]["global_step"] = int(state.get("global_step", 0))
+    return module.eval()

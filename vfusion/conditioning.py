@@ -1,0 +1,111 @@
+"""The one conditioning type every denoiser takes: ``forward(x_t, t, cond)``.
+
+A :class:`Cond` carries what a clip is conditioned on — class labels, text embeddings
+(with their attention mask) — and which rows ask for the unconditional ("null")
+version. Classifier-free guidance and condition dropout only flip ``uncond``; the
+null label (index ``num_classes`` of a model's label table) and the null text (the
+empty prompt's embedding) are filled in by :meth:`Cond.label_ids` and
+:meth:`Cond.text_states`, the one place that knows how. ``cond=None`` means
+"unconditional" for every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class Cond:
+    class_labels: Optional[torch.Tensor] = None      # (B,) long in [0, num_classes)
+    text_embeds: Optional[torch.Tensor] = None       # (B, L, D) text encoder states
+    text_mask: Optional[torch.Tensor] = None         # (B, L) attention mask of text_embeds
+    null_text_embeds: Optional[torch.Tensor] = None  # (1, L, D) the empty prompt's states (the null text)
+    uncond: Optional[torch.Tensor] = None            # (B,) bool: rows that ask for the null condition
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        for v in (self.class_labels, self.text_embeds, self.uncond):
+            if v is not None:
+                return int(v.shape[0])
+        return None
+
+    def null(self) -> "Cond":
+        """The same rows, all unconditional (the second half of a guided batch)."""
+        b = self.batch_size
+        device = next(v.device for v in (self.class_labels, self.text_embeds, self.uncond) if v is not None)
+        return replace(self, uncond=torch.ones(b, dtype=torch.bool, device=device))
+
+    def drop(self, p: float) -> "Cond":
+        """Condition dropout for classifier-free guidance: each row becomes unconditional with probability p."""
+        if p <= 0 or self.batch_size is None:
+            return self
+        ref = self.class_labels if self.class_labels is not None else self.text_embeds
+        drop = torch.rand(ref.shape[:1], device=ref.device) < p
+        return replace(self, uncond=drop if self.uncond is None else (self.uncond | drop))
+
+    @staticmethod
+    def cat(a: "Cond", b: "Cond") -> "Cond":
+        """Rows of ``a`` then rows of ``b`` (fields present in both)."""
+        def both(x, y):
+            return None if x is None or y is None else torch.cat([x, y])
+
+        ua = a.uncond if a.uncond is not None else torch.zeros(a.batch_size, dtype=torch.bool, device=_device(a))
+        ub = b.uncond if b.uncond is not None else torch.zeros(b.batch_size, dtype=torch.bool, device=_device(b))
+        return Cond(class_labels=both(a.class_labels, b.class_labels), text_embeds=both(a.text_embeds, b.text_embeds),
+                    text_mask=both(a.text_mask, b.text_mask), null_text_embeds=a.null_text_embeds,
+                    uncond=torch.cat([ua, ub]))
+
+    def repeat_interleave(self, n: int) -> "Cond":
+        """Per-clip rows -> per-frame rows (matches :func:`vfusion.layout.fold_frames`)."""
+        def rep(x):
+            return None if x is None else x.repeat_interleave(n, dim=0)
+
+        return replace(self, class_labels=rep(self.class_labels), text_embeds=rep(self.text_embeds),
+                       text_mask=rep(self.text_mask), uncond=rep(self.uncond))
+
+    def to(self, device) -> "Cond":
+        def mv(x):
+            return None if x is None else x.to(device)
+
+        return Cond(mv(self.class_labels), mv(self.text_embeds), mv(self.text_mask), mv(self.null_text_embeds),
+                    mv(self.uncond))
+
+    def label_ids(self, num_classes: int, batch: int, device) -> Optional[torch.Tensor]:
+        """Label-table indices: the class, or ``num_classes`` (the null label) where unconditional."""
+        if num_classes <= 0:
+            return None
+        null = torch.full((batch,), num_classes, dtype=torch.long, device=device)
+        if self.class_labels is None:
+            return null
+        ids = self.class_labels.to(device=device, dtype=torch.long)
+        return ids if self.uncond is None else torch.where(self.uncond.to(device), null, ids)
+
+    def text_states(self) -> Optional[torch.Tensor]:
+        """Text encoder states with the null text in the unconditional rows (None without text)."""
+        if self.text_embeds is None:
+            return None
+        if self.uncond is None or self.null_text_embeds is None:
+            return self.text_embeds
+        null = self.null_text_embeds.to(self.text_embeds).expand_as(self.text_embeds)
+        return torch.where(self.uncond.view(-1, 1, 1), null, self.text_embeds)
+
+
+def _device(c: Cond):
+    return next(v.device for v in (c.class_labels, c.text_embeds, c.uncond) if v is not None)
+
+
+def label_ids(cond: Optional[Cond], num_classes: int, batch: int, device) -> Optional[torch.Tensor]:
+    """:meth:`Cond.label_ids` for a possibly absent condition (None: every row unconditional)."""
+    return (cond or Cond()).label_ids(num_classes, batch, device)
+
+
+def text_states(cond: Optional[Cond]) -> Optional[torch.Tensor]:
+    return None if cond is None else cond.text_states()
+
+
+def class_cond(labels: Optional[torch.Tensor]) -> Optional[Cond]:
+    """A Cond of class labels, or None for unconditional data."""
+    return None if labels is None else Cond(class_labels=labels)

@@ -1,0 +1,1 @@
+"""Inference: the diffusers-style :class:`VideoFusionPipeline` and batched generation from it."""

@@ -1,0 +1,178 @@
+"""Batched generation from a :class:`VideoFusionPipeline`, and the samples folder it writes.
+
+Determinism: batch ``i`` of a generation uses a generator seeded ``seed + i``, and video j
+gets class j mod K, so any prefix of the videos is the same whatever ``num_videos`` is,
+and ``pipe(batch_size=B, generator=torch.Generator().manual_seed(seed))`` is the first batch.
+
+A samples folder holds ``video_*.mp4`` (one per video), ``grid.gif``, ``filmstrip.png``,
+``videos.npy`` (every video's exact uint8 frames, ``(N, T, H, W, C)``: the lossless copy
+evaluation reads) and ``samples.json`` (how they were made). Evaluation reuses the folder's
+videos when ``samples.json`` matches what it would generate, so a run is sampled once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from vfusion.rundir import RunDir, SampleSettings
+
+MANIFEST = "samples.json"
+FRAMES_FILE = "videos.npy"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pipeline(path: str | Path, device=None):
+    """A pipeline from a pipeline folder or a run directory (its ``pipeline/``), on ``device``."""
+    import logging
+
+    from vfusion.inference.pipeline import VideoFusionPipeline
+
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        run = RunDir(path)
+        if run.pipeline_is_stale():
+            logging.getLogger(__name__).warning(
+                "%s: checkpoints/last.ckpt is newer than pipeline/; sampling the pipeline (run `vfusion export "
+                "--run %s` to refresh it from the checkpoint)", path, path)
+        path = run.pipeline_path()
+    try:
+        pipe = VideoFusionPipeline.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        from vfusion.errors import UserError
+
+        raise UserError(f"cannot load the pipeline at {path}: {str(err).splitlines()[0]}") from err
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.device(device) if device is not None else default_device())
+
+
+def generate(pipe, settings: SampleSettings, progress: bool = True
+             ) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """Yield ``(videos (B, C, T, H, W) in [-1, 1] on the CPU, labels)`` until ``settings.num_videos`` are made."""
+    from tqdm.auto import tqdm
+
+    n, bs = settings.num_videos, settings.batch_size
+    batches = -(-n // bs)
+    bar = tqdm(total=batches * settings.steps, desc=f"sampling {n} videos ({settings.sampler})", unit="step",
+               disable=not progress)
+    done, i = 0, 0
+    device = pipe.device
+    try:
+        while done < n:
+            b = min(bs, n - done)
+            gen = torch.Generator(device=device).manual_seed(settings.seed + i)
+            out = pipe(batch_size=b, num_inference_steps=settings.steps, sampler=settings.sampler,
+                       guidance_scale=settings.guidance_scale, generator=gen, output_type="pt", start_index=done,
+                       progress=False, callback=lambda _s: bar.update(1))
+            yield out.frames, out.class_labels
+            done += b
+            i += 1
+    finally:
+        bar.close()
+
+
+def to_uint8(videos: torch.Tensor) -> np.ndarray:
+    """``(B, C, T, H, W)`` in [-1, 1] -> ``(B, T, H, W, C)`` uint8, the levels a video file holds."""
+    from vfusion.utils.video import to_uint8_frames
+
+    return np.stack([to_uint8_frames(v) for v in videos])
+
+
+def from_uint8(frames: np.ndarray) -> torch.Tensor:
+    """Inverse of :func:`to_uint8` (up to the quantisation)."""
+    from vfusion.utils.video import from_uint8_frames
+
+    return torch.stack([from_uint8_frames(f) for f in frames])
+
+
+def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress: bool = True,
+                  describe: Optional[dict] = None) -> tuple[Path, float, list[Path]]:
+    """Per-video mp4 files, ``videos.npy``, ``grid.gif``, ``filmstrip.png`` and ``samples.json``.
+
+    Returns ``(out_dir, seconds, mp4 paths)``. The manifest is written last, so a folder
+    without it (an interrupted sampling) is never taken for a finished one.
+    """
+    from vfusion.utils.io import atomic_path, atomic_write_json
+    from vfusion.utils.video import filmstrip, make_grid_frames, save_videos, write_gif, write_png
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    start = time.perf_counter()
+    shown, paths, done = [], [], 0
+    vc = pipe.video_config
+    with atomic_path(out_dir / FRAMES_FILE) as tmp:
+        store = None
+        for videos, labels in generate(pipe, settings, progress=progress):
+            frames = to_uint8(videos)
+            if store is None:
+                store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                  shape=(settings.num_videos,) + frames.shape[1:])
+            store[done:done + len(frames)] = frames
+            paths += save_videos(videos, out_dir, fps=settings.fps,
+                                 labels=labels.tolist() if labels is not None else None, start_index=done)
+            done += videos.shape[0]
+            if sum(v.shape[0] for v in shown) < 64:
+                shown.append(videos)
+        store.flush()
+        del store
+    grid = torch.cat(shown)[:64]
+    write_gif(out_dir / "grid.gif", make_grid_frames(grid), fps=settings.fps, scale=2)
+    write_png(out_dir / "filmstrip.png", filmstrip(grid[:16]))
+    secs = time.perf_counter() - start
+    labels = [int(i) % int(vc["num_classes"]) for i in range(done)] if vc.get("num_classes") else None
+    atomic_write_json(out_dir / MANIFEST, {**settings.describe(), "frames_file": FRAMES_FILE, "labels": labels,
+                                           "model": vc.get("model"), "seconds": round(secs, 3),
+                                           **(describe or {})})
+    return out_dir, secs, paths
+
+
+def samples_match(out_dir: str | Path, settings: SampleSettings, newer_than: Optional[Path] = None) -> bool:
+    """True when the folder holds at least ``settings.num_videos`` videos made with these settings
+    (and, with ``newer_than``, after that file was written)."""
+    manifest_path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if newer_than is not None and Path(newer_than).is_file() and \
+            manifest_path.stat().st_mtime < Path(newer_than).stat().st_mtime:
+        return False
+    same = all(manifest.get(k) == v for k, v in settings.describe().items() if k != "num_videos")
+    return same and int(manifest.get("num_videos", 0)) >= settings.num_videos and \
+        (Path(out_dir) / manifest.get("frames_file", FRAMES_FILE)).is_file()
+
+
+def saved_sample_batches(out_dir: str | Path, settings: SampleSettings,
+                         newer_than: Optional[Path] = None) -> Optional[Iterator[torch.Tensor]]:
+    """The first ``settings.num_videos`` videos of a samples folder as batches, when its manifest says they
+    were made with the same sampler, steps, guidance, seed and batch size; else None."""
+    out_dir = Path(out_dir)
+    if not samples_match(out_dir, settings, newer_than=newer_than):
+        return None
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    frames = np.load(out_dir / manifest["frames_file"], mmap_mode="r")
+
+    def batches():
+        for s in range(0, settings.num_videos, settings.batch_size):
+            yield from_uint8(frames[s:min(s + settings.batch_size, settings.num_videos)])
+
+    return batches()
+
+
+def write_run_samples(run_dir: str | Path, out_dir: str | Path, num_videos: int, sampler: str, steps: int, seed: int,
+                      batch_size: int = 8, guidance_scale: Optional[float] = None, device=None,
+                      progress: bool = True) -> tuple[Path, float, list[Path]]:
+    """:func:`write_samples` from a run's pipeline with explicit settings (the study harness's hook)."""
+    run = RunDir(run_dir)
+    settings = run.sample_settings(num_videos=num_videos, sampler=sampler, steps=steps, seed=seed,
+                                   batch_size=batch_size, guidance_scale=guidance_scale)
+    return write_samples(load_pipeline(run.path, device), out_dir, settings, progress=progress)

@@ -1,0 +1,188 @@
+"""``VideoFusionPipeline``: the one inference object, a ``diffusers.DiffusionPipeline``.
+
+Every registered model (VideoFusion, the video UNet, the spacetime DiT, the stage-1 image
+UNet) is saved and loaded through it::
+
+    from vfusion import VideoFusionPipeline
+    pipe = VideoFusionPipeline.from_pretrained("runs/embedded_videofusion/pipeline")
+    out = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+    out.frames                      # (B, T, H, W, C) float32 in [0, 1] for output_type="np"
+
+Components (``model_index.json``; weights as safetensors, no pickles):
+
+- ``base``: the image model in plain diffusers format (``UNet2DModel`` / ``UNet2DConditionModel``
+  folder, loadable on its own): VideoFusion's base generator, or the stage-1 image model;
+- ``residual``: VideoFusion's residual generator;
+- ``denoiser``: the whole network of the video UNet or the DiT;
+- ``scheduler``: the run's noise process (``scheduler/scheduler_config.json``, a DDIM config with the
+  run's schedule and prediction type; :class:`~vfusion.diffusion.process.DiffusionProcess` reads it);
+- ``vae``: an optional ``AutoencoderKL`` for latent models;
+- ``video_config`` (in ``model_index.json``): the model name, the data facts (channels, size,
+  frames, classes and their names), the noise prior, sampling defaults and what was trained.
+
+``__call__`` owns the sampling loop (:func:`vfusion.diffusion.sampling.sample_loop`): the initial
+noise and the fresh noise of stochastic steps come from the run's noise prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from vfusion.conditioning import class_cond
+from vfusion.errors import UserError
+
+OUTPUT_TYPES = ("pt", "np", "pil")
+
+
+@dataclass
+class VideoFusionPipelineOutput(BaseOutput):
+    """``frames``: ``pt`` (B, C, T, H, W) in [-1, 1] (the project's layout); ``np`` (B, T, H, W, C) float32
+    in [0, 1]; ``pil`` a list (per video) of lists of PIL images. ``class_labels``: (B,) or None."""
+
+    frames: Union[torch.Tensor, np.ndarray, list]
+    class_labels: Optional[torch.Tensor] = None
+
+
+class VideoFusionPipeline(DiffusionPipeline):
+    _optional_components = ["base", "residual", "denoiser", "vae"]
+
+    def __init__(self, scheduler, base=None, residual=None, denoiser=None, vae=None,
+                 video_config: Optional[dict] = None):
+        super().__init__()
+        self.register_modules(scheduler=scheduler, base=base, residual=residual, denoiser=denoiser, vae=vae)
+        self.register_to_config(video_config=dict(video_config or {}))
+        self._assembled = None
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model, process, video_config: dict, vae=None) -> "VideoFusionPipeline":
+        """A pipeline around an in-memory model (its modules are shared, not copied)."""
+        parts = dict(model.pipeline_components())
+        pipe = cls(scheduler=process.scheduler("ddim"), vae=vae, video_config=video_config, **parts)
+        pipe._assembled = (model, process)
+        return pipe
+
+    @property
+    def video_config(self) -> dict:
+        return dict(self.config.video_config)
+
+    @property
+    def process(self):
+        from vfusion.diffusion.process import DiffusionProcess
+
+        if self._assembled is not None:
+            return self._assembled[1]
+        return DiffusionProcess(dict(self.scheduler.config))
+
+    def spec(self):
+        from vfusion.diffusion.noise import build_noise_prior
+        from vfusion.models.spec import ModelSpec
+
+        vc = self.video_config
+        noise = dict(vc.get("noise") or {"prior": "independent"})
+        prior = build_noise_prior(noise.pop("prior"), int(vc["num_frames"]), **noise)
+        return ModelSpec(int(vc["in_channels"]), int(vc["sample_size"]), int(vc["num_frames"]),
+                         int(vc.get("num_classes", 0)), process=self.process, noise=prior)
+
+    def model(self):
+        """The denoiser assembled from the components (VideoFusion: base + residual)."""
+        if self._assembled is None:
+            from vfusion.models.registry import assemble_model
+
+            spec = self.spec()
+            comps = {k: getattr(self, k) for k in ("base", "residual", "denoiser") if getattr(self, k, None) is not None}
+            self._assembled = (assemble_model(self.video_config["model"], comps, spec), spec.process)
+        return self._assembled[0]
+
+    # ---- generation ----------------------------------------------------------------------------
+    def default_labels(self, batch_size: int, start_index: int = 0) -> Optional[torch.Tensor]:
+        """Labels cycling through the classes (video j gets class j mod K); None when unconditional."""
+        k = int(self.video_config.get("num_classes", 0))
+        return torch.arange(start_index, start_index + batch_size) % k if k else None
+
+    @torch.no_grad()
+    def __call__(self, batch_size: Optional[int] = None, class_labels: Optional[Sequence[int] | torch.Tensor] = None,
+                 num_inference_steps: Optional[int] = None, sampler: Optional[str] = None,
+                 guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                 output_type: str = "np", return_dict: bool = True, start_index: int = 0,
+                 callback: Optional[Callable[[int], None]] = None, progress: bool = True):
+        """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
+
+        ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
+        batch gets class (``start_index`` + j) mod K. ``callback(step)`` is called after each denoising
+        step.
+        """
+        from vfusion.diffusion.sampling import sample_loop
+
+        vc = self.video_config
+        defaults = vc.get("sample", {})
+        if output_type not in OUTPUT_TYPES:
+            raise UserError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
+        num_classes = int(vc.get("num_classes", 0))
+        labels = None
+        if class_labels is not None:
+            labels = torch.as_tensor(class_labels, dtype=torch.long).flatten()
+            if num_classes == 0:
+                raise UserError("this model is unconditional; it takes no class labels")
+            bad = [int(v) for v in labels if not 0 <= int(v) < num_classes]
+            if bad:
+                raise UserError(f"class labels {bad} are outside 0..{num_classes - 1}")
+            if batch_size is not None and batch_size != labels.numel():
+                raise UserError(f"batch_size={batch_size} but {labels.numel()} class labels were given")
+            batch_size = labels.numel()
+        batch_size = int(batch_size if batch_size is not None else defaults.get("batch_size", 1))
+        steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
+        sampler = sampler or defaults.get("sampler", "ddim")
+        guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
+        check_sampling_args(batch_size, steps, guidance, self.process.num_train_timesteps)
+        if labels is None and num_classes:
+            labels = self.default_labels(batch_size, start_index)
+
+        model = self.model()
+        process = self._assembled[1]
+        device = self.device
+        model.to(device).eval()
+        prior = self.spec().noise
+        shape = (batch_size, int(vc["in_channels"]), int(vc["num_frames"]), int(vc["sample_size"]),
+                 int(vc["sample_size"]))
+        cond = class_cond(labels.to(device) if labels is not None else None)
+        x = sample_loop(model, process, prior, shape, sampler=sampler, steps=steps, cond=cond,
+                        guidance_scale=guidance, generator=generator, device=device, progress=progress,
+                        callback=callback)
+        if self.vae is not None:
+            from vfusion.data.latents import LatentCodec
+
+            x = LatentCodec(self.vae, vc.get("vae_scaling_factor")).decode(x)
+        videos = x.float().clamp(-1, 1).cpu()
+        frames = format_frames(videos, output_type)
+        labels = labels.cpu() if labels is not None else None
+        if not return_dict:
+            return (frames, labels)
+        return VideoFusionPipelineOutput(frames=frames, class_labels=labels)
+
+
+def check_sampling_args(batch_size: int, steps: int, guidance_scale: float, num_train_timesteps: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size}: generate at least one video")
+    if not 1 <= steps <= num_train_timesteps:
+        raise UserError(f"{steps} sampling steps: choose between 1 and the {num_train_timesteps} training timesteps")
+    if guidance_scale < 0:
+        raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it")
+
+
+def format_frames(videos: torch.Tensor, output_type: str):
+    """``(B, C, T, H, W)`` in [-1, 1] -> the pipeline's output formats."""
+    if output_type == "pt":
+        return videos
+    arr = ((videos + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy().astype(np.float32)  # (B, T, H, W, C)
+    if output_type == "np":
+        return arr
+    from PIL import Image
+
+    return [[Image.fromarray((f * 255).round().astype(np.uint8)) for f in video] for video in arr]

@@ -1,0 +1,144 @@
+"""One run directory object, used by train, sample, evaluate, export and the study harness.
+
+A run directory tells its story::
+
+    runs/<name>/
+      config.yaml        the resolved experiment config (sample/evaluate read it back)
+      env.json           git SHA, Python, package versions, devices
+      run_info.json      data spec (channels, size, frames, classes), model
+      model_info.json    parameter counts and measured time per training step
+      scheduler/         scheduler_config.json: the run's noise process
+      checkpoints/       last.ckpt (+ periodic step checkpoints), for resuming training only
+      tb/                TensorBoard logs
+      pipeline/          the trained VideoFusionPipeline (EMA weights, safetensors): what generates
+      samples/           videos written by `vfusion sample` (+ samples.json, videos.npy)
+      metrics.json       `vfusion evaluate`
+      status.json        the study harness's bookkeeping
+
+Torch-free: it only knows paths and small files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from vfusion.config import ConfigError
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How videos are generated from a run: resolved once from the run's config and the caller's choices."""
+
+    num_videos: int
+    sampler: str
+    steps: int
+    guidance_scale: float
+    seed: int
+    batch_size: int
+    fps: int
+
+    def describe(self) -> dict:
+        return {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,
+                "guidance_scale": self.guidance_scale, "seed": self.seed, "batch_size": self.batch_size}
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, other) -> Path:
+        return self.path / other
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---- paths -----------------------------------------------------------------------------
+    config_path = property(lambda self: self.path / "config.yaml")
+    run_info_path = property(lambda self: self.path / "run_info.json")
+    status_path = property(lambda self: self.path / "status.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    pipeline_dir = property(lambda self: self.path / "pipeline")
+    scheduler_dir = property(lambda self: self.path / "scheduler")
+    samples_dir = property(lambda self: self.path / "samples")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+    tb_dir = property(lambda self: self.path / "tb")
+
+    @property
+    def last_checkpoint(self) -> Optional[Path]:
+        p = self.checkpoints / "last.ckpt"
+        return p if p.is_file() else None
+
+    def has_pipeline(self) -> bool:
+        return (self.pipeline_dir / "model_index.json").is_file()
+
+    # ---- files -------------------------------------------------------------------------------
+    def config(self, overrides: Optional[list[str]] = None):
+        """The run's resolved config (merged onto the schema)."""
+        from vfusion.config import load_config
+
+        if not self.config_path.is_file():
+            raise ConfigError(f"'{self.path}' is not a vfusion run directory (no config.yaml)")
+        cfg = load_config(self.config_path, overrides)
+        return cfg
+
+    def read_json(self, name: str) -> Optional[dict]:
+        p = self.path / name
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:  # written atomically, so only a hand edit gets here
+            return None
+
+    def write_json(self, name: str, obj) -> Path:
+        from vfusion.utils.io import atomic_write_json
+
+        atomic_write_json(self.path / name, obj)
+        return self.path / name
+
+    def run_info(self) -> dict:
+        info = self.read_json("run_info.json")
+        if info is None:
+            raise ConfigError(f"'{self.path}' has no run_info.json (run `vfusion train` first)")
+        return info
+
+    def read_status(self) -> Optional[dict]:
+        return self.read_json("status.json")
+
+    def pipeline_path(self) -> Path:
+        """The folder of the trained pipeline, or a clear error saying how to make it."""
+        if self.has_pipeline():
+            return self.pipeline_dir
+        if self.last_checkpoint is not None:
+            raise ConfigError(f"'{self.path}' has a checkpoint but no pipeline/ (training did not finish); write one "
+                              f"from the last checkpoint with `vfusion export --run {self.path}`")
+        raise ConfigError(f"'{self.path}' has no trained model (no pipeline/ and no checkpoints/last.ckpt); "
+                          "run `vfusion train` first")
+
+    def pipeline_is_stale(self) -> bool:
+        """True when checkpoints/last.ckpt is newer than the exported pipeline."""
+        ckpt = self.last_checkpoint
+        index = self.pipeline_dir / "model_index.json"
+        return ckpt is not None and index.is_file() and ckpt.stat().st_mtime > index.stat().st_mtime + 1.0
+
+    def sample_settings(self, cfg=None, num_videos: Optional[int] = None, sampler: Optional[str] = None,
+                        steps: Optional[int] = None, guidance_scale: Optional[float] = None,
+                        seed: Optional[int] = None, batch_size: Optional[int] = None,
+                        for_eval: bool = False) -> SampleSettings:
+        """Sampling settings: the caller's values where given, else the run's ``sample.*`` (``eval.*`` for
+        the count, seed and batch size when ``for_eval``). The one place these defaults are resolved."""
+        cfg = cfg if cfg is not None else self.config()
+        sc, ev = cfg.sample, cfg.eval
+        pick = (lambda v, d: d if v is None else v)
+        return SampleSettings(
+            num_videos=int(pick(num_videos, ev.num_videos if for_eval else sc.num_videos)),
+            sampler=str(pick(sampler, sc.sampler)), steps=int(pick(steps, sc.steps)),
+            guidance_scale=float(pick(guidance_scale, sc.guidance_scale)),
+            seed=int(pick(seed, ev.seed if for_eval else sc.seed)),
+            batch_size=int(pick(batch_size, ev.batch_size if for_eval else sc.batch_size)), fps=int(sc.fps))
