@@ -318,3 +318,13 @@ def test_evaluate_run_with_given_fake_batches_does_not_sample(tmp_path, monkeypa
     assert result["protocol"]["fake"] == sampled["protocol"]["fake"]
     with pytest.raises(RuntimeError, match="8 clips were yielded, 12 were asked for"):
         E.evaluate_run(run_dir, out=tmp_path / "short.json", fake_batches=iter(given[:2]), **kw)
+
+
+def test_too_few_clips_for_a_metric_is_a_user_error(tmp_path, fake_data):
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(UserError, match=r"kvd needs at least 2 real clips \(got 1\) and 2 generated clips \(got 1\)"):
+        E.real_vs_real(cfg, num_videos=1, metrics="kvd", detectors=tiny_detectors(), progress=False)
+    fake_dir = tmp_path / "fake"
+    write_clips(fake_dir, smooth_clips(4, seed=4))
+    with pytest.raises(UserError, match=r"is_k400_i3d needs at least 10 generated clips \(got 4\)"):
+        E.evaluate_folders(fake_dir, fake_dir, metrics="is", detectors=tiny_detectors(), progress=False)

@@ -201,6 +201,20 @@ def read_real(src: ClipSource, metrics: Sequence[str], det: Detectors, fid: Opti
     return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit)
 
 
+def _check_counts(metrics: Sequence[str], num_real: Optional[int], num_fake: Optional[int],
+                  num_frames: Optional[int] = None) -> None:
+    """Too few clips for a metric is the user's to fix (--num-videos), not a traceback (None: not known yet)."""
+    least = {"kvd": (2, 2), "is_k400_i3d": (0, M.IS_NUM_SPLITS), "is_ucf_c3d": (0, M.IS_NUM_SPLITS)}
+    for m in metrics:
+        real_min, fake_min = least.get(m, (0, 0))
+        if m == "fid" and num_frames is not None:  # at least 2 images per side
+            real_min = fake_min = -(-2 // num_frames)
+        short = [f"{need} {side} clips (got {have})" for side, need, have in
+                 (("real", real_min, num_real), ("generated", fake_min, num_fake)) if have is not None and have < need]
+        if short:
+            raise UserError(f"{m} needs at least {' and '.join(short)}; raise --num-videos (eval.num_videos)")
+
+
 def _check_match(real_shape, fake_shape, what: str) -> None:
     if real_shape and fake_shape and tuple(real_shape) != tuple(fake_shape):
         raise UserError(f"real clips are {tuple(real_shape)} (C, T, H, W) but {what} are {tuple(fake_shape)}; "
@@ -286,6 +300,7 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     """
     start = time.time() if start is None else start
     det = detectors
+    _check_counts(metrics, real.num, fake.num)  # before any clip is read or sampled
     fid = _fid_for(metrics, det)
     real_side = read_real(real, metrics, det, fid, progress)
     fake_side = _fake_side(metrics, det, fid)
@@ -293,6 +308,7 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     if not fake_side.num:
         raise ValueError(f"{fake.what or fake.desc}: no clips to evaluate")
     _check_match(real_side.clip_shape, fake_side.clip_shape, fake.what or fake.desc)
+    _check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1])
     values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1])
 
     protocol = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape)
