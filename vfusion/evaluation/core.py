@@ -312,7 +312,9 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1])
 
     protocol = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape)
-    protocol["real"] = dict(real.info) if real_side.cache_hit is None else dict(real.info, cache_hit=real_side.cache_hit)
+    protocol["real"] = dict(real.info)
+    if real_side.cache_hit is not None:
+        protocol["real"]["cache_hit"] = real_side.cache_hit
     protocol["fake"] = dict(fake.info)
     result: dict[str, Any] = {"metrics": values, "metric_names": list(values), "protocol": protocol}
     if kind is not None:
