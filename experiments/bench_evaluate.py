@@ -111,6 +111,7 @@ def child(args) -> dict:
     import vfusion.data
     import vfusion.training.inference as inference
     from vfusion.config import merge_config, save_config
+    from vfusion.evaluation import core as C
     from vfusion.evaluation import evaluate as E
 
     torch.set_num_threads(args.threads)
@@ -151,7 +152,7 @@ def child(args) -> dict:
 
     stages: dict[str, float] = {}    # peak RSS above baseline at the end of each stage
     retained: dict[str, float] = {}  # RSS above baseline after the stage, once malloc returned free pages
-    consume, compute = E._consume, E.compute_metrics
+    consume, compute = C._consume, C.compute_metrics  # the core's stages, hooked
 
     def log(stage: str) -> None:
         stages[stage] = _rss_mb("VmHWM") - base
@@ -167,7 +168,7 @@ def child(args) -> dict:
         log("metric computation")
         return out
 
-    E._consume, E.compute_metrics = consume_logged, compute_logged
+    C._consume, C.compute_metrics = consume_logged, compute_logged
     with tempfile.TemporaryDirectory() as tmp:
         cfg = merge_config({"name": "bench"}, overrides=[
             f"run_dir={tmp}/run", f"data.num_frames={frames}", f"data.resolution={size}", "data.num_workers=0",

@@ -25,7 +25,7 @@ import torch
 from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
 from vfusion.evaluation.temporal import frame_change, keyframe_drift
 from vfusion.studies.harness import read_status
-from vfusion.studies.report import mean_std
+from vfusion.studies.rows import mean_std
 from vfusion.training.inference import load_run_config
 from vfusion.utils.io import atomic_write_json, atomic_write_text
 from vfusion.utils.video import read_video

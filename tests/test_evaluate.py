@@ -295,3 +295,36 @@ def test_real_detectors_on_folders(tmp_path, real_weights):
     assert same["protocol"]["i3d"]["input"].endswith("(upsampled)")
     shifted = E.evaluate_folders(tmp_path / "a", tmp_path / "b", metrics="fvd", **kw)
     assert shifted["metrics"]["fvd4_10f"] > 1.0
+
+
+def test_evaluate_run_with_given_fake_batches_does_not_sample(tmp_path, monkeypatch, fake_data):
+    cfg = tiny_cfg(tmp_path)
+    run_dir = tmp_path / "run"
+    save_config(cfg, run_dir / "config.yaml")
+
+    def generate(run_dir_, num_videos, batch_size=8, **kw):
+        for start in range(0, num_videos, batch_size):
+            n = min(batch_size, num_videos - start)
+            yield smooth_clips(n, seed=700 + start, shift=0.2), torch.zeros(n, dtype=torch.long)
+
+    monkeypatch.setattr(inference, "generate", generate)
+    kw = dict(metrics="fvd,kvd,fid,is", num_videos=12, sampler="ddim", steps=5, seed=0, guidance_scale=1.0,
+              detectors=tiny_detectors(), progress=False)
+    sampled = E.evaluate_run(run_dir, out=tmp_path / "sampled.json", **kw)
+    given = [v for v, _ in generate(run_dir, 12, batch_size=4)]
+    monkeypatch.setattr(inference, "generate", lambda *a, **k: pytest.fail("fake_batches were given"))
+    result = E.evaluate_run(run_dir, out=tmp_path / "given.json", fake_batches=iter(given), **kw)
+    assert result["metrics"] == pytest.approx(sampled["metrics"], rel=1e-9)
+    assert result["protocol"]["fake"] == sampled["protocol"]["fake"]
+    with pytest.raises(RuntimeError, match="8 clips were yielded, 12 were asked for"):
+        E.evaluate_run(run_dir, out=tmp_path / "short.json", fake_batches=iter(given[:2]), **kw)
+
+
+def test_too_few_clips_for_a_metric_is_a_user_error(tmp_path, fake_data):
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(UserError, match=r"kvd needs at least 2 real clips \(got 1\) and 2 generated clips \(got 1\)"):
+        E.real_vs_real(cfg, num_videos=1, metrics="kvd", detectors=tiny_detectors(), progress=False)
+    fake_dir = tmp_path / "fake"
+    write_clips(fake_dir, smooth_clips(4, seed=4))
+    with pytest.raises(UserError, match=r"is_k400_i3d needs at least 10 generated clips \(got 4\)"):
+        E.evaluate_folders(fake_dir, fake_dir, metrics="is", detectors=tiny_detectors(), progress=False)

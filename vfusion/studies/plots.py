@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vfusion.studies.report import LOSS_TAGS, group_rows, mean_std
+from vfusion.studies.rows import LOSS_TAGS, group_rows, mean_std
 from vfusion.studies.spec import Study
 from vfusion.utils.io import atomic_path
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig
 
+from vfusion.studies import plots
+from vfusion.studies.rows import LOSS_TAGS, group_rows, mean_std  # also importable from here, as before
 from vfusion.studies.spec import Study, plan_study
 from vfusion.utils.io import atomic_write_text
-
-LOSS_TAGS = ("train/loss", "train/loss_base", "train/loss_residual")
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -157,16 +156,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float], int]:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None, None, 0
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, None, 1
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)), len(vals)
-
-
 def _fmt(v: Optional[float], digits: int = 4) -> str:
     if v is None:
         return "—"
@@ -182,15 +171,6 @@ def _fmt_ms(m, s, scale=1.0, digits=4) -> str:
         return "—"
     out = _fmt(m * scale, digits)
     return out + (f" ± {_fmt(s * scale, 2)}" if s else "")  # no "± 0" for equal values (steps, params)
-
-
-def group_rows(study: Study, rows: list[dict]) -> list[tuple[tuple, list[dict]]]:
-    """Rows of each grid cell (all axis labels equal), in grid order."""
-    axes = list(study.axes)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[a] for a in axes), []).append(r)
-    return list(groups.items())
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -268,8 +248,6 @@ def _read_status_error(study: Study, run_id: str) -> Optional[str]:
 
 def write_report(study: Study, echo: Callable[[str], None] = print) -> dict[str, Path]:
     """results.csv, results.md and plots/*.png in the study directory; returns their paths."""
-    from vfusion.studies import plots
-
     study.study_dir.mkdir(parents=True, exist_ok=True)
     rows, curves, plans = collect(study)
     paths = {"csv": study.study_dir / "results.csv", "md": study.study_dir / "results.md"}

@@ -1,0 +1,323 @@
+"""The one evaluation core: two sets of clips -> detectors -> metric values + protocol.
+
+:func:`evaluate` takes a real and a fake :class:`ClipSource` (batches ``(B, C, T, H, W)``
+in [-1, 1], what metrics.json says about them, and for the real side optionally a cache
+of its statistics), accumulates both sides one batch at a time, checks that the clips
+match, computes the metrics and returns (and writes) the result dict. The entry points
+in ``evaluate.py`` only build their two sources.
+
+Protocols (see ../shared/docs/protocols.md):
+
+* ``fvd{N}_{T}f`` — StyleGAN-V FVD: N real and N generated clips of T frames; the
+  I3D Kinetics-400 logits (400-d, averaged over time) of each clip, frames
+  resized bilinearly to 224x224 by ``i3d_features`` (clips smaller than 224, e.g.
+  the 32x32 of the study runs, are UPSAMPLED: such an FVD carries its protocol in
+  its name and is not comparable with published ``fvd2048_16f`` at 128/256 px);
+  Fréchet distance with the population covariance (StyleGAN-V).
+* ``kvd{N}_{T}f`` — polynomial-kernel MMD² on the same I3D features (100 subsets
+  of min(N, 1000), see ``metrics.kernel_distance``).
+* ``fid{N}_{T}f`` — per-frame FID, Inception-v3 pool3 of all N·T frames (``fid.py``).
+* ``is_k400_i3d{N}_{T}f`` — Inception Score with the softmax of the I3D Kinetics-400
+  logits (works out of the box; NOT the UCF-101 protocol).
+* ``is_ucf_c3d{N}_16f`` — TGAN/StyleGAN-V UCF-101 IS with a user-supplied C3D
+  (16 frames, short side 128, center crop 112; ``c3d.load_c3d``).
+  Both IS variants use 10 splits and come with a ``_std`` entry.
+
+Every clip, real or generated, is first quantised to the 256 levels of a video file
+(as StyleGAN-V does with generated frames). Clips are consumed one batch at a time, so
+memory does not grow with N apart from the I3D features / class probabilities
+(N × 400 float64) that KVD and IS need.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Protocol, Sequence
+
+import torch
+
+from vfusion.errors import UserError
+from vfusion.evaluation import metrics as M
+from vfusion.evaluation.detectors import Detectors
+from vfusion.evaluation.features import FeatureStats, RowBuffer
+from vfusion.evaluation.fid import FrameFID
+
+KVD_SEED = 0
+
+
+# --------------------------------------------------------------------------- what the core is given
+
+class StatsCache(Protocol):
+    """Cached statistics of a real clip source (see ``real_stats.DatasetStatsCache``)."""
+
+    def load(self, det: Detectors, need_i3d: bool, need_fid: bool) -> tuple[Optional[FeatureStats], Optional[dict]]:
+        """(I3D stats or None, FID real state or None): whatever the cache holds for these detectors."""
+
+    def save(self, det: Detectors, i3d: Optional[FeatureStats], fid_state: Optional[dict]) -> None:
+        """Store what was computed (None: not computed this time)."""
+
+
+@dataclass
+class ClipSource:
+    """One set of clips for :func:`evaluate`.
+
+    batches: batches ``(B, C, T, H, W)`` in [-1, 1], read lazily (a generator), once.
+    info: what metrics.json records under ``protocol.real`` / ``protocol.fake``.
+    desc: the progress bar's label; what: how error messages name the clips (default desc).
+    num: how many clips ``batches`` yields (progress bar; a source that yields another
+    number is an error); the real side's count when its statistics all come from the cache.
+    cache: real side only. Without a cache the clips are always read; with one, only when
+    the cache lacks something the metrics need (and what was computed is saved).
+    """
+
+    batches: Iterable[torch.Tensor]
+    info: dict
+    desc: str = "clips"
+    num: Optional[int] = None
+    cache: Optional[StatsCache] = None
+    what: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- one side's accumulator
+
+def quantize(videos: torch.Tensor) -> torch.Tensor:
+    """Round [-1, 1] values to the 256 levels a uint8 video file can hold."""
+    return ((videos.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+class _Side:
+    """Everything accumulated for one set of clips, fed one batch at a time."""
+
+    def __init__(self, det: Detectors, i3d_stats: bool = False, k400_probs: bool = False,
+                 c3d_probs: bool = False, fid: Optional[FrameFID] = None, fid_real: bool = False):
+        self.det = det
+        self.i3d = FeatureStats(keep_features=True) if i3d_stats else None
+        self.k400 = RowBuffer() if k400_probs else None
+        self.c3d = RowBuffer() if c3d_probs else None
+        self.fid, self.fid_real = fid, fid_real
+        self.num = 0
+        self.clip_shape: Optional[tuple[int, ...]] = None
+
+    @property
+    def idle(self) -> bool:
+        return self.i3d is None and self.k400 is None and self.c3d is None and self.fid is None
+
+    @torch.no_grad()
+    def update(self, videos: torch.Tensor) -> None:
+        if videos.dim() != 5:
+            raise ValueError(f"expected a batch of clips (B, C, T, H, W), got shape {tuple(videos.shape)}")
+        shape = tuple(videos.shape[1:])
+        if self.clip_shape is None:
+            self.clip_shape = shape
+        elif shape != self.clip_shape:
+            raise UserError(f"clips of different shapes in one set: {self.clip_shape} and {shape} (C, T, H, W)")
+        videos = quantize(videos).to(self.det.device)
+        if self.i3d is not None or self.k400 is not None:
+            logits = self.det.i3d(videos).detach().double().cpu()
+            if self.i3d is not None:
+                self.i3d.update(logits)
+            if self.k400 is not None:
+                self.k400.append(M.softmax(logits.numpy()))
+        if self.c3d is not None:
+            t = videos.shape[2]
+            if t < 16:
+                raise UserError(f"is_ucf_c3d needs clips of at least 16 frames, these have {t}")
+            logits = self.det.c3d(videos[:, :, :16]).detach().double().cpu().numpy()
+            self.c3d.append(M.softmax(logits))
+        if self.fid is not None:
+            self.fid.update(videos, real=self.fid_real)
+        self.num += videos.shape[0]
+
+
+def _consume(batches: Iterable[torch.Tensor], side: _Side, desc: str, total: Optional[int],
+             progress: bool) -> None:
+    """Feed batches to one side, one batch in flight at a time, with a tqdm bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="clip", disable=not progress, leave=False)
+    try:
+        for videos in batches:
+            side.update(videos)
+            bar.update(videos.shape[0])
+    finally:
+        bar.close()
+
+
+def _need_i3d(metrics: Sequence[str]) -> bool:
+    return bool({"fvd", "kvd"} & set(metrics))
+
+
+def _fid_for(metrics: Sequence[str], det: Detectors) -> Optional[FrameFID]:
+    if "fid" not in metrics:
+        return None
+    if det.inception is None:
+        raise UserError("metric fid needs the Inception-v3 feature network (run `vfusion weights fetch`)")
+    return FrameFID(det.inception, device=det.device)
+
+
+def _fake_side(metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID]) -> _Side:
+    return _Side(det, i3d_stats=_need_i3d(metrics), k400_probs="is_k400_i3d" in metrics,
+                 c3d_probs="is_ucf_c3d" in metrics, fid=fid, fid_real=False)
+
+
+def _read(src: ClipSource, side: _Side, progress: bool) -> None:
+    _consume(src.batches, side, src.desc, src.num, progress)
+    if src.num is not None and side.num != src.num:
+        raise RuntimeError(f"{src.what or src.desc}: {side.num} clips were yielded, {src.num} were asked for")
+
+
+@dataclass
+class RealSide:
+    """The real side once read: its I3D statistics (the FID real state is in the FrameFID)."""
+
+    i3d: Optional[FeatureStats]
+    num: int
+    clip_shape: Optional[tuple[int, ...]]  # None when no clip was read (all from the cache)
+    cache_hit: Optional[dict[str, bool]]   # None without a cache
+
+
+def read_real(src: ClipSource, metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID],
+              progress: bool = True) -> RealSide:
+    """Accumulate the real side: from ``src.cache`` what it holds, from the clips the rest."""
+    need_i3d = _need_i3d(metrics)
+    i3d, fid_state = src.cache.load(det, need_i3d, fid is not None) if src.cache is not None else (None, None)
+    side = _Side(det, i3d_stats=need_i3d and i3d is None,
+                 fid=fid if (fid is not None and fid_state is None) else None, fid_real=True)
+    if fid is not None and fid_state is not None:
+        fid.load_real_state(fid_state)
+    cache_hit = None if src.cache is None else {"i3d_k400": need_i3d and i3d is not None,
+                                                "inception_v3": fid is not None and fid_state is not None}
+    read = src.cache is None or not side.idle
+    if read:
+        _read(src, side, progress)
+        if side.i3d is not None:
+            i3d = side.i3d
+        if src.cache is not None:
+            src.cache.save(det, side.i3d, fid.real_state() if side.fid is not None else None)
+    num = src.num if src.num is not None else side.num
+    return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit)
+
+
+def _check_counts(metrics: Sequence[str], num_real: Optional[int], num_fake: Optional[int],
+                  num_frames: Optional[int] = None) -> None:
+    """Too few clips for a metric is the user's to fix (--num-videos), not a traceback (None: not known yet)."""
+    least = {"kvd": (2, 2), "is_k400_i3d": (0, M.IS_NUM_SPLITS), "is_ucf_c3d": (0, M.IS_NUM_SPLITS)}
+    for m in metrics:
+        real_min, fake_min = least.get(m, (0, 0))
+        if m == "fid" and num_frames is not None:  # at least 2 images per side
+            real_min = fake_min = -(-2 // num_frames)
+        short = [f"{need} {side} clips (got {have})" for side, need, have in
+                 (("real", real_min, num_real), ("generated", fake_min, num_fake)) if have is not None and have < need]
+        if short:
+            raise UserError(f"{m} needs at least {' and '.join(short)}; raise --num-videos (eval.num_videos)")
+
+
+def _check_match(real_shape, fake_shape, what: str) -> None:
+    if real_shape and fake_shape and tuple(real_shape) != tuple(fake_shape):
+        raise UserError(f"real clips are {tuple(real_shape)} (C, T, H, W) but {what} are {tuple(fake_shape)}; "
+                        f"evaluate clips of the same frames and resolution (with a config as --real: --set "
+                        f"data.num_frames=T --set data.resolution=H)")
+
+
+# --------------------------------------------------------------------------- metric values and protocol
+
+def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fake: _Side,
+                    fid: Optional[FrameFID], num_videos: int, num_frames: int) -> dict[str, float]:
+    """Named values: ``fvd{N}_{T}f`` etc. (N = generated clips, T = frames per clip)."""
+    n, t = num_videos, num_frames
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "fvd":
+            out[f"fvd{n}_{t}f"] = M.frechet_distance(real_i3d.mean, real_i3d.cov(), fake.i3d.mean, fake.i3d.cov())
+        elif m == "kvd":
+            out[f"kvd{n}_{t}f"] = M.kernel_distance(real_i3d.features(), fake.i3d.features(), seed=KVD_SEED)[0]
+        elif m == "fid":
+            out[f"fid{n}_{t}f"] = fid.compute()
+        elif m == "is_k400_i3d":
+            mean, std = M.inception_score(fake.k400.array())
+            out[f"is_k400_i3d{n}_{t}f"], out[f"is_k400_i3d{n}_{t}f_std"] = mean, std
+        elif m == "is_ucf_c3d":
+            mean, std = M.inception_score(fake.c3d.array())
+            out[f"is_ucf_c3d{n}_16f"], out[f"is_ucf_c3d{n}_16f_std"] = mean, std
+    return out
+
+
+def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_shape) -> dict:
+    t, h, w = clip_shape[1], clip_shape[2], clip_shape[3]
+    p: dict[str, Any] = {"num_real": num_real, "num_fake": num_fake, "num_frames": t, "resolution": [h, w],
+                         "quantized_to_uint8": True}
+    if {"fvd", "kvd", "is_k400_i3d"} & set(metrics):
+        p["i3d"] = {"features": "Kinetics-400 logits averaged over time (400-d)",
+                    "input": f"{h}x{w} resized bilinearly to 224x224, values in [-1, 1]"
+                             + (" (upsampled)" if min(h, w) < 224 else "")}
+    if "fvd" in metrics:
+        p["fvd"] = {"covariance": "population (1/N), as StyleGAN-V"}
+    if "kvd" in metrics:
+        p["kvd"] = {"kernel": "polynomial degree 3, gamma=1/400, coef0=1", "estimator": "unbiased MMD^2",
+                    "num_subsets": M.KVD_NUM_SUBSETS,
+                    "subset_size": min(num_real, num_fake, M.KVD_MAX_SUBSET_SIZE), "seed": KVD_SEED}
+    if "fid" in metrics:
+        p["fid"] = {"images": f"all {t} frames of every clip ({num_fake * t} generated frames)",
+                    "features": "Inception-v3 pool3 (2048-d), 299x299", "implementation": "torchmetrics"}
+    if {"is_k400_i3d", "is_ucf_c3d"} & set(metrics):
+        p["is"] = {"num_splits": M.IS_NUM_SPLITS, "std": "population std over splits",
+                   "is_k400_i3d": "softmax of the I3D Kinetics-400 logits (not the UCF-101 C3D protocol)",
+                   "is_ucf_c3d": "C3D fine-tuned on UCF-101, first 16 frames, short side 128, center crop 112"}
+    comparable = num_fake == 2048 and t == 16 and min(h, w) >= 128 and num_real >= 2048
+    p["comparable_to_published"] = comparable
+    if not comparable:
+        p["note"] = (f"{num_fake} generated / {num_real} real clips of {t} frames at {h}x{w}: read the numbers "
+                     f"under their protocol names only; published fvd2048_16f uses 2048 clips of 16 frames "
+                     f"at 128 or 256 px")
+    return p
+
+
+def _finish(result: dict, out: Optional[str | Path], start: float) -> dict:
+    from vfusion.utils.io import atomic_write_json, environment_info
+
+    result["wall_time_s"] = round(time.time() - start, 3)
+    result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    result["environment"] = environment_info()
+    if out is not None:
+        atomic_write_json(out, result)
+    return result
+
+
+# --------------------------------------------------------------------------- the core
+
+def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detectors: Detectors, *,
+             out: Optional[str | Path] = None, kind: Optional[str] = None, progress: bool = True,
+             start: Optional[float] = None) -> dict:
+    """Metrics of ``fake`` against ``real``; returns the result dict (also written to ``out`` when given).
+
+    ``metrics`` is a canonical list (``detectors.expand_metrics``); N in the metric names is
+    the number of fake clips, T their frames. The real side is read first, then the fake
+    one. ``kind`` (e.g. ``"real_vs_real"``) is recorded in the result; ``start`` is when
+    the caller's work began (``time.time()``), for ``wall_time_s``.
+    """
+    start = time.time() if start is None else start
+    det = detectors
+    _check_counts(metrics, real.num, fake.num)  # before any clip is read or sampled
+    fid = _fid_for(metrics, det)
+    real_side = read_real(real, metrics, det, fid, progress)
+    fake_side = _fake_side(metrics, det, fid)
+    _read(fake, fake_side, progress)
+    if not fake_side.num:
+        raise ValueError(f"{fake.what or fake.desc}: no clips to evaluate")
+    _check_match(real_side.clip_shape, fake_side.clip_shape, fake.what or fake.desc)
+    _check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1])
+    values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1])
+
+    protocol = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape)
+    protocol["real"] = dict(real.info)
+    if real_side.cache_hit is not None:
+        protocol["real"]["cache_hit"] = real_side.cache_hit
+    protocol["fake"] = dict(fake.info)
+    result: dict[str, Any] = {"metrics": values, "metric_names": list(values), "protocol": protocol}
+    if kind is not None:
+        result["kind"] = kind
+    result.update(detectors=det.info, device=det.device)
+    return _finish(result, out, start)
