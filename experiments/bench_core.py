@@ -31,18 +31,14 @@ def _peak_rss_mb() -> float:
 
 
 def _build(cfg_path, overrides, frames, size):
-    from diffusers import DDPMScheduler
-
     from vfusion.config import load_config
-    from vfusion.diffusion.noise import lambdas_from_config
     from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
-    from vfusion.models.spec import ModelSpec
-    from vfusion.models.videofusion import build_videofusion
+    from vfusion.models.spec import experiment_spec
+    from vfusion.models.videofusion import VideoFusion
 
     cfg = load_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
-    sched = DDPMScheduler(beta_schedule=cfg.diffusion.beta_schedule)
-    spec = ModelSpec(3, size, frames, 0, lambdas_from_config(cfg.noise, frames), sched.alphas_cumprod)
-    return cfg, build_videofusion(cfg, spec), BaseGenerator(base_unet_from_config(cfg.model.base, spec), 0)
+    spec = experiment_spec(cfg, 3, size, frames, 0)
+    return cfg, VideoFusion.build(cfg, spec), BaseGenerator(base_unet_from_config(cfg.model.base, spec), 0)
 
 
 def _per_frame(base):
@@ -151,13 +147,15 @@ def main() -> None:
 
     # sampling overhead: full DDIM loop vs steps x one denoiser call
     vf.eval()
-    noise = DecomposedNoise.from_config(cfg.noise, n)
+    from vfusion.models.spec import experiment_spec
+
+    spec = experiment_spec(cfg, 3, s, n, 0)
     x = torch.randn(b, 3, n, s, s, device=device)
     t = torch.full((b,), 500, device=device, dtype=torch.long)
     one_call = _time_fwd(lambda x, t: vf(x, t), x, t, device, args.iters)
     _sync(device)
     start = time.perf_counter()
-    sample(vf, cfg.diffusion, noise, (b, 3, n, s, s), sampler="ddim", steps=args.sample_steps,
+    sample_loop(vf, spec.process, spec.noise, (b, 3, n, s, s), sampler="ddim", steps=args.sample_steps,
            generator=torch.Generator(device=device).manual_seed(0), device=device, progress=False)
     _sync(device)
     loop = time.perf_counter() - start

@@ -109,7 +109,6 @@ def child(args) -> dict:
     import torch
 
     import vfusion.data
-    import vfusion.training.inference as inference
     from vfusion.config import merge_config, save_config
     from vfusion.evaluation import core as C
     from vfusion.evaluation import evaluate as E
@@ -130,15 +129,15 @@ def child(args) -> dict:
         def __getitem__(self, i):
             return clips(1, 10_000 + int(i))[0], 0
 
-    def generate(run_dir, num_videos, batch_size=8, seed=0, **_):
+    def run_clip_batches(run_dir, settings, device):
         done = 0
-        while done < num_videos:
-            b = min(batch_size, num_videos - done)
-            yield clips(b, seed + done, shift=0.1), torch.zeros(b, dtype=torch.long)
+        while done < settings.num_videos:
+            b = min(settings.batch_size, settings.num_videos - done)
+            yield clips(b, settings.seed + done, shift=0.1)
             done += b
 
     vfusion.data.build_dataset = lambda *a, **k: SyntheticDataset()
-    inference.generate = generate
+    E.run_clip_batches = run_clip_batches
 
     metrics = "fvd,kvd,is" + (",fid" if args.fid else "")
     if args.detector == "tiny":

@@ -18,7 +18,7 @@ import torch
 
 from vfusion.config import merge_config
 from vfusion.models.registry import build_model
-from vfusion.models.spec import ModelSpec
+from vfusion.models.spec import experiment_spec
 
 MODELS = {
     "video_unet": {"model": {"name": "video_unet"}},
@@ -59,8 +59,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = ModelSpec(args.channels, args.size, args.frames, args.classes, torch.zeros(args.frames),
-                     torch.linspace(0.999, 0.01, 1000))
+    spec = experiment_spec(merge_config({"name": "bench"}), args.channels, args.size, args.frames, args.classes)
     x = torch.randn(args.batch, args.channels, args.frames, args.size, args.size, device=args.device)
     t = torch.randint(0, 1000, (args.batch,), device=args.device)
     y = torch.randint(0, args.classes + 1, (args.batch,), device=args.device)

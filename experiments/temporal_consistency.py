@@ -26,7 +26,7 @@ from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
 from vfusion.evaluation.temporal import frame_change, keyframe_drift
 from vfusion.studies.harness import read_status
 from vfusion.studies.rows import mean_std
-from vfusion.training.inference import load_run_config
+from vfusion.rundir import RunDir
 from vfusion.utils.io import atomic_write_json, atomic_write_text
 from vfusion.utils.video import read_video
 
@@ -63,7 +63,7 @@ def run_cells(study_dir: Path) -> dict[str, dict[str, list[float]]]:
 
 def real_stats(study_dir: Path, num_real: int) -> dict[str, list[float]]:
     first = next(p for p in sorted((study_dir / "runs").iterdir()) if (p / "config.yaml").is_file())  # same data in all
-    cfg = load_run_config(first)
+    cfg = RunDir(first).config()
     split = cfg.eval.real_split or cfg.data.eval_split
     dataset, (indices,) = dataset_subsets(cfg.data, split, [num_real])
     videos = torch.cat(list(dataset_batches(dataset, indices, batch_size=16)))

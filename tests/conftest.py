@@ -60,16 +60,33 @@ def tiny_loader(frames=4, size=16, n=8, num_classes=2, seed=0):
 
 
 def model_spec(size, frames, in_channels=3, num_classes=5):
-    """A ModelSpec for model tests (λ and ᾱ placeholders: the baselines do not read them)."""
+    """A ModelSpec for model tests: the default diffusion process and a decomposed prior (λ = 0.5).
+
+    The baselines do not read ``process`` / ``noise``; VideoFusion does."""
+    from vfusion.config import merge_config
+    from vfusion.diffusion.noise import build_noise_prior
+    from vfusion.diffusion.process import DiffusionProcess
     from vfusion.models.spec import ModelSpec
 
-    return ModelSpec(in_channels, size, frames, num_classes, torch.zeros(frames), torch.linspace(0.999, 0.01, 1000))
+    process = DiffusionProcess.from_config(merge_config({"name": "x"}).diffusion)
+    return ModelSpec(in_channels, size, frames, num_classes, process=process,
+                     noise=build_noise_prior("decomposed", frames, value=0.5))
 
 
 def model_inputs(size, frames, b=2, c=3, num_classes=5, seed=0):
-    """Seeded ``(x_t, t, labels)`` for a model of that size; labels include the null label."""
+    """Seeded ``(x_t, t, cond)`` for a model of that size.
+
+    ``cond`` is a :class:`vfusion.conditioning.Cond` whose label-table indices
+    (``label_ids(cond, num_classes, b, device)``) are uniform in ``[0, num_classes]``, so they
+    include the null label: rows drawn as ``num_classes`` are marked ``uncond``. None when
+    ``num_classes == 0``."""
+    from vfusion.conditioning import Cond
+
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, c, frames, size, size, generator=g)
     t = torch.randint(0, 1000, (b,), generator=g)
-    y = torch.randint(0, num_classes + 1, (b,), generator=g) if num_classes else None
-    return x, t, y
+    if not num_classes:
+        return x, t, None
+    y = torch.randint(0, num_classes + 1, (b,), generator=g)
+    null = y == num_classes
+    return x, t, Cond(class_labels=torch.where(null, torch.zeros_like(y), y), uncond=null)

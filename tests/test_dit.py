@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.conftest import model_inputs, model_spec
+from vfusion.conditioning import Cond, label_ids
 from vfusion.config import merge_config
-from vfusion.models.dit import SpacetimeDiT, build_dit, dit_dims, fold_tubelets, unfold_tubelets
+from vfusion.models.dit import SpacetimeDiT, dit_dims, fold_tubelets, unfold_tubelets
 from vfusion.models.registry import build_model
-from vfusion.models.spec import ModelSpec
 
 T, S, P = 4, 8, 2
 
@@ -20,6 +20,12 @@ def cfg(**dit):
 
 spec = partial(model_spec, S, T)
 inputs = partial(model_inputs, S, T)
+
+
+def cond_of(ids, num_classes=5):
+    """A Cond whose label-table indices are ``ids`` (``num_classes`` = the null label)."""
+    null = ids == num_classes
+    return Cond(class_labels=torch.where(null, torch.zeros_like(ids), ids), uncond=null)
 
 
 def randomize(model, std=0.2):
@@ -58,7 +64,7 @@ def test_tokens_are_spacetime_patches(pt):
     init, tokens do not interact, so changing one input tubelet changes exactly that tubelet
     of the output."""
     torch.manual_seed(0)
-    model = build_dit(cfg(temporal_patch_size=pt), spec())
+    model = SpacetimeDiT.build(cfg(temporal_patch_size=pt), spec())
     with torch.no_grad():
         model.latte.proj_out.weight.normal_(0, 0.2)
     x, t, y = inputs()
@@ -74,7 +80,7 @@ def test_tokens_are_spacetime_patches(pt):
 
 @pytest.mark.parametrize("pt", [1, 2])
 def test_adaln_zero_init_outputs_zero(pt):
-    model = build_dit(cfg(temporal_patch_size=pt), spec())
+    model = SpacetimeDiT.build(cfg(temporal_patch_size=pt), spec())
     x, t, y = inputs()
     with torch.no_grad():
         assert torch.equal(model(x, t, y), torch.zeros_like(x))
@@ -82,7 +88,7 @@ def test_adaln_zero_init_outputs_zero(pt):
 
 def test_spatial_and_temporal_mixing_and_conditioning():
     torch.manual_seed(0)
-    model = build_dit(cfg(), spec())
+    model = SpacetimeDiT.build(cfg(), spec())
     randomize(model)
     x, t, y = inputs()
     x2 = x.clone()
@@ -92,10 +98,14 @@ def test_spatial_and_temporal_mixing_and_conditioning():
         diff = (model(x2, t, y) - out).abs()
         assert diff[:, :, 0, -P:, -P:].max() > 1e-4  # other patch, same frame: spatial attention
         assert diff[:, :, -1, :P, :P].max() > 1e-4  # same patch, last frame: temporal attention
-        assert (model(x, t, (y + 1) % 6) - out).abs().max() > 1e-4  # the class reaches the output
+        ids = label_ids(y, 5, x.shape[0], x.device)
+        assert (model(x, t, cond_of((ids + 1) % 6)) - out).abs().max() > 1e-4  # the class reaches the output
         assert (model(x, (t + 100) % 1000, y) - out).abs().max() > 1e-4  # so does the timestep
-        assert (model(x, t, torch.full_like(y, 5)) - model(x, t, None)).abs().max() == 0  # None = null label
-    uncond = build_dit(cfg(), spec(num_classes=0))
+        null = cond_of(torch.full_like(ids, 5))
+        assert torch.equal(label_ids(null, 5, x.shape[0], x.device), torch.full_like(ids, 5))
+        assert (model(x, t, null) - model(x, t, None)).abs().max() == 0  # None = null label
+        assert (model(x, t, y.null()) - model(x, t, None)).abs().max() == 0  # so is Cond.null()
+    uncond = SpacetimeDiT.build(cfg(), spec(num_classes=0))
     randomize(uncond)
     with torch.no_grad():
         assert torch.equal(uncond(x, t, y), uncond(x, t, None))  # labels ignored when unconditional
@@ -104,10 +114,11 @@ def test_spatial_and_temporal_mixing_and_conditioning():
 @pytest.mark.parametrize("pt", [1, 2])
 def test_gradients_reach_all_parameters(pt):
     torch.manual_seed(0)
-    model = build_dit(cfg(temporal_patch_size=pt), spec(num_classes=2))
+    model = SpacetimeDiT.build(cfg(temporal_patch_size=pt), spec(num_classes=2))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, t, _ = inputs(b=3)
-    y = torch.arange(3)  # every class row incl. the null label
+    y = cond_of(torch.arange(3), num_classes=2)  # every class row incl. the null label
+    assert torch.equal(label_ids(y, 2, 3, x.device), torch.arange(3))
     for step in range(3):  # zero final layer, then zero gates: block weights get gradient from step 3 on
         opt.zero_grad()
         (model(x, t, y) - x).square().mean().backward()
@@ -124,20 +135,20 @@ def test_sizes_and_validation():
     with pytest.raises(ValueError, match="size"):
         dit_dims(cfg(size="XL").model.dit)
     with pytest.raises(ValueError, match="even"):
-        build_dit(cfg(depth=3), spec())
+        SpacetimeDiT.build(cfg(depth=3), spec())
     with pytest.raises(ValueError, match="patch size"):
-        build_dit(cfg(patch_size=3), spec())
+        SpacetimeDiT.build(cfg(patch_size=3), spec())
     with pytest.raises(ValueError, match="temporal patch"):
-        build_dit(cfg(temporal_patch_size=3), spec())
-    counts = build_dit(cfg(), spec()).parameter_counts()
+        SpacetimeDiT.build(cfg(temporal_patch_size=3), spec())
+    counts = SpacetimeDiT.build(cfg(), spec()).parameter_counts()
     assert counts["all"]["total"] > counts["spatial"]["total"] + counts["temporal"]["total"] > 0
 
 
 @pytest.mark.slow
 def test_latte_s_scale_builds():
-    model = build_dit(cfg(size="S"), ModelSpec(4, 32, 16, 101, torch.zeros(16), torch.ones(1000)))
+    model = SpacetimeDiT.build(cfg(size="S"), model_spec(32, 16, 4, 101))
     total = model.parameter_counts()["all"]["total"]
     assert 20e6 < total < 25e6  # 12 blocks of width 384 with adaLN-single (see dit.py docstring)
     x = torch.randn(1, 4, 16, 32, 32)
     with torch.no_grad():
-        assert model(x, torch.tensor([10]), torch.tensor([3])).shape == x.shape
+        assert model(x, torch.tensor([10]), Cond(class_labels=torch.tensor([3]))).shape == x.shape

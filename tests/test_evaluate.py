@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import vfusion.data
-import vfusion.training.inference as inference
 from vfusion.cli import main
 from vfusion.errors import UserError
 from vfusion.config import merge_config, save_config
@@ -195,10 +194,9 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
     save_config(cfg, run_dir / "config.yaml")
     calls, alive, held = [], [], []
 
-    def generate(run_dir_, num_videos, sampler="ddim", steps=50, seed=0, guidance_scale=None, batch_size=8,
-                 device=None, **kw):
-        calls.append(dict(num_videos=num_videos, sampler=sampler, steps=steps, seed=seed,
-                          guidance_scale=guidance_scale, batch_size=batch_size))
+    def run_clip_batches(run_dir_, settings, device):
+        calls.append(settings.describe())
+        num_videos, batch_size, seed = settings.num_videos, settings.batch_size, settings.seed
         done = 0
         while done < num_videos:
             # streaming: when batch k+1 is asked for, batch k-1 and every copy of it are released
@@ -208,10 +206,10 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
             n = min(batch_size, num_videos - done)
             videos = smooth_clips(n, seed=500 + done, shift=0.2)
             alive.append(weakref.ref(videos))
-            yield videos, torch.zeros(n, dtype=torch.long)
+            yield videos
             done += n
 
-    monkeypatch.setattr(inference, "generate", generate)
+    monkeypatch.setattr(E, "run_clip_batches", run_clip_batches)
     kw = dict(metrics="fvd,kvd,fid,is", num_videos=20, sampler="ddpm", steps=7, seed=3, guidance_scale=2.0,
               detectors=tiny_detectors(), progress=False)
     result = E.evaluate_run(run_dir, **kw)
@@ -307,12 +305,13 @@ def test_evaluate_run_with_given_fake_batches_does_not_sample(tmp_path, monkeypa
             n = min(batch_size, num_videos - start)
             yield smooth_clips(n, seed=700 + start, shift=0.2), torch.zeros(n, dtype=torch.long)
 
-    monkeypatch.setattr(inference, "generate", generate)
+    monkeypatch.setattr(E, "run_clip_batches", lambda run_dir_, settings, device: (
+        v for v, _ in generate(run_dir_, settings.num_videos, settings.batch_size)))
     kw = dict(metrics="fvd,kvd,fid,is", num_videos=12, sampler="ddim", steps=5, seed=0, guidance_scale=1.0,
               detectors=tiny_detectors(), progress=False)
     sampled = E.evaluate_run(run_dir, out=tmp_path / "sampled.json", **kw)
     given = [v for v, _ in generate(run_dir, 12, batch_size=4)]
-    monkeypatch.setattr(inference, "generate", lambda *a, **k: pytest.fail("fake_batches were given"))
+    monkeypatch.setattr(E, "run_clip_batches", lambda *a, **k: pytest.fail("fake_batches were given"))
     result = E.evaluate_run(run_dir, out=tmp_path / "given.json", fake_batches=iter(given), **kw)
     assert result["metrics"] == pytest.approx(sampled["metrics"], rel=1e-9)
     assert result["protocol"]["fake"] == sampled["protocol"]["fake"]

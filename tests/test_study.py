@@ -157,9 +157,8 @@ def test_cpu_study_fits_in_an_hour():
 
 
 def test_shared_vs_independent_parameters_are_matched():
-    from vfusion.diffusion.noise import lambdas_from_config
     from vfusion.models.registry import build_model
-    from vfusion.models.spec import ModelSpec
+    from vfusion.models.spec import experiment_spec
 
     study = load_study(ROOT / "configs" / "studies" / "shared_vs_independent_embedded.yaml")
     counts = {}
@@ -168,8 +167,7 @@ def test_shared_vs_independent_parameters_are_matched():
             continue
         cfg = cfg.copy()
         cfg.model.base.pretrained = None  # same architecture as the stage-1 UNet, built fresh
-        spec = ModelSpec(3, cfg.data.resolution, cfg.data.num_frames, 4,
-                         lambdas_from_config(cfg.noise, cfg.data.num_frames), torch.ones(1000))
+        spec = experiment_spec(cfg, 3, cfg.data.resolution, cfg.data.num_frames, 4)
         counts[cfg.model.name] = sum(p.numel() for p in build_model(cfg, spec).parameters())
     assert set(counts) == {"videofusion", "video_unet"}
     assert abs(counts["videofusion"] / counts["video_unet"] - 1) < 0.01, counts

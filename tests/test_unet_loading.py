@@ -10,7 +10,7 @@ from vfusion.models.unet2d import CheckpointError, build_unet, load_unet, unet_f
 
 
 def _spec(classes=0, channels=3):
-    return ModelSpec(channels, 16, 4, classes, torch.ones(4), torch.ones(1000))
+    return ModelSpec(channels, 16, 4, classes)
 
 
 @pytest.mark.parametrize("arch", ["unet2d", "unet2d_condition"])

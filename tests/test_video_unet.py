@@ -9,12 +9,13 @@ import torch
 from diffusers import UNetMotionModel
 
 from tests.conftest import model_inputs, model_spec
+from vfusion.conditioning import Cond, label_ids
 from vfusion.config import merge_config
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_unet_from_config
 from vfusion.models.registry import build_model
 from vfusion.models.unet2d import build_unet, unet_forward
-from vfusion.models.video_unet import VideoUNet, build_video_unet
+from vfusion.models.video_unet import VideoUNet
 
 T, S = 4, 8
 
@@ -29,9 +30,10 @@ spec = partial(model_spec, S, T)
 inputs = partial(model_inputs, S, T)
 
 
-def per_frame(unet, x, t, y):
-    """The image UNet applied to every frame independently."""
-    yy = repeat_per_frame(y, T) if y is not None else None
+def per_frame(unet, x, t, y, num_classes=5):
+    """The image UNet applied to every frame independently (``y``: a Cond or None; its label-table ids)."""
+    ids = label_ids(y, num_classes, x.shape[0], x.device)
+    yy = repeat_per_frame(ids, T) if ids is not None else None
     return unfold_frames(unet_forward(unet, fold_frames(x), repeat_per_frame(t, T), yy), T)
 
 
@@ -62,7 +64,8 @@ def test_init_equals_image_unet_per_frame_and_temporal_weights_matter(arch):
     cfg, sp = tiny_cfg(arch), spec()
     unet = base_unet_from_config(cfg.model.base, sp)
     reference = copy.deepcopy(unet)  # taken before inflation: no temporal hooks
-    model = VideoUNet(unet, sp.num_classes, "both", cfg.model.video_unet.attention_heads)
+    model = VideoUNet(unet_config=dict(unet.config), num_classes=sp.num_classes, temporal_layers="both",
+                      attention_heads=cfg.model.video_unet.attention_heads, unet=unet)
     x, t, y = inputs()
     with torch.no_grad():
         expected = per_frame(reference, x, t, y)
@@ -76,7 +79,7 @@ def test_init_equals_image_unet_per_frame_and_temporal_weights_matter(arch):
 @pytest.mark.parametrize("kind", ["conv", "attention"])
 def test_each_temporal_kind_mixes_frames(kind):
     torch.manual_seed(0)
-    model = build_video_unet(tiny_cfg("unet2d", kind), spec())
+    model = VideoUNet.build(tiny_cfg("unet2d", kind), spec())
     x, t, y = inputs()
     x2 = x.clone()
     x2[:, :, 0] += 1.0  # change the first frame only
@@ -89,7 +92,7 @@ def test_each_temporal_kind_mixes_frames(kind):
 
 def test_deepcopy_keeps_hooks_on_its_own_temporal_layers():
     torch.manual_seed(0)
-    model = build_video_unet(tiny_cfg(), spec())
+    model = VideoUNet.build(tiny_cfg(), spec())
     x, t, y = inputs()
     ema = copy.deepcopy(model)
     with torch.no_grad():
@@ -102,10 +105,12 @@ def test_deepcopy_keeps_hooks_on_its_own_temporal_layers():
 @pytest.mark.parametrize("arch", ["unet2d", "unet2d_condition"])
 def test_gradients_reach_all_parameters_after_one_step(arch):
     torch.manual_seed(0)
-    model = build_video_unet(tiny_cfg(arch), spec(num_classes=2))
+    model = VideoUNet.build(tiny_cfg(arch), spec(num_classes=2))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, t, _ = inputs(b=3)
-    y = torch.arange(3)  # every class row incl. the null label
+    null = torch.tensor([False, False, True])
+    y = Cond(class_labels=torch.tensor([0, 1, 0]), uncond=null)  # every class row incl. the null label
+    assert torch.equal(label_ids(y, 2, 3, x.device), torch.arange(3))
     for step in range(2):  # zero-initialised output layers: the rest gets gradient from step 2 on
         opt.zero_grad()
         model(x, t, y).square().mean().backward()
@@ -116,7 +121,7 @@ def test_gradients_reach_all_parameters_after_one_step(arch):
 
 
 def test_parameter_counts_split_spatial_and_temporal():
-    model = build_video_unet(tiny_cfg(), spec())
+    model = VideoUNet.build(tiny_cfg(), spec())
     counts = model.parameter_counts()
     assert counts["all"]["total"] == counts["spatial"]["total"] + counts["temporal"]["total"]
     assert counts["temporal"]["total"] > 0 and counts["all"]["frozen"] == 0
@@ -127,7 +132,7 @@ def test_inflates_a_pretrained_directory(tmp_path):
     cfg = tiny_cfg()
     image = build_unet(cfg.model.base, 3, 3, S, num_class_embeds=6)
     image.save_pretrained(tmp_path / "unet")
-    model = build_video_unet(tiny_cfg(pretrained=str(tmp_path)), spec())
+    model = VideoUNet.build(tiny_cfg(pretrained=str(tmp_path)), spec())
     x, t, y = inputs()
     with torch.no_grad():
         assert (model(x, t, y) - per_frame(image, x, t, y)).abs().max() < 1e-5
@@ -135,7 +140,7 @@ def test_inflates_a_pretrained_directory(tmp_path):
 
 def test_rejects_unknown_temporal_kind():
     with pytest.raises(ValueError, match="temporal_layers"):
-        build_video_unet(tiny_cfg(temporal_layers="lstm"), spec())
+        VideoUNet.build(tiny_cfg(temporal_layers="lstm"), spec())
 
 
 def test_unet_motion_model_does_not_fit_our_condition_unet():
@@ -157,18 +162,18 @@ def test_inflates_a_cross_attention_unet():
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
                                 norm_num_groups=4, cross_attention_dim=8, attention_head_dim=4)
     reference = copy.deepcopy(unet)
-    model = VideoUNet(unet, num_classes=0)
+    model = VideoUNet(unet_config=dict(unet.config), num_classes=0, unet=unet)
     assert any(".attentions." in n for n in model.temporal_names)
     x, t, _ = inputs(c=4, num_classes=0)
     with torch.no_grad():
-        expected = per_frame(reference, x, t, None)
+        expected = per_frame(reference, x, t, None, num_classes=0)
         assert (model(x, t, None) - expected).abs().max() < 1e-5
         perturb_temporal(model)
         assert (model(x, t, None) - expected).abs().max() > 1e-3
 
 
 def test_base_without_attention():
-    model = build_video_unet(tiny_cfg(attention=False), spec())
+    model = VideoUNet.build(tiny_cfg(attention=False), spec())
     assert all(".resnets." in n for n in model.temporal_names)
     x, t, y = inputs()
     with torch.no_grad():

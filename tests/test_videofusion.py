@@ -5,14 +5,17 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from tests.conftest import tiny_config
-from vfusion.diffusion.noise import lambda_schedule
+from vfusion.conditioning import Cond
+from vfusion.config import merge_config
+from vfusion.diffusion.noise import build_noise_prior
+from vfusion.diffusion.process import DiffusionProcess
 from vfusion.models.registry import build_model
 from vfusion.models.spec import ModelSpec
 
 
 def _spec(frames=5, classes=3, lam=0.5):
-    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
-    return ModelSpec(3, 16, frames, classes, lambda_schedule(frames, "constant", value=lam), sched.alphas_cumprod)
+    process = DiffusionProcess.from_config(merge_config({"name": "x"}).diffusion)  # squaredcos_cap_v2, epsilon
+    return ModelSpec(3, 16, frames, classes, process=process, noise=build_noise_prior("decomposed", frames, value=lam))
 
 
 def _model(tmp_path, frames=5, classes=3, *overrides):
@@ -25,7 +28,7 @@ def test_composition_matches_method(tmp_path):
     model, _ = _model(tmp_path)
     x = torch.randn(2, 3, 5, 16, 16)
     t = torch.tensor([10, 700])
-    y = torch.tensor([0, 3])
+    y = Cond(class_labels=torch.tensor([0, 0]), uncond=torch.tensor([False, True]))  # class 0; the null label (3)
     eps = model(x, t, y)
     k = 2
     b_hat = model.base(x[:, :, k], t, y)
@@ -46,7 +49,7 @@ class _ConstantBase(nn.Module):
         self.p = nn.Parameter(torch.randn(shape))
         self.num_classes = 0
 
-    def forward(self, z, t, class_labels=None):
+    def forward(self, z, t, cond=None):
         return self.p.expand(z.shape[0], *self.p.shape) + 0 * z
 
 
@@ -70,7 +73,7 @@ def test_residual_loss_alone_gives_base_no_gradient(tmp_path):
     k = 2
     b_hat = model.base(x[:, :, k], t, None).unsqueeze(2)
     lam = model.lambdas[model.other_frames].view(1, 1, -1, 1, 1)
-    sigma = model.sigmas[t].view(2, 1, 1, 1, 1)
+    sigma = model.process.sigma(t).to(x.dtype).view(2, 1, 1, 1, 1)
     z_prime = x.index_select(2, model.other_frames) - lam.sqrt() * sigma * b_hat.detach()
     model.residual(z_prime, t, model.other_frames, None).pow(2).mean().backward()
     assert all(p.grad is None for p in model.base.parameters())
@@ -91,7 +94,8 @@ def test_class_conditioning_changes_output(tmp_path):
     x = torch.randn(1, 3, 5, 16, 16)
     t = torch.tensor([300])
     # class embeddings are randomly initialised in a fresh model, so labels matter
-    assert not torch.allclose(model(x, t, torch.tensor([0])), model(x, t, torch.tensor([1])))
+    assert not torch.allclose(model(x, t, Cond(class_labels=torch.tensor([0]))),
+                              model(x, t, Cond(class_labels=torch.tensor([1]))))
 
 
 def test_temporal_mixing_zero_init_then_mixes_frames(tmp_path):

@@ -28,6 +28,22 @@ from typing import Optional
 from vfusion.config import ConfigError
 
 
+def check_sampling(batch_size: int, steps: int, guidance_scale: float, num_train_timesteps: Optional[int] = None,
+                   num_videos: Optional[int] = None) -> None:
+    """One clear error for counts and scales no sampler can use (before anything is written)."""
+    from vfusion.errors import UserError
+
+    if num_videos is not None and num_videos < 1:
+        raise UserError(f"{num_videos} videos: ask for at least one (--num-videos N)")
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size}: generate at least one video per batch")
+    top = num_train_timesteps or steps
+    if not 1 <= steps <= max(top, 1):
+        raise UserError(f"{steps} sampling steps: choose between 1 and the {top} training timesteps")
+    if guidance_scale < 0:
+        raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it")
+
+
 @dataclass(frozen=True)
 class SampleSettings:
     """How videos are generated from a run: resolved once from the run's config and the caller's choices."""
@@ -39,6 +55,10 @@ class SampleSettings:
     seed: int
     batch_size: int
     fps: int
+
+    def check(self, num_train_timesteps: Optional[int] = None) -> "SampleSettings":
+        check_sampling(self.batch_size, self.steps, self.guidance_scale, num_train_timesteps, self.num_videos)
+        return self
 
     def describe(self) -> dict:
         return {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,

@@ -105,15 +105,15 @@ class DiffusionProcess:
         if key not in self._cache:
             ac = self._ac64
             table = {"alpha": ac.sqrt(), "sigma": (1.0 - ac).sqrt()}[name]
-            self._cache[key] = table.float().to(device)
+            self._cache[key] = table.to(device)
         return self._cache[key]
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
-        """sqrt(ᾱ_t), ``(B,)`` float32."""
+        """sqrt(ᾱ_t), ``(B,)`` float64 (callers cast to their dtype)."""
         return self._table("alpha", t.device)[t]
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        """σ_t = sqrt(1 − ᾱ_t), ``(B,)`` float32."""
+        """σ_t = sqrt(1 − ᾱ_t), ``(B,)`` float64 (callers cast to their dtype)."""
         return self._table("sigma", t.device)[t]
 
     def _coefs(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,21 +45,23 @@ def _stats_dir(cfg) -> str:
 
 # --------------------------------------------------------------------------- a run's generated clips
 
-def run_clip_batches(run_dir: str | Path, num_videos: int, sampler: str, steps: int, seed: int,
-                     guidance_scale: float, batch_size: int, device: str) -> Iterable[torch.Tensor]:
-    """``num_videos`` clips sampled from a run, batches ``(B, C, T, H, W)`` in [-1, 1], lazily.
+def run_clip_batches(run_dir: str | Path, settings, device: str) -> Iterable[torch.Tensor]:
+    """``settings.num_videos`` clips of a run, batches ``(B, C, T, H, W)`` in [-1, 1], lazily.
 
-    The one place evaluation obtains generated clips (today through the training package's
-    ``generate``).
+    The run's saved samples (``RUN/samples/videos.npy``) when its ``samples.json`` says they were made
+    with these settings after the pipeline was written (so a run is sampled once); else sampled from
+    the run's pipeline, ``RUN/pipeline/``.
     """
-    from vfusion.training.inference import generate
+    from vfusion.inference.generate import generate, load_pipeline, saved_sample_batches
+    from vfusion.rundir import RunDir
 
-    return (v for v, _labels in generate(run_dir, num_videos, sampler=sampler, steps=steps, seed=seed,
-                                         guidance_scale=guidance_scale, batch_size=batch_size, device=device,
-                                         progress=False))
+    run = RunDir(run_dir)
+    saved = saved_sample_batches(run.samples_dir, settings, newer_than=run.pipeline_dir / "model_index.json")
+    if saved is not None:
+        return saved
+    pipe = load_pipeline(run.path, device)
+    return (v for v, _labels in generate(pipe, settings, progress=False))
 
-
-# --------------------------------------------------------------------------- entry points
 
 def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kvd", "fid", "is"),
                  num_videos: Optional[int] = None, real_split: Optional[str] = None, sampler: Optional[str] = None,
@@ -76,26 +78,26 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     of sampling; ``sampler``, ``steps``, ``seed`` and ``guidance_scale`` should then say
     how they were made (they are recorded). Returns the dict written.
     """
-    from vfusion.training.inference import load_run_config
+    from vfusion.rundir import RunDir
 
     start = time.time()
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    ev, sc = cfg.eval, cfg.sample
+    run = RunDir(run_dir)
+    run_dir = run.path
+    cfg = run.config()
+    ev = cfg.eval
     c3d_weights = c3d_weights or ev.get("c3d_weights")
     metrics = expand_metrics(metrics, c3d_weights)
-    num_videos = int(num_videos or ev.num_videos)
+    settings = run.sample_settings(cfg, num_videos=num_videos, sampler=sampler, steps=steps,
+                                   guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, for_eval=True)
+    settings.check(int(cfg.diffusion.num_train_timesteps))
+    num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
+    seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
     split = _check_split(real_split or ev.get("real_split") or cfg.data.eval_split)
-    sampler, steps = sampler or sc.sampler, int(steps or sc.steps)
-    seed = int(ev.seed if seed is None else seed)
-    guidance_scale = float(sc.guidance_scale if guidance_scale is None else guidance_scale)
-    batch_size = int(batch_size or ev.batch_size)
     det = detectors or load_detectors(metrics, weights_dir or ev.weights_dir, device, c3d_weights)
 
     real = dataset_source(cfg.data, split, num_videos, batch_size, _stats_dir(cfg))
     if fake_batches is None:
-        fake_batches = run_clip_batches(run_dir, num_videos, sampler, steps, seed, guidance_scale, batch_size,
-                                        det.device)
+        fake_batches = run_clip_batches(run_dir, settings, det.device)
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
             "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
     fake = ClipSource(fake_batches, info, desc=f"generated clips ({sampler}, {steps} steps)", num=num_videos,

@@ -36,6 +36,7 @@ from diffusers.utils import BaseOutput
 
 from vfusion.conditioning import class_cond
 from vfusion.errors import UserError
+from vfusion.rundir import check_sampling
 
 OUTPUT_TYPES = ("pt", "np", "pil")
 
@@ -140,7 +141,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
         sampler = sampler or defaults.get("sampler", "ddim")
         guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
-        check_sampling_args(batch_size, steps, guidance, self.process.num_train_timesteps)
+        check_sampling(batch_size, steps, guidance, self.process.num_train_timesteps)
         if labels is None and num_classes:
             labels = self.default_labels(batch_size, start_index)
 
@@ -165,15 +166,6 @@ class VideoFusionPipeline(DiffusionPipeline):
         if not return_dict:
             return (frames, labels)
         return VideoFusionPipelineOutput(frames=frames, class_labels=labels)
-
-
-def check_sampling_args(batch_size: int, steps: int, guidance_scale: float, num_train_timesteps: int) -> None:
-    if batch_size < 1:
-        raise UserError(f"batch size {batch_size}: generate at least one video")
-    if not 1 <= steps <= num_train_timesteps:
-        raise UserError(f"{steps} sampling steps: choose between 1 and the {num_train_timesteps} training timesteps")
-    if guidance_scale < 0:
-        raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it")
 
 
 def format_frames(videos: torch.Tensor, output_type: str):

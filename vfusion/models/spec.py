@@ -33,3 +33,13 @@ class ModelSpec:
     def data_facts(self) -> dict:
         return {"in_channels": self.in_channels, "sample_size": self.sample_size, "num_frames": self.num_frames,
                 "num_classes": self.num_classes}
+
+
+def experiment_spec(cfg, in_channels: int, sample_size: int, num_frames: int, num_classes: int) -> ModelSpec:
+    """A spec with the process and noise prior of an experiment config (scripts and tests; the trainer
+    builds the same in :func:`vfusion.training.runner.build_module`)."""
+    from vfusion.diffusion.noise import noise_prior_from_config
+    from vfusion.diffusion.process import DiffusionProcess
+
+    return ModelSpec(in_channels, sample_size, num_frames, num_classes, process=DiffusionProcess.from_config(
+        cfg.diffusion), noise=noise_prior_from_config(cfg.noise, num_frames))

@@ -105,10 +105,6 @@ def cmd_sample(args) -> int:
 
     if bool(args.run) == bool(args.pipeline):
         raise UserError("pass --run RUN_DIR or --pipeline DIR (one of them)")
-    for name in ("num_videos", "steps", "batch_size"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            raise UserError(f"--{name.replace('_', '-')} {v}: must be at least 1")
     if args.run:
         run = RunDir(args.run)
         settings = run.sample_settings(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps,
@@ -121,6 +117,7 @@ def cmd_sample(args) -> int:
         if not args.out:
             raise UserError("--pipeline needs --out DIR (where the videos go)")
         out = args.out
+    settings.check(pipe.process.num_train_timesteps)
     out_dir, secs, paths = write_samples(pipe, out, settings)
     print(f"wrote {len(paths)} videos, videos.npy, grid.gif and filmstrip.png to {out_dir} in {secs:.1f}s")
     return 0
