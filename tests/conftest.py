@@ -90,3 +90,14 @@ def model_inputs(size, frames, b=2, c=3, num_classes=5, seed=0):
     y = torch.randint(0, num_classes + 1, (b,), generator=g)
     null = y == num_classes
     return x, t, Cond(class_labels=torch.where(null, torch.zeros_like(y), y), uncond=null)
+
+
+def run_videos(run, num_videos, steps=2, batch_size=2, sampler="ddim", seed=0, guidance=1.0):
+    """``(videos, labels)`` sampled from a run's exported pipeline (the real inference path)."""
+    from vfusion.inference.generate import generate, load_pipeline
+    from vfusion.rundir import SampleSettings
+
+    settings = SampleSettings(num_videos, sampler, steps, guidance, seed, batch_size, 8)
+    batches = list(generate(load_pipeline(run, "cpu"), settings, progress=False))
+    return torch.cat([b[0] for b in batches]), (torch.cat([b[1] for b in batches]) if batches[0][1] is not None
+                                                else None)
