@@ -29,9 +29,7 @@ def _module(tmp_path, name, stage):
 
 
 def _sample(module, sampler):
-    from vfusion.training.runner import pipeline_from_module
-
-    pipe = pipeline_from_module(module)
+    pipe = module.pipeline()
     return pipe(batch_size=2, num_inference_steps=3, sampler=sampler, generator=torch.Generator().manual_seed(0),
                 output_type="pt", progress=False).frames
 

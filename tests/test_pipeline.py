@@ -59,14 +59,14 @@ def test_training_writes_a_pipeline_that_round_trips(tmp_path, model):
 
 def test_exported_pipeline_equals_the_trained_module_with_ema_weights(tmp_path):
     from vfusion import VideoFusionPipeline
-    from vfusion.training.runner import module_from_checkpoint, pipeline_from_module
+    from vfusion.training.runner import module_from_checkpoint
 
     run = _train(tmp_path, "train.ema_decay=0.5", "train.max_steps=3")
     module = module_from_checkpoint(run)
     with module.ema_model():
-        ref = pipeline_from_module(module)(num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+        ref = module.pipeline()(num_inference_steps=3, generator=torch.Generator().manual_seed(0),
                                            output_type="pt", progress=False).frames
-    raw = pipeline_from_module(module)(num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+    raw = module.pipeline()(num_inference_steps=3, generator=torch.Generator().manual_seed(0),
                                        output_type="pt", progress=False).frames
     loaded = VideoFusionPipeline.from_pretrained(str(run / "pipeline"))(
         num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt", progress=False).frames

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
                                      "--c3d-weights), is_k400_i3d, is_ucf_c3d")
     p.add_argument("--num-videos", type=int, help="N generated clips (and N real); default eval.num_videos")
     p.add_argument("--real-split", choices=("train", "test", "all"), help="real split; default data.eval_split")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm"), help="--run: default sample.sampler")
+    from vfusion.diffusion.samplers import sampler_names
+
+    p.add_argument("--sampler", choices=sampler_names(), help="--run: default sample.sampler")
     p.add_argument("--steps", type=int, help="--run: sampling steps; default sample.steps")
     p.add_argument("--seed", type=int, help="--run: sampling seed; default eval.seed")
     p.add_argument("--guidance", type=float,

@@ -33,12 +33,10 @@ class SampleLogger(L.Callback):
         tb = _tensorboard(trainer)
         if tb is None:
             return
-        from vfusion.training.runner import pipeline_from_module
-
         was_training = pl_module.training
         pl_module.eval()
         with pl_module.ema_model():
-            pipe = pipeline_from_module(pl_module)
+            pipe = pl_module.pipeline()
             videos = pipe(batch_size=self.num_videos, num_inference_steps=self.steps, sampler="ddim",
                           generator=torch.Generator(device=pl_module.device).manual_seed(0), output_type="pt",
                           progress=False).frames

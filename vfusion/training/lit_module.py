@@ -162,6 +162,14 @@ class VideoDiffusionModule(L.LightningModule):
         """A context manager swapping the EMA weights in (no-op without EMA)."""
         return _EMASwap(self)
 
+    def pipeline(self):
+        """An in-memory VideoFusionPipeline over this module's model (its current weights: wrap in
+        :meth:`ema_model` for the EMA ones)."""
+        from vfusion.inference.pipeline import VideoFusionPipeline
+
+        vae = self.codec.vae if self.codec is not None else None
+        return VideoFusionPipeline.from_model(self.model, self.process, self.video_config, vae=vae)
+
 
 def model_signature(model_cfg: dict, spec_info: dict) -> dict:
     """What must match for a checkpoint to fit a model: its config section and the data facts."""

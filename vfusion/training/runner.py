@@ -241,14 +241,6 @@ def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
     return out_dir
 
 
-def pipeline_from_module(module: VideoDiffusionModule):
-    """An in-memory pipeline over the module's model (current weights; wrap in ``module.ema_model()``)."""
-    from vfusion.inference.pipeline import VideoFusionPipeline
-
-    vae = module.codec.vae if module.codec is not None else None
-    return VideoFusionPipeline.from_model(module.model, module.process, module.video_config, vae=vae)
-
-
 def export_pipeline(module: VideoDiffusionModule, out_dir: Path, use_ema: bool = True,
                     metrics: Optional[dict] = None) -> Path:
     """Write the trained pipeline (EMA weights unless ``use_ema`` is off) and its model card, atomically."""
@@ -259,7 +251,7 @@ def export_pipeline(module: VideoDiffusionModule, out_dir: Path, use_ema: bool =
     shutil.rmtree(tmp, ignore_errors=True)
     ctx = module.ema_model() if use_ema else _NoSwap(module.model)
     with ctx:
-        pipeline_from_module(module).save_pretrained(str(tmp), safe_serialization=True)
+        module.pipeline().save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "README.md").write_text(model_card(module.video_config, use_ema=use_ema and module.ema is not None,
                                               metrics=metrics))
     _replace_dir(tmp, out_dir)
