@@ -188,3 +188,14 @@ def test_import_vfusion_stays_light():
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "False"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
+
+
+def test_from_pretrained_in_a_fresh_process(tmp_path):
+    """diffusers imports no component module by itself; the pipeline must load with only `import vfusion`."""
+    run = _train(tmp_path)
+    code = ("import torch; from vfusion import VideoFusionPipeline; "
+            f"p = VideoFusionPipeline.from_pretrained({str(run / 'pipeline')!r}); "
+            "print(p(num_inference_steps=1, progress=False).frames.shape)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("(2, 4, 16, 16, 3)")

@@ -62,6 +62,19 @@ class VideoFusionPipeline(DiffusionPipeline):
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # diffusers loads a component of a non-diffusers library only when its module is already
+        # imported (it never imports code a folder names); ours are imported here, the registry's ones
+        import importlib
+
+        from vfusion.models.registry import MODELS
+
+        for target in MODELS.values():
+            importlib.import_module(target.split(":")[0])
+        importlib.import_module("vfusion.models.residual_generator")
+        return super().from_pretrained(*args, **kwargs)
+
+    @classmethod
     def from_model(cls, model, process, video_config: dict, vae=None) -> "VideoFusionPipeline":
         """A pipeline around an in-memory model (its modules are shared, not copied)."""
         parts = dict(model.pipeline_components())
