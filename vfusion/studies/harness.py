@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vfusion.config import merge_config, save_config, to_dict
+from vfusion.rundir import RunDir
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
 from vfusion.utils.io import atomic_write_json
 
@@ -89,13 +90,7 @@ def now() -> str:
 
 
 def read_status(run_dir: Path) -> Optional[dict]:
-    p = Path(run_dir) / "status.json"
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:  # written atomically, so only a hand edit gets here
-        return None
+    return RunDir(run_dir).read_status()
 
 
 def new_status(run_id: str, seed: int, labels: dict, phases=PHASES) -> dict:
@@ -207,8 +202,7 @@ def _fit(hooks: StudyHooks, cfg: DictConfig, stage: str):
 
 
 def _model_info(run_dir: Path) -> dict:
-    p = Path(run_dir) / "model_info.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return RunDir(run_dir).read_json("model_info.json") or {}
 
 
 def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[str], None]) -> Path:
