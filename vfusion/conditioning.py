@@ -34,9 +34,7 @@ class Cond:
 
     def null(self) -> "Cond":
         """The same rows, all unconditional (the second half of a guided batch)."""
-        b = self.batch_size
-        device = next(v.device for v in (self.class_labels, self.text_embeds, self.uncond) if v is not None)
-        return replace(self, uncond=torch.ones(b, dtype=torch.bool, device=device))
+        return replace(self, uncond=torch.ones(self.batch_size, dtype=torch.bool, device=_device(self)))
 
     def drop(self, p: float) -> "Cond":
         """Condition dropout for classifier-free guidance: each row becomes unconditional with probability p."""

@@ -37,9 +37,9 @@ def check_sampling(batch_size: int, steps: int, guidance_scale: float, num_train
         raise UserError(f"{num_videos} videos: ask for at least one (--num-videos N)")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size}: generate at least one video per batch")
-    top = num_train_timesteps or steps
-    if not 1 <= steps <= max(top, 1):
-        raise UserError(f"{steps} sampling steps: choose between 1 and the {top} training timesteps")
+    if steps < 1 or (num_train_timesteps is not None and steps > num_train_timesteps):
+        raise UserError(f"{steps} sampling steps: choose between 1 and the {num_train_timesteps or 'number of'} "
+                        "training timesteps")
     if guidance_scale < 0:
         raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it")
 
@@ -63,6 +63,14 @@ class SampleSettings:
     def describe(self) -> dict:
         return {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,
                 "guidance_scale": self.guidance_scale, "seed": self.seed, "batch_size": self.batch_size}
+
+
+def resolve_sample_settings(defaults: dict, **choices) -> SampleSettings:
+    """The caller's ``choices`` where not None, else ``defaults`` (keys of :class:`SampleSettings`)."""
+    merged = {k: (choices[k] if choices.get(k) is not None else defaults[k]) for k in SampleSettings.__dataclass_fields__}
+    return SampleSettings(num_videos=int(merged["num_videos"]), sampler=str(merged["sampler"]),
+                          steps=int(merged["steps"]), guidance_scale=float(merged["guidance_scale"]),
+                          seed=int(merged["seed"]), batch_size=int(merged["batch_size"]), fps=int(merged["fps"]))
 
 
 class RunDir:
@@ -104,8 +112,7 @@ class RunDir:
 
         if not self.config_path.is_file():
             raise ConfigError(f"'{self.path}' is not a vfusion run directory (no config.yaml)")
-        cfg = load_config(self.config_path, overrides)
-        return cfg
+        return load_config(self.config_path, overrides)
 
     def read_json(self, name: str) -> Optional[dict]:
         p = self.path / name
@@ -155,10 +162,8 @@ class RunDir:
         the count, seed and batch size when ``for_eval``). The one place these defaults are resolved."""
         cfg = cfg if cfg is not None else self.config()
         sc, ev = cfg.sample, cfg.eval
-        pick = (lambda v, d: d if v is None else v)
-        return SampleSettings(
-            num_videos=int(pick(num_videos, ev.num_videos if for_eval else sc.num_videos)),
-            sampler=str(pick(sampler, sc.sampler)), steps=int(pick(steps, sc.steps)),
-            guidance_scale=float(pick(guidance_scale, sc.guidance_scale)),
-            seed=int(pick(seed, ev.seed if for_eval else sc.seed)),
-            batch_size=int(pick(batch_size, ev.batch_size if for_eval else sc.batch_size)), fps=int(sc.fps))
+        counts = ev if for_eval else sc
+        defaults = {"num_videos": counts.num_videos, "seed": counts.seed, "batch_size": counts.batch_size,
+                    "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
+        return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
+                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size)

@@ -216,11 +216,12 @@ def build_noise_prior(name: str, num_frames: int, **params) -> DecomposedNoise:
 
 
 def noise_prior_from_config(noise_cfg, num_frames: int) -> DecomposedNoise:
-    """The prior of an experiment's ``noise`` section (``noise.prior`` plus its parameters)."""
-    params = {k: v for k, v in dict(noise_cfg).items() if k != "prior"}
+    """The prior of an experiment's ``noise`` section (or the same keys as a dict): ``prior`` plus its parameters."""
+    params = dict(noise_cfg)
+    name = params.pop("prior")
     if params.get("per_frame") is not None:
         params["per_frame"] = list(params["per_frame"])
-    return build_noise_prior(noise_cfg.prior, num_frames, **params)
+    return build_noise_prior(name, num_frames, **params)
 
 
 def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:

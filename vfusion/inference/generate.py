@@ -135,31 +135,32 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
     return out_dir, secs, paths
 
 
-def samples_match(out_dir: str | Path, settings: SampleSettings, newer_than: Optional[Path] = None) -> bool:
-    """True when the folder holds at least ``settings.num_videos`` videos made with these settings
-    (and, with ``newer_than``, after that file was written)."""
+def matching_manifest(out_dir: str | Path, settings: SampleSettings, newer_than: Optional[Path] = None
+                      ) -> Optional[dict]:
+    """The folder's ``samples.json`` when it holds at least ``settings.num_videos`` videos made with these
+    settings (and, with ``newer_than``, after that file was written); else None."""
     manifest_path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
-        return False
+        return None
     if newer_than is not None and Path(newer_than).is_file() and \
             manifest_path.stat().st_mtime < Path(newer_than).stat().st_mtime:
-        return False
+        return None
     same = all(manifest.get(k) == v for k, v in settings.describe().items() if k != "num_videos")
-    return same and int(manifest.get("num_videos", 0)) >= settings.num_videos and \
+    complete = int(manifest.get("num_videos", 0)) >= settings.num_videos and \
         (Path(out_dir) / manifest.get("frames_file", FRAMES_FILE)).is_file()
+    return manifest if same and complete else None
 
 
 def saved_sample_batches(out_dir: str | Path, settings: SampleSettings,
                          newer_than: Optional[Path] = None) -> Optional[Iterator[torch.Tensor]]:
     """The first ``settings.num_videos`` videos of a samples folder as batches, when its manifest says they
     were made with the same sampler, steps, guidance, seed and batch size; else None."""
-    out_dir = Path(out_dir)
-    if not samples_match(out_dir, settings, newer_than=newer_than):
+    manifest = matching_manifest(out_dir, settings, newer_than=newer_than)
+    if manifest is None:
         return None
-    manifest = json.loads((out_dir / MANIFEST).read_text())
-    frames = np.load(out_dir / manifest["frames_file"], mmap_mode="r")
+    frames = np.load(Path(out_dir) / manifest["frames_file"], mmap_mode="r")
 
     def batches():
         for s in range(0, settings.num_videos, settings.batch_size):

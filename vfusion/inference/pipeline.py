@@ -58,7 +58,9 @@ class VideoFusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(scheduler=scheduler, base=base, residual=residual, denoiser=denoiser, vae=vae)
         self.register_to_config(video_config=dict(video_config or {}))
-        self._assembled = None
+        self._process = None  # the DiffusionProcess (from the scheduler config unless handed in)
+        self._spec = None     # data facts + process + noise prior, built once
+        self._model = None    # the denoiser assembled from the components, built once
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -79,7 +81,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         """A pipeline around an in-memory model (its modules are shared, not copied)."""
         parts = dict(model.pipeline_components())
         pipe = cls(scheduler=process.scheduler("ddim"), vae=vae, video_config=video_config, **parts)
-        pipe._assembled = (model, process)
+        pipe._process, pipe._model = process, model
         return pipe
 
     @property
@@ -88,31 +90,30 @@ class VideoFusionPipeline(DiffusionPipeline):
 
     @property
     def process(self):
-        from vfusion.diffusion.process import DiffusionProcess
-
-        if self._assembled is not None:
-            return self._assembled[1]
-        return DiffusionProcess(dict(self.scheduler.config))
+        return self.spec().process
 
     def spec(self):
-        from vfusion.diffusion.noise import build_noise_prior
-        from vfusion.models.spec import ModelSpec
+        """The model's data facts, the run's DiffusionProcess and its noise prior."""
+        if self._spec is None:
+            from vfusion.diffusion.noise import noise_prior_from_config
+            from vfusion.diffusion.process import DiffusionProcess
+            from vfusion.models.spec import ModelSpec
 
-        vc = self.video_config
-        noise = dict(vc.get("noise") or {"prior": "independent"})
-        prior = build_noise_prior(noise.pop("prior"), int(vc["num_frames"]), **noise)
-        return ModelSpec(int(vc["in_channels"]), int(vc["sample_size"]), int(vc["num_frames"]),
-                         int(vc.get("num_classes", 0)), process=self.process, noise=prior)
+            vc = self.video_config
+            process = self._process or DiffusionProcess(dict(self.scheduler.config))
+            prior = noise_prior_from_config(vc.get("noise") or {"prior": "independent"}, int(vc["num_frames"]))
+            self._spec = ModelSpec(int(vc["in_channels"]), int(vc["sample_size"]), int(vc["num_frames"]),
+                                   int(vc.get("num_classes", 0)), process=process, noise=prior)
+        return self._spec
 
     def model(self):
         """The denoiser assembled from the components (VideoFusion: base + residual)."""
-        if self._assembled is None:
+        if self._model is None:
             from vfusion.models.registry import assemble_model
 
-            spec = self.spec()
             comps = {k: getattr(self, k) for k in ("base", "residual", "denoiser") if getattr(self, k, None) is not None}
-            self._assembled = (assemble_model(self.video_config["model"], comps, spec), spec.process)
-        return self._assembled[0]
+            self._model = assemble_model(self.video_config["model"], comps, self.spec())
+        return self._model
 
     # ---- generation ----------------------------------------------------------------------------
     def default_labels(self, batch_size: int, start_index: int = 0) -> Optional[torch.Tensor]:
@@ -159,10 +160,9 @@ class VideoFusionPipeline(DiffusionPipeline):
             labels = self.default_labels(batch_size, start_index)
 
         model = self.model()
-        process = self._assembled[1]
+        process, prior = self.process, self.spec().noise
         device = self.device
         model.to(device).eval()
-        prior = self.spec().noise
         shape = (batch_size, int(vc["in_channels"]), int(vc["num_frames"]), int(vc["sample_size"]),
                  int(vc["sample_size"]))
         cond = class_cond(labels.to(device) if labels is not None else None)

@@ -86,36 +86,26 @@ def sampler_choices() -> tuple[str, ...]:
     return sampler_names()
 
 
-def _sample_settings_from_pipeline(pipe, args):
-    from vfusion.rundir import SampleSettings
-
-    d = pipe.video_config.get("sample", {})
-    pick = (lambda v, default: default if v is None else v)
-    return SampleSettings(num_videos=int(pick(args.num_videos, 8)), sampler=pick(args.sampler, d.get("sampler", "ddim")),
-                          steps=int(pick(args.steps, d.get("steps", 50))),
-                          guidance_scale=float(pick(args.guidance, d.get("guidance_scale", 1.0))),
-                          seed=int(pick(args.seed, 0)), batch_size=int(pick(args.batch_size, d.get("batch_size", 8))),
-                          fps=int(d.get("fps", 8)))
-
-
 def cmd_sample(args) -> int:
     from vfusion.errors import UserError
     from vfusion.inference.generate import load_pipeline, write_samples
-    from vfusion.rundir import RunDir
+    from vfusion.rundir import RunDir, resolve_sample_settings
 
     if bool(args.run) == bool(args.pipeline):
         raise UserError("pass --run RUN_DIR or --pipeline DIR (one of them)")
+    choices = dict(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
+                   seed=args.seed, batch_size=args.batch_size)
     if args.run:
         run = RunDir(args.run)
-        settings = run.sample_settings(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps,
-                                       guidance_scale=args.guidance, seed=args.seed, batch_size=args.batch_size)
+        settings = run.sample_settings(**choices)
         pipe = load_pipeline(run.path, args.device)
         out = args.out or str(run.samples_dir)
     else:
-        pipe = load_pipeline(args.pipeline, args.device)
-        settings = _sample_settings_from_pipeline(pipe, args)
         if not args.out:
             raise UserError("--pipeline needs --out DIR (where the videos go)")
+        pipe = load_pipeline(args.pipeline, args.device)
+        settings = resolve_sample_settings({"num_videos": 8, "seed": 0, **pipe.video_config.get("sample", {})},
+                                           **choices)
         out = args.out
     settings.check(pipe.process.num_train_timesteps)
     out_dir, secs, paths = write_samples(pipe, out, settings)
@@ -169,7 +159,7 @@ def cmd_pipeline(args) -> int:
     fit(cfg, stage="video", resume=last_checkpoint(run_dir) is not None)
     timings["train_s"] = time.perf_counter() - s
 
-    from vfusion.inference.generate import load_pipeline, samples_match, write_samples
+    from vfusion.inference.generate import load_pipeline, matching_manifest, write_samples
     from vfusion.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -177,7 +167,7 @@ def cmd_pipeline(args) -> int:
     n = max(int(cfg.sample.num_videos), 0 if args.skip_eval else int(cfg.eval.num_videos))
     settings = run.sample_settings(cfg, num_videos=n, for_eval=True)
     out_dir = run.samples_dir
-    if samples_match(out_dir, settings, newer_than=run.pipeline_dir / "model_index.json"):
+    if matching_manifest(out_dir, settings, newer_than=run.pipeline_dir / "model_index.json"):
         print(f"[3/4] found {n} samples in {out_dir}, skipping")
     else:
         print(f"[3/4] sampling {n} videos ({settings.sampler}, {settings.steps} steps)")

@@ -84,7 +84,7 @@ class VideoDiffusionModule(L.LightningModule):
                 x = self.codec.to(x.device).encode(x)
         if self.batch_transform is not None:
             x, y = self.batch_transform(x, y)
-        return x, (y if self.conditional else None)
+        return x, y
 
     # ---- training -----------------------------------------------------------------------------
     def diffusion_loss(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
