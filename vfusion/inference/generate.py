@@ -164,7 +164,7 @@ def saved_sample_batches(out_dir: str | Path, settings: SampleSettings,
 
     def batches():
         for s in range(0, settings.num_videos, settings.batch_size):
-            yield from_uint8(frames[s:min(s + settings.batch_size, settings.num_videos)])
+            yield from_uint8(np.array(frames[s:min(s + settings.batch_size, settings.num_videos)]))  # a writable copy
 
     return batches()
 
