@@ -390,3 +390,49 @@ def test_cli_output_into_a_closed_pipe_stops_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+# --------------------------------------------------------------------------- the main job as a one-cell study
+
+def test_pipeline_command_is_a_one_cell_study(tmp_path):
+    """``vfusion pipeline``'s study: runs/<name> + runs/<name>_base, the experiment's own budgets, one
+    sampling pass that evaluation reuses, and a second call that redoes nothing."""
+    from vfusion.studies.spec import single_run_study
+
+    run = tmp_path / "main"
+    ovs = list(TINY_OVERRIDES) + [f"run_dir={run}", "train.max_steps=2", "pretrain.max_steps=1",
+                                  "sample.num_videos=2", "eval.num_videos=3", "sample.batch_size=3",
+                                  "eval.batch_size=3", "eval.metrics=[fvd]"]
+    study = single_run_study(BASE, ovs)
+    (plan, cfg), = plan_study(study)
+    assert plan.run_dir == run and plan.stage1_dir == tmp_path / "main_base"
+    assert cfg.name == "embedded_videofusion" and cfg.train.max_steps == 2
+    assert cfg.model.base.pretrained == str(tmp_path / "main_base" / "base_unet")
+    evaluated, fits = [], []
+
+    def spy_fit(cfg, stage="video", resume=False, **kw):
+        from vfusion.training.runner import fit
+
+        fits.append(stage)
+        return fit(cfg, stage=stage, resume=resume, **kw)
+
+    def evaluate(run_dir, cfg):
+        from vfusion.evaluation.evaluate import run_clip_batches
+        from vfusion.rundir import RunDir
+
+        settings = RunDir(run_dir).sample_settings(cfg, for_eval=True)
+        with pytest.MonkeyPatch.context() as mp:  # must come from the saved samples, not a second sampling
+            mp.setattr("vfusion.inference.generate.load_pipeline", lambda *a, **k: pytest.fail("sampled twice"))
+            evaluated.append(sum(b.shape[0] for b in run_clip_batches(run_dir, settings, "cpu")))
+
+    hooks = StudyHooks(fit=spy_fit, evaluate=evaluate, real_vs_real=lambda c: {"metrics": {"fvd3_4f": 1.0}},
+                       spec_info=tiny_spec(), train_loader_factory=lambda c, s: tiny_loader())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("vfusion.utils.video.write_mp4", lambda path, video, fps=8: Path(path))
+        run_study(study, hooks, echo=lambda s: None)
+        assert fits == ["pretrain", "video"] and evaluated == [3]
+        assert (run / "pipeline" / "model_index.json").is_file() and (run / "real_vs_real.json").is_file()
+        assert json.loads((run / "samples" / "samples.json").read_text())["num_videos"] == 3
+        assert read_status(run)["state"] == "done" and not (run / "results.md").exists()
+        summary = run_study(single_run_study(BASE, ovs), hooks, echo=lambda s: None)
+    assert summary["skipped"] == ["embedded_videofusion"] and fits == ["pretrain", "video"] and evaluated == [3]

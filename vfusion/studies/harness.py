@@ -71,16 +71,14 @@ def _evaluate_run(run_dir: Path, cfg: DictConfig) -> dict:
     from vfusion.evaluation.evaluate import evaluate_run  # heavy: detectors
 
     return evaluate_run(run_dir, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
-                        real_split=cfg.eval.real_split or cfg.data.eval_split, weights_dir=cfg.eval.weights_dir,
-                        progress=False)
+                        real_split=cfg.eval.real_split or cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
 
 
 def _real_vs_real(cfg: DictConfig) -> dict:
     from vfusion.evaluation.evaluate import real_vs_real
 
     metrics = [m for m in cfg.eval.metrics if m in ("fvd", "kvd", "fid")]
-    return real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir,
-                        progress=False)
+    return real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir)
 
 
 # --------------------------------------------------------------------------- status files
@@ -332,9 +330,10 @@ def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[l
     finally:
         summary["wall_s"] = time.perf_counter() - t0
         try:
-            from vfusion.studies.report import write_report
+            if not study.single:  # a one-cell study's report is the run's own files
+                from vfusion.studies.report import write_report
 
-            write_report(study, echo=echo)
+                write_report(study, echo=echo)
         except Exception as err:  # never hide the run's own error behind a reporting one
             echo(f"could not write the study report: {type(err).__name__}: {err}")
     return summary

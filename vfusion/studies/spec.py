@@ -130,6 +130,9 @@ class Study:
     cli_overrides: list[str] = field(default_factory=list)
     # resolved configs (loading one costs ~0.1 s): stage 1 per seed, the plan
     cache: dict = field(default_factory=dict, repr=False)
+    # True for the one-cell study of ``vfusion pipeline``: the run lives in study_dir itself and
+    # stage 1 beside it in ``<study_dir>_base`` (``runs/<name>`` and ``runs/<name>_base``)
+    single: bool = False
 
     @property
     def name(self) -> str:
@@ -276,9 +279,33 @@ def load_study(path: str | Path, cli_overrides: Optional[list[str]] = None, stud
     return Study(spec=spec, axes=axes, path=path, base_path=base_path, study_dir=sdir, cli_overrides=cli)
 
 
+def single_run_study(config_path: str | Path, overrides: Optional[list[str]] = None,
+                     evaluate: bool = True) -> Study:
+    """The one-cell study of ``vfusion pipeline``: one experiment config trained, sampled and evaluated by
+    the harness, with its own budgets (``train.*``, ``pretrain.*``), in ``runs/<name>`` (stage 1, unless the
+    config names a pretrained base, in ``runs/<name>_base``)."""
+    from vfusion.config import run_dir_of
+
+    overrides = list(overrides or [])
+    cfg = load_config(config_path, overrides)
+    budget_keys = ("train.max_steps", "train.max_minutes", "seed", "name", "run_dir")
+    spec = OmegaConf.merge(OmegaConf.structured(StudySpec), {
+        "name": cfg.name, "base": str(config_path), "description": f"vfusion pipeline --config {config_path}",
+        "overrides": [] if cfg.model.base.pretrained else [f"model.base.pretrained={STAGE1}"],
+        "budget": {"steps": int(cfg.train.max_steps), "minutes": float(cfg.train.max_minutes)},
+        "seeds": [int(cfg.seed)],
+        "eval": {"metrics": list(cfg.eval.metrics) if evaluate else [], "num_videos": int(cfg.eval.num_videos),
+                 "real_vs_real": evaluate},
+        "grid": {}})
+    return Study(spec=spec, axes={}, path=Path(config_path), base_path=Path(config_path), study_dir=run_dir_of(cfg),
+                 cli_overrides=[o for o in overrides if o.split("=", 1)[0].strip() not in budget_keys], single=True)
+
+
 # --------------------------------------------------------------------------- expansion
 
 def stage1_dir(study: Study, seed: int) -> Path:
+    if study.single:
+        return study.study_dir.with_name(study.study_dir.name + "_base")
     return study.study_dir / (f"stage1_s{seed}" if study.spec.stage1.per_seed else "stage1")
 
 
@@ -313,8 +340,8 @@ def expand(study: Study) -> list[RunPlan]:
         seed = int(seed)
         for combo in itertools.product(*study.axes.values()):
             labels = {axis: v.label for axis, v in zip(study.axes, combo)}
-            run_id = "_".join(labels.values()) + f"_s{seed}"
-            run_dir = study.study_dir / "runs" / run_id
+            run_id = study.name if study.single else "_".join(labels.values()) + f"_s{seed}"
+            run_dir = study.study_dir if study.single else study.study_dir / "runs" / run_id
             variant = [o for v in combo for o in v.overrides]
             ovs = list(study.spec.overrides) + study.cli_overrides + variant \
                 + _eval_overrides(study) + _budget_overrides(study)
@@ -326,7 +353,8 @@ def expand(study: Study) -> list[RunPlan]:
                 ovs = [f"{o.split('=', 1)[0]}={unet_dir}" if _value(o) == STAGE1 else o for o in ovs]
             else:  # every @stage1 was overridden later (e.g. model.base.pretrained=null)
                 ovs = [o for o in ovs if _value(o) != STAGE1]
-            ovs += [f"seed={seed}", f"name={study.name}_{run_id}", f"run_dir={run_dir}"]
+            name = study.name if study.single else f"{study.name}_{run_id}"
+            ovs += [f"seed={seed}", f"name={name}", f"run_dir={run_dir}"]
             plans.append(RunPlan(run_id=run_id, seed=seed, labels=labels, overrides=ovs, run_dir=run_dir,
                                  stage1_dir=s1, variant_overrides=variant))
     return plans
@@ -363,7 +391,7 @@ def _stage1_config(study: Study, seed: int) -> DictConfig:
         ovs.append(f"pretrain.max_minutes={float(s.minutes or 0.0)}")
     sd = stage1_seed(study, seed)
     d = stage1_dir(study, seed)
-    ovs += [f"seed={sd}", f"name={study.name}_{d.name}", f"run_dir={d}"]
+    ovs += [f"seed={sd}", f"name={d.name if study.single else f'{study.name}_{d.name}'}", f"run_dir={d}"]
     try:
         return load_config(study.base_path, ovs)
     except ConfigError as err:

