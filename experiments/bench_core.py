@@ -117,8 +117,7 @@ def main() -> None:
         print(json.dumps(single(args)))
         return
 
-    from vfusion.diffusion.noise import DecomposedNoise
-    from vfusion.diffusion.sampling import sample
+    from vfusion.diffusion.sampling import sample_loop
     from vfusion.models.unet2d import count_parameters
 
     device = torch.device(args.device)

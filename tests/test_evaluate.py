@@ -196,7 +196,7 @@ def test_evaluate_run_streams_writes_protocol_and_caches_real_stats(tmp_path, mo
 
     def run_clip_batches(run_dir_, settings, device):
         calls.append(settings.describe())
-        num_videos, batch_size, seed = settings.num_videos, settings.batch_size, settings.seed
+        num_videos, batch_size = settings.num_videos, settings.batch_size
         done = 0
         while done < num_videos:
             # streaming: when batch k+1 is asked for, batch k-1 and every copy of it are released

@@ -88,8 +88,6 @@ def check_lambdas(lam: torch.Tensor) -> None:
         raise LambdaScheduleError(f"the keyframe (index {k} = T // 2) must have λ = 1, got {float(lam[k])}")
 
 
-
-
 def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     """ε = sqrt(λ)·base + sqrt(1−λ)·residual, per frame.
 

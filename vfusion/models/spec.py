@@ -36,8 +36,7 @@ class ModelSpec:
 
 
 def experiment_spec(cfg, in_channels: int, sample_size: int, num_frames: int, num_classes: int) -> ModelSpec:
-    """A spec with the process and noise prior of an experiment config (scripts and tests; the trainer
-    builds the same in :func:`vfusion.training.runner.build_module`)."""
+    """A spec with the process and noise prior of an experiment config (the trainer's, scripts', tests')."""
     from vfusion.diffusion.noise import noise_prior_from_config
     from vfusion.diffusion.process import DiffusionProcess
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def register(sub) -> None:
@@ -134,7 +133,7 @@ def cmd_pipeline(args) -> int:
     from vfusion.errors import UserError
     from vfusion.rundir import RunDir
     from vfusion.studies.harness import run_study
-    from vfusion.studies.spec import plan_study, single_run_study, stage1_dir
+    from vfusion.studies.spec import plan_study, single_run_study
 
     if not args.config:
         raise UserError("pass --config CONFIG.yaml (e.g. configs/embedded.yaml)")

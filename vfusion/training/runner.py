@@ -104,17 +104,14 @@ def make_codec(cfg: DictConfig):
 
 def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusionModule:
     """Process, prior and model for ``cfg`` and the data facts, handed to the LightningModule."""
-    from vfusion.diffusion.noise import noise_prior_from_config
-    from vfusion.diffusion.process import DiffusionProcess
     from vfusion.models.registry import build_model, model_class
-    from vfusion.models.spec import ModelSpec
+    from vfusion.models.spec import experiment_spec
 
-    process = DiffusionProcess.from_config(cfg.diffusion)
     data_frames = int(spec_info["num_frames"])
     frames = getattr(model_class(cfg.model.name), "clip_frames", None) or data_frames
-    noise = noise_prior_from_config(cfg.noise, frames)
-    spec = ModelSpec(int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
-                     int(spec_info["num_classes"]), process=process, noise=noise)
+    spec = experiment_spec(cfg, int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
+                           int(spec_info["num_classes"]))
+    process, noise = spec.process, spec.noise
     model = build_model(cfg, spec)
     facts = spec.data_facts()
     module = VideoDiffusionModule(
@@ -128,7 +125,7 @@ def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusion
     return module
 
 
-def video_config_for(cfg: DictConfig, spec, class_names, codec=None, global_step: Optional[int] = None) -> dict:
+def video_config_for(cfg: DictConfig, spec, class_names, codec=None) -> dict:
     """What a pipeline needs besides its weights (``model_index.json``'s ``video_config``)."""
     s = cfg.sample
     return {"model": cfg.model.name, "in_channels": spec.in_channels, "sample_size": spec.sample_size,
@@ -138,7 +135,7 @@ def video_config_for(cfg: DictConfig, spec, class_names, codec=None, global_step
                        "batch_size": int(s.batch_size), "fps": int(s.fps)},
             "vae_scaling_factor": codec.scaling_factor if codec is not None else None,
             "trained": {"experiment": cfg.name, "dataset": cfg.data.dataset, "resolution": int(cfg.data.resolution),
-                        "seed": int(cfg.seed), "global_step": global_step}}
+                        "seed": int(cfg.seed), "global_step": None}}  # set when the weights are exported
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
