@@ -3,12 +3,14 @@
 Each area of the package contributes its sub-commands through a ``register``
 function in its ``commands`` module (heavy imports stay inside the handlers, so
 ``vfusion --help`` is quick). Errors the user can fix (bad config, missing data,
-wrong checkpoint) are printed as one clear message with exit code 2.
+wrong checkpoint) are printed as one clear message with exit code 2; any other error as one line with
+exit code 1. ``VFUSION_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vfusion.errors import UserError
@@ -38,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    debug = os.environ.get("VFUSION_DEBUG", "") not in ("", "0")
     try:
         rc = args.func(args)
     except (UserError, FileNotFoundError) as err:
-        print(f"vfusion {args.command}: error: {err}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"vfusion {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`vfusion ... | head`): stop quietly, like other tools
         _silence_stdout()
@@ -50,7 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vfusion {args.command}: interrupted (checkpoints written so far are intact; rerun with --resume)",
               file=sys.stderr)
         return 130
+    except Exception as err:  # not a recognised user mistake: one line, the traceback on request
+        if debug:
+            raise
+        print(f"vfusion {args.command}: internal error: {type(err).__name__}: {_one_line(err)} — rerun with "
+              f"VFUSION_DEBUG=1 for the traceback (please report it if your input looks right)", file=sys.stderr)
+        return 1
     return int(rc or 0)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:1000] if text else type(err).__name__
 
 
 def _silence_stdout() -> None:

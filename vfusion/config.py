@@ -338,6 +338,82 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'model.class_dropout' is {cfg.model.class_dropout}; expected a value in [0, 1)")
     if cfg.data.cache == "latents" and not cfg.data.vae_path:
         raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers AutoencoderKL directory)")
+    _check_ranges(cfg)
+    _check_shapes(cfg)
+    from vfusion.diffusion.noise import noise_prior_from_config  # imports torch: only configs that are used get here
+
+    try:
+        noise_prior_from_config(cfg.noise, int(cfg.data.num_frames))  # the prior's own checks (λ schedules)
+    except UserError as err:
+        raise ConfigError(f"config section 'noise' (prior '{cfg.noise.prior}'): {err}") from err
+
+
+def _at_least(cfg: DictConfig, keys: tuple[str, ...], low: float, strict: bool = False) -> None:
+    for key in keys:
+        v = OmegaConf.select(cfg, key)
+        if v < low or (strict and v == low):
+            raise ConfigError(f"config key '{key}' is {v}; expected a value {'>' if strict else '>='} {low}")
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Counts, rates and budgets a run can use (checked before anything is written)."""
+    _at_least(cfg, ("data.batch_size", "data.resolution", "pretrain.batch_size", "sample.steps", "sample.num_videos",
+                    "sample.batch_size", "sample.fps", "eval.num_videos", "eval.batch_size",
+                    "train.log_every_n_steps", "train.checkpoint_every_n_steps", "diffusion.num_train_timesteps",
+                    "model.residual.frame_embed_dim"), 1)
+    _at_least(cfg, ("train.optim.lr", "pretrain.lr"), 0.0, strict=True)
+    _at_least(cfg, ("train.max_minutes", "pretrain.max_minutes", "train.optim.weight_decay",
+                    "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
+                    "train.sample_every_n_steps", "train.ema_decay"), 0.0)
+    if cfg.train.ema_decay >= 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' is {cfg.train.ema_decay}; expected a value in [0, 1)")
+    for stage in ("train", "pretrain"):
+        steps, minutes = cfg[stage].max_steps, cfg[stage].max_minutes
+        if steps == -1 and minutes > 0:  # a minutes-only budget
+            continue
+        if steps < 1:
+            raise ConfigError(f"config key '{stage}.max_steps' is {steps}; expected >= 1 (or -1 together with "
+                              f"{stage}.max_minutes > 0 for a time budget alone)")
+    if cfg.sample.steps > cfg.diffusion.num_train_timesteps:
+        raise ConfigError(f"config key 'sample.steps' is {cfg.sample.steps}; a sampler takes at most the "
+                          f"{cfg.diffusion.num_train_timesteps} training timesteps (diffusion.num_train_timesteps)")
+
+
+def _check_shapes(cfg: DictConfig) -> None:
+    """Frame counts and resolutions the chosen model can take."""
+    name, frames = cfg.model.name, int(cfg.data.num_frames)
+    if name == "videofusion" and frames < 2:
+        raise ConfigError(f"config key 'data.num_frames' is {frames}; VideoFusion needs at least 2 frames (a keyframe "
+                          "and the frames its residual generator denoises)")
+    if not cfg.data.vae_path:  # latents: the runner checks the latent size once the VAE is loaded
+        check_sample_size(cfg, int(cfg.data.resolution))
+
+
+def check_sample_size(cfg: DictConfig, size: int) -> None:
+    """The spatial size the networks see (pixels, or latents) fits their down-sampling / patches."""
+    name, frames = cfg.model.name, int(cfg.data.num_frames)
+    seen = f"the networks see {size}x{size} (data.resolution{', in VAE latents' if cfg.data.vae_path else ''})"
+    unets = [("model.base", cfg.model.base)] + ([("model.residual", cfg.model.residual)] if name == "videofusion" else [])
+    for key, ucfg in unets if name != "dit" else []:
+        if ucfg.pretrained:
+            continue
+        levels = len(ucfg.block_out_channels)
+        factor = 2 ** (levels - 1)
+        if size % factor:
+            raise ConfigError(f"{seen}, not divisible by {factor}, the down-sampling of {key} "
+                              f"({levels} levels in {key}.block_out_channels); use a resolution divisible by "
+                              f"{factor} or fewer levels")
+        bad = [c for c in ucfg.block_out_channels if c % ucfg.norm_num_groups]
+        if bad:
+            raise ConfigError(f"{key}.block_out_channels {list(ucfg.block_out_channels)}: {bad} not divisible by "
+                              f"{key}.norm_num_groups={ucfg.norm_num_groups}")
+    if name == "dit":
+        d = cfg.model.dit
+        if d.patch_size < 1 or size % d.patch_size:
+            raise ConfigError(f"{seen}, not divisible by model.dit.patch_size={d.patch_size}")
+        if d.temporal_patch_size < 1 or frames % d.temporal_patch_size:
+            raise ConfigError(f"data.num_frames {frames} is not divisible by model.dit.temporal_patch_size="
+                              f"{d.temporal_patch_size}")
 
 
 def run_dir_of(cfg: DictConfig) -> Path:

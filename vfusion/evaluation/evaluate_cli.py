@@ -74,12 +74,25 @@ def _mode(args) -> str:
     return modes[0]
 
 
+def _check_counts(args) -> None:
+    """Counts of 0 or less are mistakes, never "use the default" (checked before any work)."""
+    from vfusion.errors import UserError
+
+    for name in ("num_videos", "steps", "batch_size", "num_frames", "real_stride"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} {v}: expected a count of at least 1")
+    if args.guidance is not None and args.guidance < 0:
+        raise UserError(f"--guidance {args.guidance} is negative; use 1 for no guidance, > 1 to strengthen it")
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from vfusion.evaluation import evaluate as E
 
     mode = _mode(args)
+    _check_counts(args)
     metrics = args.metrics or DEFAULT_METRICS[mode]
     progress = not args.no_progress
     common = dict(metrics=metrics, num_videos=args.num_videos, device=args.device, weights_dir=args.weights_dir,

@@ -44,12 +44,17 @@ def load_pipeline(path: str | Path, device=None):
                 "%s: checkpoints/last.ckpt is newer than pipeline/; sampling the pipeline (run `vfusion export "
                 "--run %s` to refresh it from the checkpoint)", path, path)
         path = run.pipeline_path()
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # a bar for loading three small folders is noise
     try:
         pipe = VideoFusionPipeline.from_pretrained(str(path))
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
         from vfusion.errors import UserError
 
         raise UserError(f"cannot load the pipeline at {path}: {str(err).splitlines()[0]}") from err
+    finally:
+        diffusers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(torch.device(device) if device is not None else default_device())
 

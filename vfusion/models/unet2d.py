@@ -43,9 +43,21 @@ def find_unet_dir(path: str | Path, subfolder: Optional[str] = None) -> Path:
                           "point model.base.pretrained at a model folder or a pipeline folder with a unet/ subfolder")
 
 
+def read_model_config(unet_dir: Path) -> dict:
+    """``config.json`` of a diffusers model folder, or an error naming the file."""
+    path = Path(unet_dir) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not a readable diffusers config ({' '.join(str(err).split())[:200]}); "
+                              "re-save the model with save_pretrained or fix the file") from err
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} holds {type(cfg).__name__}, not a diffusers model config (a JSON object)")
+    return cfg
+
+
 def unet_class_of(unet_dir: Path) -> type:
-    cfg = json.loads((unet_dir / "config.json").read_text())
-    name = cfg.get("_class_name")
+    name = read_model_config(unet_dir).get("_class_name")
     if name not in UNET_CLASSES:
         raise CheckpointError(f"{unet_dir}/config.json describes a '{name}', not a 2D UNet "
                               f"({' or '.join(UNET_CLASSES)}); choose the UNet folder of the checkpoint")
@@ -61,8 +73,7 @@ def load_unet(path: str | Path, subfolder: Optional[str] = None, num_class_embed
     """
     unet_dir = find_unet_dir(path, subfolder)
     cls = unet_class_of(unet_dir)
-    cfg = json.loads((unet_dir / "config.json").read_text())
-    have = cfg.get("num_class_embeds")
+    have = read_model_config(unet_dir).get("num_class_embeds")
     if num_class_embeds and have not in (None, num_class_embeds):
         raise CheckpointError(f"{unet_dir} has a class embedding for {have - 1} classes (+1 null) but the dataset "
                               f"has {num_class_embeds - 1}; use a checkpoint trained on this dataset or an "
@@ -70,7 +81,11 @@ def load_unet(path: str | Path, subfolder: Optional[str] = None, num_class_embed
     kwargs = {}
     if num_class_embeds and have is None:
         kwargs = {"num_class_embeds": num_class_embeds, "low_cpu_mem_usage": False}
-    model = cls.from_pretrained(str(unet_dir), **kwargs)
+    try:
+        model = cls.from_pretrained(str(unet_dir), **kwargs)
+    except (OSError, ValueError, RuntimeError, TypeError, EnvironmentError) as err:  # missing/truncated weights, bad keys
+        raise CheckpointError(f"cannot load the UNet in {unet_dir}: {' '.join(str(err).split())[:300]} — check that "
+                              "its weights file is complete (re-save it with save_pretrained)") from err
     if kwargs:
         nn.init.zeros_(model.class_embedding.weight)
         log.info("added a zero-initialised class embedding (%d entries) to %s", num_class_embeds, unet_dir)

@@ -96,7 +96,8 @@ def cmd_sample(args) -> int:
                    seed=args.seed, batch_size=args.batch_size)
     if args.run:
         run = RunDir(args.run)
-        settings = run.sample_settings(**choices)
+        cfg = run.config()
+        settings = run.sample_settings(cfg, **choices).check(int(cfg.diffusion.num_train_timesteps))
         pipe = load_pipeline(run.path, args.device)
         out = args.out or str(run.samples_dir)
     else:

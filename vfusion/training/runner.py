@@ -89,6 +89,9 @@ def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
     in_channels, size = 3, int(cfg.data.resolution)
     if codec is not None:
         in_channels, size = codec.latent_channels, size // codec.downsample
+        from vfusion.config import check_sample_size
+
+        check_sample_size(cfg, size)
     return {"in_channels": in_channels, "sample_size": size, "num_frames": int(cfg.data.num_frames),
             "num_classes": num_classes, "class_names": list(info.get("class_names", []))}, codec
 
@@ -166,14 +169,16 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
     if ckpt is not None and not resume:
         raise RunExistsError(f"run directory '{run.path}' already holds a checkpoint ({ckpt}); pass --resume to "
                              f"continue it, or choose a new directory with run_dir=... (or name=...)")
+    state = load_checkpoint(ckpt) if ckpt is not None else None  # unreadable: refused before any work
     if spec_info is None:
         spec_info, codec = spec_info_for(train_cfg)
     else:
         codec = make_codec(train_cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_module(train_cfg, spec_info, codec)
-    if ckpt is not None:  # refuse a checkpoint of another model before anything is written
-        check_signature(load_checkpoint(ckpt), module.signature)
+    if state is not None:  # refuse a checkpoint of another model before anything is written
+        check_signature(state, module.signature)
+        del state
     elif resume:
         log.warning("--resume: no checkpoint in %s yet, starting from scratch", run.path)
     if train_loader is None:
