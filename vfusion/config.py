@@ -198,6 +198,8 @@ class TrainConfig:
     precision: str = "32-true"
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 200
+    # step checkpoints (checkpoints/step*.ckpt) kept: the last K by step; last.ckpt is always kept
+    keep_checkpoints: int = 3
     # log a sample grid to TensorBoard every N steps (0: never)
     sample_every_n_steps: int = 0
     progress_bar: bool = True
@@ -336,6 +338,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("config keys 'data.num_frames' and 'data.frame_stride' must be >= 1")
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"config key 'model.class_dropout' is {cfg.model.class_dropout}; expected a value in [0, 1)")
+    if cfg.train.keep_checkpoints < 1:
+        raise ConfigError(f"config key 'train.keep_checkpoints' is {cfg.train.keep_checkpoints}; keep at least 1 step "
+                          "checkpoint (last.ckpt is kept besides them)")
     if cfg.data.cache == "latents" and not cfg.data.vae_path:
         raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers AutoencoderKL directory)")
     _check_ranges(cfg)

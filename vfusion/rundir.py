@@ -8,7 +8,8 @@ A run directory tells its story::
       run_info.json      data spec (channels, size, frames, classes), model
       model_info.json    parameter counts and measured time per training step
       scheduler/         scheduler_config.json: the run's noise process
-      checkpoints/       last.ckpt (+ periodic step checkpoints), for resuming training only
+      checkpoints/       last.ckpt (+ the last train.keep_checkpoints step checkpoints), for resuming training only
+      train.lock         while a process trains here: its pid, host, start time, command (vfusion.runlock)
       tb/                TensorBoard logs
       pipeline/          the trained VideoFusionPipeline (EMA weights, safetensors): what generates
       samples/           videos written by `vfusion sample` (+ samples.json, videos.npy)
@@ -96,6 +97,13 @@ class RunDir:
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.json")
     tb_dir = property(lambda self: self.path / "tb")
+    lock_path = property(lambda self: self.path / "train.lock")
+
+    def lock(self):
+        """``with run.lock():`` this process is the one training here (see :mod:`vfusion.runlock`)."""
+        from vfusion.runlock import RunLock
+
+        return RunLock(self.path)
 
     @property
     def last_checkpoint(self) -> Optional[Path]:

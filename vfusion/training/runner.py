@@ -2,7 +2,8 @@
 
 ``fit`` builds everything it needs (data facts, DiffusionProcess, noise prior, model,
 LightningModule) and checks a checkpoint it is asked to resume from BEFORE it writes
-anything into the run directory (:class:`vfusion.rundir.RunDir`). When training ends it
+anything into the run directory (:class:`vfusion.rundir.RunDir`), then trains holding the run
+directory's lock (:mod:`vfusion.runlock`: one trainer per run directory). When training ends it
 writes the trained pipeline (EMA weights) to ``RUN/pipeline/``; stage 1 also writes the
 image UNet alone in diffusers format (``RUN/base_unet/``). Lightning checkpoints hold
 tensors and plain containers only and are read with ``weights_only=True``.
@@ -29,7 +30,7 @@ from vfusion.config import ConfigError, run_dir_of, save_config, to_dict
 from vfusion.errors import UserError
 from vfusion.models.unet2d import count_parameters
 from vfusion.rundir import RunDir
-from vfusion.training.checkpoint_io import AtomicCheckpointIO
+from vfusion.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temps
 from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
 from vfusion.utils.io import atomic_write_json, environment_info
 
@@ -143,8 +144,9 @@ def video_config_for(cfg: DictConfig, spec, class_names, codec=None) -> dict:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
     t = cfg.train
+    # every step checkpoint is written; AtomicCheckpointIO keeps the last train.keep_checkpoints of them on disk
     ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                              every_n_train_steps=max(1, t.checkpoint_every_n_steps), save_last=True, save_top_k=1)
+                              every_n_train_steps=max(1, t.checkpoint_every_n_steps), save_last=True, save_top_k=-1)
     cbs = [ckpt_cb, *callbacks]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
@@ -154,7 +156,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, gradient_clip_val=t.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
-        callbacks=cbs, plugins=[AtomicCheckpointIO()], enable_progress_bar=t.progress_bar,
+        callbacks=cbs, plugins=[AtomicCheckpointIO(keep_step_checkpoints=int(t.keep_checkpoints))], enable_progress_bar=t.progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=True,
     )
 
@@ -185,6 +187,20 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
         from vfusion.data import build_dataloader
 
         train_loader = build_dataloader(train_cfg.data, split=train_cfg.data.split, train=True, seed=int(cfg.seed))
+    # the lock before the first write: a second process refuses here and leaves the directory as it was
+    with run.lock() as lock:
+        if lock.held:  # rank 0 (other DDP ranks start after it and take no lock)
+            if run.last_checkpoint != ckpt:
+                raise RunExistsError(f"another process wrote a checkpoint in '{run.path}' while this one was preparing; "
+                                     "run again (with --resume to continue it)")
+            remove_stale_temps(run.checkpoints)
+        _train(run, cfg, saved_cfg, train_cfg, stage, module, spec_info, train_loader, ckpt, extra_callbacks)
+    return run.path
+
+
+def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictConfig, stage: str,
+           module: VideoDiffusionModule, spec_info: dict, train_loader, ckpt: Optional[Path], extra_callbacks) -> None:
+    """The part of :func:`fit` that writes into the run directory (called holding its lock)."""
     run.path.mkdir(parents=True, exist_ok=True)
     save_config(saved_cfg, run.config_path)
     atomic_write_json(run.path / "env.json", environment_info())
@@ -207,7 +223,6 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
         export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
         if train_cfg.model.name == "image_unet":
             export_base_unet(module, run.path / cfg.pretrain.output_subdir)
-    return run.path
 
 
 def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Trainer, wall_s: float) -> None:
