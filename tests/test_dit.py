@@ -136,10 +136,16 @@ def test_sizes_and_validation():
         dit_dims(cfg(size="XL").model.dit)
     with pytest.raises(ValueError, match="even"):
         SpacetimeDiT.build(cfg(depth=3), spec())
-    with pytest.raises(ValueError, match="patch size"):
+    # the config rejects them when it is loaded (before a run directory is written) ...
+    with pytest.raises(ValueError, match="not divisible by model.dit.patch_size=3"):
         SpacetimeDiT.build(cfg(patch_size=3), spec())
-    with pytest.raises(ValueError, match="temporal patch"):
+    with pytest.raises(ValueError, match="not divisible by model.dit.temporal_patch_size=3"):
         SpacetimeDiT.build(cfg(temporal_patch_size=3), spec())
+    # ... and the model itself when built directly
+    with pytest.raises(ValueError, match="patch size"):
+        SpacetimeDiT(3, 32, 4, patch_size=3)
+    with pytest.raises(ValueError, match="temporal patch"):
+        SpacetimeDiT(3, 32, 4, temporal_patch_size=3)
     counts = SpacetimeDiT.build(cfg(), spec()).parameter_counts()
     assert counts["all"]["total"] > counts["spatial"]["total"] + counts["temporal"]["total"] > 0
 
