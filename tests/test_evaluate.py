@@ -180,6 +180,29 @@ def test_cli_real_fake_folders_prints_lines_and_writes_json(tmp_path, monkeypatc
     assert result["detectors"]["i3d_k400"]["sha256"] == "a" * 64 and result["wall_time_s"] > 0
 
 
+def test_fake_folder_reads_per_video_files_only_and_refuses_mixed_sizes(tmp_path, monkeypatch, capsys):
+    """A `vfusion sample` folder: video_* files only (never grid.gif / filmstrip.png); clips of another size
+    are refused with one line before any detector is loaded."""
+    from vfusion.evaluation.clip_sources import fake_video_files
+    from vfusion.utils.video import make_grid_frames, write_gif, write_mp4
+
+    fake_dir = tmp_path / "samples"
+    clips = smooth_clips(4, seed=4)
+    for i, v in enumerate(clips):
+        write_mp4(fake_dir / f"video_{i:05d}_c0.mp4", v)
+    write_gif(fake_dir / "grid.gif", make_grid_frames(clips), scale=2)  # another size: a preview, not a clip
+    assert [f.name for f in fake_video_files(fake_dir)] == [f"video_{i:05d}_c0.mp4" for i in range(4)]
+    other = tmp_path / "other"
+    write_clips(other, smooth_clips(3, seed=5))
+    write_gif(other / "grid.gif", make_grid_frames(clips), scale=2)
+    assert "grid.gif" not in [f.name for f in fake_video_files(other)] and len(fake_video_files(other)) == 3
+    write_mp4(fake_dir / "video_00009_c0.mp4", smooth_clips(1, seed=6, size=2 * S)[0])
+    monkeypatch.setattr(E, "load_detectors", lambda *a, **k: pytest.fail("detectors loaded before the size check"))
+    rc = main(["evaluate", "--real", str(other), "--fake", str(fake_dir), "--metrics", "fvd", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "differ in size" in err and "video_00009_c0.mp4" in err
+
+
 def test_cli_needs_one_mode(capsys):
     assert main(["evaluate", "--fake", "x"]) == 2
     assert "--real PATH and --fake DIR go together" in capsys.readouterr().err

@@ -26,6 +26,56 @@ def video_files(folder: str | Path) -> list[Path]:
     return files
 
 
+# files a samples folder holds besides its per-video files (never clips to evaluate)
+NOT_CLIPS = ("grid", "filmstrip")
+
+
+def fake_video_files(folder: str | Path) -> list[Path]:
+    """The per-video files of a folder of generated clips.
+
+    A folder written by ``vfusion sample`` (``video_*.mp4``): those files only. Any other folder: every
+    video file except ``grid.*`` / ``filmstrip.*`` previews.
+    """
+    files = video_files(folder)
+    ours = [f for f in files if f.name.startswith("video_")]
+    chosen = ours or [f for f in files if f.stem not in NOT_CLIPS]
+    if not chosen:
+        raise UserError(f"{folder} holds only preview files ({', '.join(f.name for f in files)}), no clips")
+    return chosen
+
+
+def clip_shape(path: Path) -> tuple[int, int, int]:
+    """``(frames, height, width)`` of a video file, read from its first frame and length (no full decode)."""
+    try:
+        if path.suffix.lower() == ".gif":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return int(getattr(im, "n_frames", 1)), im.size[1], im.size[0]
+        import decord
+
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        h, w = vr[0].shape[:2]
+        return len(vr), int(h), int(w)
+    except Exception as err:  # noqa: BLE001 - decoder errors have many types
+        raise UserError(f"cannot read video {path}: {err}") from err
+
+
+def check_same_size(files: Sequence[Path], num_frames: Optional[int] = None) -> tuple[int, int, int]:
+    """The common ``(frames, height, width)`` of the clips, or one error naming two files that differ in size
+    (or one too short for ``num_frames``) — checked before any feature is computed."""
+    shapes = {f: clip_shape(f) for f in files}
+    first = files[0]
+    t0, h0, w0 = shapes[first]
+    for f, (t, h, w) in shapes.items():
+        if (h, w) != (h0, w0):
+            raise UserError(f"the clips differ in size: {first.name} is {h0}x{w0} but {f.name} is {h}x{w}; put "
+                            f"videos of one size in the folder (--fake reads every video_* file, or every video)")
+        if num_frames is not None and t < num_frames:
+            raise UserError(f"video {f} has {t} frames; fewer than --num-frames {num_frames}")
+    return min(t for t, _, _ in shapes.values()), h0, w0
+
+
 def fit_size(videos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Short side resized (bilinear) then center crop to ``size``; ``(B, C, T, H, W)``."""
     b, c, t, h, w = videos.shape

@@ -22,7 +22,8 @@ import torch
 
 from vfusion.errors import UserError
 from vfusion.data import default_num_workers
-from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets, folder_batches, video_files
+from vfusion.evaluation.clip_sources import (check_same_size, dataset_batches, dataset_subsets, fake_video_files,
+                                             folder_batches, video_files)
 from vfusion.evaluation.core import _fake_side, _Side  # noqa: F401 - re-exported (the tests' accumulators)
 from vfusion.evaluation.core import KVD_SEED, ClipSource, compute_metrics, evaluate, quantize
 from vfusion.evaluation.detectors import METRIC_CHOICES, Detectors, default_device, expand_metrics, load_detectors
@@ -114,24 +115,24 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
                      detectors: Optional[Detectors] = None, progress: bool = True) -> dict:
     """Metrics between a real source (a folder of videos, or a dataset config YAML) and a folder of fakes.
 
-    Fakes: every video under ``fake`` (the first ``num_videos`` when given), the first
-    ``num_frames`` frames (default: all frames of the first fake). A real folder's clips
+    Fakes: the per-video files under ``fake`` (``video_*`` files of a ``vfusion sample`` folder, else every
+    video but ``grid.*`` / ``filmstrip.*``; the first ``num_videos`` when given), their first ``num_frames``
+    frames (default: the shortest fake's length); clips of different sizes are refused before any
+    feature is computed. A real folder's clips
     are the first ``num_frames`` frames at ``real_stride`` of each file, short-side
     resized and center cropped to the fakes' size; a config's real clips come from its
     dataset (``real_split`` or ``data.eval_split``) and are cached.
     """
-    from vfusion.utils.video import read_video
-
     start = time.time()
     metrics = expand_metrics(metrics, c3d_weights)
-    fake_files = video_files(fake)
+    fake_files = fake_video_files(fake)
     if num_videos:
         if len(fake_files) < num_videos:
             raise UserError(f"{fake} holds {len(fake_files)} videos; --num-videos asks for {num_videos}")
         fake_files = fake_files[:num_videos]
-    first = read_video(fake_files[0])
-    num_frames = int(num_frames or first.shape[1])
-    size = (int(first.shape[2]), int(first.shape[3]))
+    shortest, h, w = check_same_size(fake_files, num_frames)
+    num_frames = int(num_frames or shortest)
+    size = (h, w)
     det = detectors or load_detectors(metrics, weights_dir, device, c3d_weights)
     n = len(fake_files)
 
