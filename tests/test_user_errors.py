@@ -162,3 +162,27 @@ def test_unexpected_errors_are_one_line_with_exit_1(monkeypatch, capsys):
     rc = main(["export", "--run", "x"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and "VFUSION_DEBUG=1" in err and "something unexpected" in err
+
+
+NOISE = ("Tip:", "litlogger", "weights_only", "LeafSpec", "accelerate", "eval mode", "exists and is not empty",
+         "Traceback")
+
+
+def test_a_normal_run_prints_no_third_party_noise(tmp_path):
+    """Train (fresh, then resumed) and sample through the real CLI: none of the notices users complained about."""
+    small = ["data.num_frames=4", "data.resolution=16", "data.batch_size=2", "data.num_workers=0",
+             "data.embedded_train_per_class=2", "data.embedded_test_per_class=1",
+             f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}",
+             "model.base.block_out_channels=[8,16]", "model.base.norm_num_groups=4",
+             "model.residual.block_out_channels=[8,16]", "model.residual.norm_num_groups=4",
+             "train.progress_bar=false", "train.max_minutes=0", f"run_dir={tmp_path / 'run'}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vfusion", *a], capture_output=True, text=True,  # noqa
+                                    cwd=tmp_path, env=env)
+    outs = [run("train", "--config", BASE, "train.max_steps=2", *small),
+            run("train", "--resume", str(tmp_path / "run"), "train.max_steps=3"),
+            run("sample", "--run", str(tmp_path / "run"), "--num-videos", "1", "--steps", "2")]
+    for out in outs:
+        assert out.returncode == 0, out.stderr[-3000:]
+        text = out.stdout + out.stderr
+        assert not [w for w in NOISE if w in text], text[-3000:]

@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vfusion.utils.quiet import quiet_third_party
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_third_party()
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -74,6 +74,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         for target in MODELS.values():
             importlib.import_module(target.split(":")[0])
         importlib.import_module("vfusion.models.residual_generator")
+        kwargs.setdefault("low_cpu_mem_usage", False)  # plain loading: no accelerate needed, no notice about it
         return super().from_pretrained(*args, **kwargs)
 
     @classmethod

@@ -78,15 +78,15 @@ def load_unet(path: str | Path, subfolder: Optional[str] = None, num_class_embed
         raise CheckpointError(f"{unet_dir} has a class embedding for {have - 1} classes (+1 null) but the dataset "
                               f"has {num_class_embeds - 1}; use a checkpoint trained on this dataset or an "
                               "unconditional one")
-    kwargs = {}
+    kwargs = {"low_cpu_mem_usage": False}  # plain loading (no accelerate needed, and no notice about it)
     if num_class_embeds and have is None:
-        kwargs = {"num_class_embeds": num_class_embeds, "low_cpu_mem_usage": False}
+        kwargs["num_class_embeds"] = num_class_embeds
     try:
         model = cls.from_pretrained(str(unet_dir), **kwargs)
     except (OSError, ValueError, RuntimeError, TypeError, EnvironmentError) as err:  # missing/truncated weights, bad keys
         raise CheckpointError(f"cannot load the UNet in {unet_dir}: {' '.join(str(err).split())[:300]} — check that "
                               "its weights file is complete (re-save it with save_pretrained)") from err
-    if kwargs:
+    if "num_class_embeds" in kwargs:
         nn.init.zeros_(model.class_embedding.weight)
         log.info("added a zero-initialised class embedding (%d entries) to %s", num_class_embeds, unet_dir)
     return model

@@ -69,6 +69,7 @@ class VideoDiffusionModule(L.LightningModule):
         if freeze_base and hasattr(model, "base_parameters"):
             for p in model.base_parameters():
                 p.requires_grad_(False)
+        model.train()  # from_pretrained leaves a loaded base network in eval mode
         self.ema: Optional[EMAModel] = EMAModel(self.model.parameters(), decay=ema_decay) if ema_decay > 0 else None
         self.keyframe = keyframe_index(noise.num_frames)
         self._step_times: list[float] = []
