@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import lightning as L
 import torch
 
-from vfusion.utils.video import filmstrip
+from vfusion.utils.video import filmstrip, make_grid_frames, write_gif
 
 
 class SampleLogger(L.Callback):
-    """Every ``every_n_steps`` steps: a few samples (EMA weights, through the pipeline) as an image
-    grid, and as a video when moviepy is installed (TensorBoard's ``add_video`` needs it)."""
+    """Every ``every_n_steps`` steps, and once more at the end of training (unless that step was
+    just logged): a few samples (EMA weights, through the pipeline) as ``samples/filmstrip`` (an
+    image) and ``samples/video`` (the clips tiled in a grid, as an animated GIF).
 
-    def __init__(self, every_n_steps: int, num_videos: int = 4, steps: int = 20):
+    The video is written as an image summary holding GIF bytes, which is what TensorBoard's own
+    ``add_video`` produces, but encoded with PIL here, so no moviepy is needed; TensorBoard's
+    Images tab plays it."""
+
+    def __init__(self, every_n_steps: int, num_videos: int = 4, steps: int = 20, fps: int = 8):
         self.every = every_n_steps
         self.num_videos = num_videos
         self.steps = steps
+        self.fps = fps
+        self.last_logged_step: int | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         tb = _tensorboard(trainer)
@@ -30,6 +40,16 @@ class SampleLogger(L.Callback):
         step = trainer.global_step
         if not self.every or step % self.every or not trainer.is_global_zero:
             return
+        self._log_samples(trainer, pl_module, step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # every run ends with a sample, even one that stopped (max_steps, max_minutes) between multiples of N
+        step = trainer.global_step
+        if not self.every or not trainer.is_global_zero or step == self.last_logged_step:
+            return
+        self._log_samples(trainer, pl_module, step)
+
+    def _log_samples(self, trainer, pl_module, step: int) -> None:
         tb = _tensorboard(trainer)
         if tb is None:
             return
@@ -43,12 +63,25 @@ class SampleLogger(L.Callback):
         pl_module.train(was_training)
         strip = torch.from_numpy(filmstrip(videos)).permute(2, 0, 1)
         tb.add_image("samples/filmstrip", strip, step)
-        try:
-            import moviepy  # noqa: F401
+        add_gif(tb, "samples/video", make_grid_frames(videos), step, fps=self.fps)
+        tb.flush()
+        self.last_logged_step = step
 
-            tb.add_video("samples/video", ((videos.clamp(-1, 1) + 1) / 2).permute(0, 2, 1, 3, 4), step, fps=8)
-        except ImportError:
-            pass
+
+def gif_bytes(frames, fps: int = 8) -> bytes:
+    """``(T, H, W, 3)`` uint8 frames -> the bytes of an animated GIF (through :func:`write_gif`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_gif(Path(tmp) / "grid.gif", frames, fps=fps)
+        return path.read_bytes()
+
+
+def add_gif(writer, tag: str, frames, step: int, fps: int = 8) -> None:
+    """Write ``(T, H, W, 3)`` uint8 frames to a ``SummaryWriter`` as an animated-GIF image summary."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    _, h, w, c = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif_bytes(frames, fps))
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def _tensorboard(trainer):
