@@ -154,6 +154,15 @@ def cmd_pipeline(args) -> int:
     timings.update({f"{p}_s": phases.get(p, {}).get("seconds") for p in ("train", "sample", "evaluate")})
     timings["total_s_this_session"] = time.perf_counter() - t0
     run.write_json("pipeline_timings.json", timings)
+    stages = {"stage2": run.read_json("model_info.json") or {}}
+    if plan.stage1_dir is not None:
+        stages = {"stage1": RunDir(plan.stage1_dir).read_json("model_info.json") or {}, **stages}
+    record = {"steps": {k: v.get("global_step") for k, v in stages.items()},
+              "stopped_early": {k: v["stopped_early"] for k, v in stages.items() if v.get("stopped_early")},
+              "wall_s": timings, "real_vs_real": (run.read_json("real_vs_real.json") or {}).get("metrics")}
+    result = run.read_json("metrics.json")
+    if result is not None:  # the main job's story next to its metrics
+        run.write_json("metrics.json", {**result, "main_job": record})
     print("\nresults:")
     print(f"  run directory : {run.path}")
     print(f"  pipeline      : {run.pipeline_dir}/ (VideoFusionPipeline.from_pretrained)")
@@ -165,6 +174,10 @@ def cmd_pipeline(args) -> int:
         print(f"  metrics       : {run.metrics_path} (real-vs-real floor: {run.path / 'real_vs_real.json'})")
         for k, v in metrics.items():
             print(f"    {k}\t{v:.6g}" + (f"\t(floor {floor[k]:.6g})" if k in floor else ""))
+    print(f"  steps         : {', '.join(f'{k} {v}' for k, v in record['steps'].items())}")
+    for k, v in record["stopped_early"].items():
+        print(f"  STOPPED EARLY : {k} at {v['steps']} of {v['of']} steps ({v['reason']}): not comparable with a "
+              "full run")
     print(f"  wall time     : {timings['total_s_this_session'] / 60:.1f} min this session")
     return 0
 

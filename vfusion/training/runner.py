@@ -217,15 +217,25 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     trainer.save_checkpoint(run.checkpoints / "last.ckpt")
+    max_steps, max_minutes = int(train_cfg.train.max_steps), float(train_cfg.train.max_minutes)
+    early = None
+    if max_steps > 0 and trainer.global_step < max_steps:
+        key = "pretrain" if stage == "pretrain" else "train"
+        early = {"steps": int(trainer.global_step), "of": max_steps,
+                 "reason": f"{key}.max_minutes={max_minutes:g} reached" if max_minutes else "stopped"}
+        log.warning("STOPPED EARLY at %d of %d steps (%s): this run's results are not comparable with a full "
+                    "one; resume it with --resume and a larger %s.max_minutes", early["steps"], max_steps,
+                    early["reason"], key)
     if trainer.is_global_zero:
-        write_model_info(run.path, module, trainer, time.perf_counter() - start)
+        write_model_info(run.path, module, trainer, time.perf_counter() - start, stopped_early=early)
         module.video_config["trained"]["global_step"] = int(trainer.global_step)
         export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
         if train_cfg.model.name == "image_unet":
             export_base_unet(module, run.path / cfg.pretrain.output_subdir)
 
 
-def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Trainer, wall_s: float) -> None:
+def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Trainer, wall_s: float,
+                     stopped_early: Optional[dict] = None) -> None:
     model = module.model
     parts = {"total": count_parameters(model)}
     for name in ("base", "residual"):
@@ -234,7 +244,7 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
     atomic_write_json(Path(run_dir) / "model_info.json", {
         "model": module.video_config["model"], "parameters": parts, "global_step": trainer.global_step,
         "mean_train_step_s": module.mean_step_time(), "fit_wall_s_this_session": wall_s,
-        "device": str(module.device),
+        "device": str(module.device), "stopped_early": stopped_early,
     })
 
 
