@@ -95,3 +95,16 @@ def test_resume_of_missing_run_dir_is_clear(tmp_path):
 
     with pytest.raises(ConfigError, match="not a vfusion run directory"):
         resume_config(tmp_path / "nope")
+
+
+def test_a_minute_cap_that_stops_training_is_recorded(tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = tiny_config(run, "train.max_steps=500", "train.max_minutes=0.0005")  # 0.03 s: stops after a step or two
+    with caplog.at_level("WARNING"):
+        fit(cfg, train_loader=tiny_loader(), spec_info=tiny_spec())
+    info = json.loads((run / "model_info.json").read_text())
+    early = info["stopped_early"]
+    assert early["of"] == 500 and early["steps"] == info["global_step"] < 500
+    assert "train.max_minutes" in early["reason"] and "STOPPED EARLY" in caplog.text
+    fit(tiny_config(tmp_path / "full", "train.max_steps=2"), train_loader=tiny_loader(), spec_info=tiny_spec())
+    assert json.loads((tmp_path / "full" / "model_info.json").read_text())["stopped_early"] is None
