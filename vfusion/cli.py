@@ -17,10 +17,10 @@ from vfusion.errors import UserError
 from vfusion.utils.registry import register_from
 
 COMMAND_MODULES = (
-    "vfusion.training.commands",   # pretrain-base, train, sample, pipeline
+    "vfusion.training.commands",   # pretrain-base, train, sample, export
     "vfusion.data.commands",       # data check / data cache
     "vfusion.evaluation.commands",  # evaluate, weights fetch / check
-    "vfusion.studies.commands",    # study
+    "vfusion.studies.commands",    # study, pipeline (the main job)
 )
 
 

