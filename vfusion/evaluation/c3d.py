@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vfusion.evaluation.weights import WeightsError, describe_file
+from vfusion.layout import fold_frames, unfold_frames
 
 C3D_NUM_FRAMES = 16
 C3D_RESIZE = 128
@@ -73,12 +74,12 @@ def c3d_preprocess(videos: torch.Tensor, mean_bgr: torch.Tensor) -> torch.Tensor
                          f"sample 16-frame clips")
     scale = C3D_RESIZE / min(h, w)
     size = (max(C3D_RESIZE, round(h * scale)), max(C3D_RESIZE, round(w * scale)))
-    frames = videos.float().permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    frames = fold_frames(videos.float())
     if (h, w) != size:
         frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
     top, left = (size[0] - C3D_CROP) // 2, (size[1] - C3D_CROP) // 2
     frames = frames[:, :, top:top + C3D_CROP, left:left + C3D_CROP]
-    frames = frames.reshape(b, t, c, C3D_CROP, C3D_CROP).permute(0, 2, 1, 3, 4)
+    frames = unfold_frames(frames, t)
     pixels = (frames.clamp(-1, 1) + 1) * 127.5
     return pixels.flip(1) - mean_bgr.to(pixels)
 

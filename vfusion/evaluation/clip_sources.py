@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vfusion.errors import UserError
+from vfusion.layout import fold_frames, unfold_frames
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 SUBSET_SEED = 0  # which real clips are used: fixed, so the real statistics can be cached
@@ -83,11 +84,11 @@ def fit_size(videos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return videos
     scale = max(size[0] / h, size[1] / w)
     nh, nw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
-    frames = videos.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()
+    frames = fold_frames(videos).float()
     frames = F.interpolate(frames, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     top, left = (nh - size[0]) // 2, (nw - size[1]) // 2
     frames = frames[:, :, top:top + size[0], left:left + size[1]]
-    return frames.reshape(b, t, c, size[0], size[1]).permute(0, 2, 1, 3, 4)
+    return unfold_frames(frames, t)
 
 
 def folder_batches(files: Sequence[Path], num_frames: int, stride: int = 1, size: Optional[tuple[int, int]] = None,

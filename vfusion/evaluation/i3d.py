@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vfusion.evaluation.weights import WeightsError, describe_file, resolve_weights
+from vfusion.layout import fold_frames, unfold_frames
 
 I3D_SIZE = 224
 I3D_MIN_FRAMES = 9  # the time axis is halved three times and the logits pool spans 2 steps
@@ -389,8 +390,8 @@ def i3d_features(model: nn.Module, videos: torch.Tensor, quantize: bool = True) 
     if c == 1:
         x = x.expand(b, 3, t, h, w)
     if (h, w) != (I3D_SIZE, I3D_SIZE):
-        frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, 3, h, w)
+        frames = fold_frames(x)
         frames = F.interpolate(frames, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False)
-        x = frames.reshape(b, t, 3, I3D_SIZE, I3D_SIZE).permute(0, 2, 1, 3, 4)
+        x = unfold_frames(frames, t)
     with torch.no_grad():
         return model(x.contiguous()).double().cpu()
