@@ -18,6 +18,7 @@ import torch
 
 from vfusion.config import merge_config
 from vfusion.models.registry import build_model
+from vfusion.conditioning import Cond
 from vfusion.models.spec import experiment_spec
 
 MODELS = {
@@ -36,7 +37,7 @@ def step_ms(model, x, t, y, iters: int) -> tuple[float, float]:
             torch.cuda.synchronize()
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
-        loss = (model(x, t, y) - torch.randn_like(x)).square().mean()
+        loss = (model(x, t, Cond(class_labels=y)) - torch.randn_like(x)).square().mean()
         loss.backward()
         if x.is_cuda:
             torch.cuda.synchronize()
