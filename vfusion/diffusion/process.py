@@ -40,7 +40,16 @@ class ProcessError(UserError):
 
 
 class DiffusionProcess:
-    """Variance-preserving diffusion with a diffusers noise schedule and a prediction type."""
+    """Variance-preserving diffusion with a diffusers noise schedule and a prediction type.
+
+    The interface every process kind offers (:class:`vfusion.diffusion.flow.FlowProcess` is the
+    other one): ``kind``, ``config``, ``num_train_timesteps``, ``prediction_type``,
+    ``sample_timesteps``, ``add_noise``, ``target``, ``to_eps`` / ``from_eps``, ``alpha`` / ``sigma``,
+    ``compose`` (VideoFusion's non-key frames), ``model_timesteps``, ``scheduler``,
+    ``save_pretrained``, ``to_json_dict``, ``describe``.
+    """
+
+    kind = "ddpm"
 
     def __init__(self, config: dict):
         from diffusers import DDIMScheduler, DDPMScheduler
@@ -154,7 +163,21 @@ class DiffusionProcess:
             return (eps - s * x_t) / a
         return (x_t - s * eps) / a
 
+    def compose(self, b_hat: torch.Tensor, r_hat: torch.Tensor, lam: torch.Tensor, z_other: torch.Tensor,
+                t: torch.Tensor) -> torch.Tensor:
+        """VideoFusion's prediction for the non-key frames, in this process's target space.
+
+        ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i (the paper's composition, in ε-space), then
+        converted to the target with :meth:`from_eps`. ``b_hat`` (B, C, 1, H, W) is the base noise in
+        ε-space, ``r_hat`` / ``z_other`` (B, C, T', H, W), ``lam`` broadcastable to them.
+        """
+        return self.from_eps(lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat, z_other, t)
+
     # ---- sampling ------------------------------------------------------------------------
+    def model_timesteps(self, t, batch: int, device) -> torch.Tensor:
+        """The scheduler's timestep ``t`` as the ``(B,)`` tensor the networks take (integers here)."""
+        return torch.full((batch,), int(t), device=device, dtype=torch.long)
+
     def scheduler(self, sampler: str):
         """A fresh diffusers scheduler for ``sampler`` on this process's schedule and prediction type."""
         import diffusers

@@ -50,7 +50,7 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
     step_kwargs = dict(spec.step_kwargs)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"sampling ({sampler}, {steps} steps)",
                                disable=not progress, leave=False)):
-        tt = torch.full((b,), int(t), device=device, dtype=torch.long)
+        tt = process.model_timesteps(t, b, device)
         x_in = scheduler.scale_model_input(x, t)
         pred = guided(model, x_in, tt, cond, guidance_scale)
         if spec.stochastic:

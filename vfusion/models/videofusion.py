@@ -57,15 +57,16 @@ class VideoFusion(nn.Module):
             raise ValueError(f"VideoFusion was built for {self.num_frames} frames, got {n}")
         k = self.keyframe
         z_key = x_t[:, :, k]
-        b_hat = self.process.to_eps(self.base(z_key, t, cond), z_key, t).unsqueeze(2)  # (B, C, 1, H, W)
+        key_pred = self.base(z_key, t, cond)                                           # the process's target
+        b_hat = self.process.to_eps(key_pred, z_key, t).unsqueeze(2)                   # (B, C, 1, H, W)
         lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)       # (1, 1, T-1, 1, 1)
         sigma = self.process.sigma(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
         z_other = x_t.index_select(2, self.other_frames)                               # (B, C, T-1, H, W)
         z_prime = z_other - lam.sqrt() * sigma * b_hat.detach()
         r_hat = self.residual(z_prime, t, self.other_frames, cond)                     # (B, C, T-1, H, W)
-        eps_other = lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat
-        eps = torch.cat([eps_other[:, :, :k], b_hat, eps_other[:, :, k:]], dim=2)
-        return self.process.from_eps(eps, x_t, t)
+        other = self.process.compose(b_hat, r_hat, lam, z_other, t)                    # the process's target
+        # the keyframe's prediction is the base's own (λ^k = 1): exact, with no round trip through ε
+        return torch.cat([other[:, :, :k], key_pred.unsqueeze(2), other[:, :, k:]], dim=2)
 
     # ---- registry protocol ---------------------------------------------------------------------
     @classmethod
