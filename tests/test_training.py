@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import tiny_config, tiny_loader, tiny_spec
 from vfusion.config import ConfigError
-from vfusion.models.base_generator import base_unet_from_config
+from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
 from vfusion.training.lit_module import CheckpointMismatchError
 from vfusion.training.runner import RunExistsError, build_module, fit, module_from_checkpoint
@@ -71,7 +71,7 @@ def test_pretrain_exports_diffusers_unet_loadable_as_base(tmp_path):
     module = module_from_checkpoint(run)
     spec = ModelSpec(3, 16, 4, 2)
     cfg2 = tiny_config(tmp_path / "v", f"model.base.pretrained={out}")
-    unet = base_unet_from_config(cfg2.model.base, spec)
+    unet = base_network(cfg2.model.base, spec)
     with module.ema_model() as m:
         ema_state = {k: v.clone() for k, v in m.unet.state_dict().items()}
     for k, v in unet.state_dict().items():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from vfusion.models.base_generator import base_unet_from_config
+from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
 from vfusion.models.unet2d import CheckpointError, build_unet, load_unet, unet_forward
 
@@ -21,7 +21,7 @@ def test_round_trip(tmp_path, arch, layout):
     target = tmp_path / "ckpt" / ("unet" if layout == "pipeline" else "")
     unet.save_pretrained(str(target))
     cfg.model.base.pretrained = str(tmp_path / "ckpt")
-    loaded = base_unet_from_config(cfg.model.base, _spec(classes=2))
+    loaded = base_network(cfg.model.base, _spec(classes=2))
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([1, 500]), torch.tensor([0, 2])
     assert torch.allclose(unet_forward(unet, x, t, y), unet_forward(loaded, x, t, y), atol=1e-6)
 
@@ -49,7 +49,7 @@ def test_errors_are_clear(tmp_path):
         load_unet(tmp_path / "c3", num_class_embeds=7)
     cfg.model.base.pretrained = str(tmp_path / "c3")
     with pytest.raises(CheckpointError, match="input channels"):
-        base_unet_from_config(cfg.model.base, _spec(classes=3, channels=4))
+        base_network(cfg.model.base, _spec(classes=3, channels=4))
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     with pytest.raises(CheckpointError, match="not a 2D UNet"):

@@ -12,7 +12,7 @@ from tests.conftest import model_inputs, model_spec
 from vfusion.conditioning import Cond, label_ids
 from vfusion.config import merge_config
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
-from vfusion.models.base_generator import base_unet_from_config
+from vfusion.models.base_generator import base_network
 from vfusion.models.registry import build_model
 from vfusion.models.unet2d import build_unet, unet_forward
 from vfusion.models.video_unet import VideoUNet
@@ -62,7 +62,7 @@ def test_output_shape(arch, channels, num_classes):
 def test_init_equals_image_unet_per_frame_and_temporal_weights_matter(arch):
     torch.manual_seed(0)
     cfg, sp = tiny_cfg(arch), spec()
-    unet = base_unet_from_config(cfg.model.base, sp)
+    unet = base_network(cfg.model.base, sp)
     reference = copy.deepcopy(unet)  # taken before inflation: no temporal hooks
     model = VideoUNet(unet_config=dict(unet.config), num_classes=sp.num_classes, temporal_layers="both",
                       attention_heads=cfg.model.video_unet.attention_heads, unet=unet)

@@ -23,6 +23,7 @@ class Cond:
     text_embeds: Optional[torch.Tensor] = None       # (B, L, D) text encoder states
     text_mask: Optional[torch.Tensor] = None         # (B, L) attention mask of text_embeds
     null_text_embeds: Optional[torch.Tensor] = None  # (1, L, D) the empty prompt's states (the null text)
+    null_text_mask: Optional[torch.Tensor] = None    # (1, L) its attention mask
     uncond: Optional[torch.Tensor] = None            # (B,) bool: rows that ask for the null condition
 
     @property
@@ -54,7 +55,7 @@ class Cond:
         ub = b.uncond if b.uncond is not None else torch.zeros(b.batch_size, dtype=torch.bool, device=_device(b))
         return Cond(class_labels=both(a.class_labels, b.class_labels), text_embeds=both(a.text_embeds, b.text_embeds),
                     text_mask=both(a.text_mask, b.text_mask), null_text_embeds=a.null_text_embeds,
-                    uncond=torch.cat([ua, ub]))
+                    null_text_mask=a.null_text_mask, uncond=torch.cat([ua, ub]))
 
     def repeat_interleave(self, n: int) -> "Cond":
         """Per-clip rows -> per-frame rows (matches :func:`vfusion.layout.fold_frames`)."""
@@ -69,7 +70,7 @@ class Cond:
             return None if x is None else x.to(device)
 
         return Cond(mv(self.class_labels), mv(self.text_embeds), mv(self.text_mask), mv(self.null_text_embeds),
-                    mv(self.uncond))
+                    mv(self.null_text_mask), mv(self.uncond))
 
     def label_ids(self, num_classes: int, batch: int, device) -> Optional[torch.Tensor]:
         """Label-table indices: the class, or ``num_classes`` (the null label) where unconditional."""
@@ -89,6 +90,47 @@ class Cond:
             return self.text_embeds
         null = self.null_text_embeds.to(self.text_embeds).expand_as(self.text_embeds)
         return torch.where(self.uncond.view(-1, 1, 1), null, self.text_embeds)
+
+
+    def attention_mask(self) -> Optional[torch.Tensor]:
+        """The text mask with the null text's mask in the unconditional rows (None without a mask)."""
+        if self.text_mask is None:
+            return None
+        if self.uncond is None or self.null_text_mask is None:
+            return self.text_mask
+        null = self.null_text_mask.to(self.text_mask).expand_as(self.text_mask)
+        return torch.where(self.uncond.view(-1, 1), null, self.text_mask)
+
+
+class Conditioner(torch.nn.Module):
+    """Batch labels -> :class:`Cond`: class labels, and for a text-conditioned base the states of
+    each class's prompt (or of the one prompt of unconditional data), encoded once.
+
+    The tables are non-persistent buffers: they move with the module to the device and stay out
+    of checkpoints and the EMA. ``text`` is ``(states (P, L, D), mask (P, L), null states (1, L, D),
+    null mask (1, L))`` from :class:`vfusion.backbones.text.PromptEncoder`, P = classes or 1.
+    """
+
+    def __init__(self, num_classes: int, text: Optional[tuple] = None):
+        super().__init__()
+        self.num_classes = int(num_classes)
+        names = ("text_table", "mask_table", "null_states", "null_mask")
+        for name, value in zip(names, text or (None,) * 4):
+            self.register_buffer(name, value, persistent=False)
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_table is not None
+
+    def forward(self, labels: Optional[torch.Tensor], batch: int) -> Optional[Cond]:
+        if not self.has_text:
+            return class_cond(labels if self.num_classes else None)
+        device = self.text_table.device
+        rows = labels.to(device) if labels is not None and self.text_table.shape[0] > 1 else \
+            torch.zeros(batch, dtype=torch.long, device=device)
+        mask = self.mask_table[rows] if self.mask_table is not None else None
+        return Cond(class_labels=labels if self.num_classes else None, text_embeds=self.text_table[rows],
+                    text_mask=mask, null_text_embeds=self.null_states, null_text_mask=self.null_mask)
 
 
 def _device(c: Cond):

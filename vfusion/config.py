@@ -91,13 +91,30 @@ class NoiseConfig:
 
 @dataclass
 class DiffusionConfig:
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    clip_sample: bool = True
-    # epsilon | v_prediction | sample: what every network of the run is trained to predict
-    prediction_type: str = "epsilon"
+    """The noise process. Unset keys (null) come from the base checkpoint's own
+    ``scheduler/scheduler_config.json`` when ``model.base.pretrained`` has one, else from the
+    project's defaults (in brackets); a key set here that differs from the checkpoint's value
+    is an error unless ``override_checkpoint`` is true. The run's ``config.yaml`` holds the
+    resolved values (see vfusion/diffusion/resolve.py)."""
+
+    # ddpm (variance-preserving diffusion) | flow (rectified flow)   [ddpm]
+    kind: Optional[str] = None
+    num_train_timesteps: Optional[int] = None      # [1000]
+    beta_schedule: Optional[str] = None            # [squaredcos_cap_v2]
+    beta_start: Optional[float] = None             # [0.0001]
+    beta_end: Optional[float] = None               # [0.02]
+    clip_sample: Optional[bool] = None             # [true]
+    # epsilon | v_prediction | sample: what every network of the run is trained to predict   [epsilon]
+    prediction_type: Optional[str] = None
+    timestep_spacing: Optional[str] = None         # [leading]
+    steps_offset: Optional[int] = None             # [0]
+    set_alpha_to_one: Optional[bool] = None        # [true]
+    rescale_betas_zero_snr: Optional[bool] = None  # [false]
+    thresholding: Optional[bool] = None            # [false]
+    # rectified flow: the sampling σ-grid shift of FlowMatchEulerDiscreteScheduler   [1.0]
+    shift: Optional[float] = None
+    # keys set here win over a base checkpoint's scheduler (with a warning) instead of failing
+    override_checkpoint: bool = False
 
 
 @dataclass
@@ -122,6 +139,22 @@ class BaseGeneratorConfig(UNetConfig):
     # learning-rate multiplier of the base generator's parameter group
     lr_mult: float = 0.1
     freeze: bool = False
+    # a class-conditional pretrained DiT on class-conditional data: fresh (a new class table per
+    # block, each row starting as the checkpoint's null class) | checkpoint (dataset class i is
+    # checkpoint id class_ids[i], or the id whose id2label name matches the class name)
+    class_map: str = "fresh"
+    class_ids: Optional[list[int]] = None
+
+
+@dataclass
+class TextConfig:
+    """Prompts for a text-conditioned base (a folder with text_encoder/ and tokenizer/)."""
+
+    # the prompt of each class ({} is the class name in words: ApplyEyeMakeup -> apply eye makeup)
+    template: str = "a video of {}"
+    # the prompt of every clip when the data is unconditional; null: the dataset's own
+    # (vfusion/data/registry.py, e.g. Sky Time-lapse: "a time-lapse video of the sky")
+    prompt: Optional[str] = None
 
 
 @dataclass
@@ -170,7 +203,8 @@ class ModelConfig:
     residual: ResidualGeneratorConfig = field(default_factory=ResidualGeneratorConfig)
     video_unet: VideoUNetConfig = field(default_factory=VideoUNetConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
-    # probability of dropping the class label in training (classifier-free guidance)
+    text: TextConfig = field(default_factory=TextConfig)
+    # probability of dropping the class label / prompt in training (classifier-free guidance)
     class_dropout: float = 0.1
 
 
@@ -317,7 +351,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks that go beyond types: choices and ranges."""
     from vfusion.data.registry import dataset_names
     from vfusion.diffusion.priors import LAMBDA_SCHEDULES, prior_names
-    from vfusion.diffusion.samplers import PREDICTION_TYPES, sampler_names
+    from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, sampler_names
     from vfusion.models.registry import UNET_ARCHS, model_names
 
     _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
@@ -331,7 +365,14 @@ def validate(cfg: DictConfig) -> None:
     _check_choice(cfg.model.base.arch, UNET_ARCHS, "model.base.arch")
     _check_choice(cfg.model.residual.arch, UNET_ARCHS, "model.residual.arch")
     _check_choice(cfg.sample.sampler, sampler_names(), "sample.sampler")
-    _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
+    if cfg.diffusion.prediction_type is not None:
+        _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
+    if cfg.diffusion.kind is not None:
+        _check_choice(cfg.diffusion.kind, PROCESS_KINDS, "diffusion.kind")
+    _check_choice(cfg.model.base.class_map, ("fresh", "checkpoint"), "model.base.class_map")
+    if cfg.model.text.template.count("{}") != 1:
+        raise ConfigError(f"config key 'model.text.template' is '{cfg.model.text.template}'; it needs exactly one {{}} "
+                          "where the class name goes, e.g. 'a video of {}'")
     if cfg.data.fold not in (1, 2, 3):
         raise ConfigError(f"config key 'data.fold' is {cfg.data.fold}; UCF-101 has folds 1, 2 and 3")
     if cfg.data.num_frames < 1 or cfg.data.frame_stride < 1:
@@ -364,8 +405,9 @@ def _check_ranges(cfg: DictConfig) -> None:
     """Counts, rates and budgets a run can use (checked before anything is written)."""
     _at_least(cfg, ("data.batch_size", "data.resolution", "pretrain.batch_size", "sample.steps", "sample.num_videos",
                     "sample.batch_size", "sample.fps", "eval.num_videos", "eval.batch_size",
-                    "train.log_every_n_steps", "train.checkpoint_every_n_steps", "diffusion.num_train_timesteps",
-                    "model.residual.frame_embed_dim"), 1)
+                    "train.log_every_n_steps", "train.checkpoint_every_n_steps", "model.residual.frame_embed_dim"), 1)
+    if cfg.diffusion.num_train_timesteps is not None:
+        _at_least(cfg, ("diffusion.num_train_timesteps",), 1)
     _at_least(cfg, ("train.optim.lr", "pretrain.lr"), 0.0, strict=True)
     _at_least(cfg, ("train.max_minutes", "pretrain.max_minutes", "train.optim.weight_decay",
                     "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
@@ -379,9 +421,10 @@ def _check_ranges(cfg: DictConfig) -> None:
         if steps < 1:
             raise ConfigError(f"config key '{stage}.max_steps' is {steps}; expected >= 1 (or -1 together with "
                               f"{stage}.max_minutes > 0 for a time budget alone)")
-    if cfg.sample.steps > cfg.diffusion.num_train_timesteps:
+    steps_t = cfg.diffusion.num_train_timesteps  # unset: checked once the process is resolved (check_sampling)
+    if steps_t is not None and cfg.sample.steps > steps_t:
         raise ConfigError(f"config key 'sample.steps' is {cfg.sample.steps}; a sampler takes at most the "
-                          f"{cfg.diffusion.num_train_timesteps} training timesteps (diffusion.num_train_timesteps)")
+                          f"{steps_t} training timesteps (diffusion.num_train_timesteps)")
 
 
 def _check_shapes(cfg: DictConfig) -> None:

@@ -56,22 +56,28 @@ class SampleSettings:
     seed: int
     batch_size: int
     fps: int
+    prompt: Optional[str] = None   # free text for a text-conditioned base (None: each class's prompt)
 
     def check(self, num_train_timesteps: Optional[int] = None) -> "SampleSettings":
         check_sampling(self.batch_size, self.steps, self.guidance_scale, num_train_timesteps, self.num_videos)
         return self
 
     def describe(self) -> dict:
-        return {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,
-                "guidance_scale": self.guidance_scale, "seed": self.seed, "batch_size": self.batch_size}
+        out = {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,
+               "guidance_scale": self.guidance_scale, "seed": self.seed, "batch_size": self.batch_size}
+        if self.prompt is not None:
+            out["prompt"] = self.prompt
+        return out
 
 
 def resolve_sample_settings(defaults: dict, **choices) -> SampleSettings:
     """The caller's ``choices`` where not None, else ``defaults`` (keys of :class:`SampleSettings`)."""
-    merged = {k: (choices[k] if choices.get(k) is not None else defaults[k]) for k in SampleSettings.__dataclass_fields__}
+    merged = {k: (choices[k] if choices.get(k) is not None else defaults.get(k))
+              for k in SampleSettings.__dataclass_fields__}
     return SampleSettings(num_videos=int(merged["num_videos"]), sampler=str(merged["sampler"]),
                           steps=int(merged["steps"]), guidance_scale=float(merged["guidance_scale"]),
-                          seed=int(merged["seed"]), batch_size=int(merged["batch_size"]), fps=int(merged["fps"]))
+                          seed=int(merged["seed"]), batch_size=int(merged["batch_size"]), fps=int(merged["fps"]),
+                          prompt=merged.get("prompt"))
 
 
 class RunDir:
@@ -165,7 +171,7 @@ class RunDir:
     def sample_settings(self, cfg=None, num_videos: Optional[int] = None, sampler: Optional[str] = None,
                         steps: Optional[int] = None, guidance_scale: Optional[float] = None,
                         seed: Optional[int] = None, batch_size: Optional[int] = None,
-                        for_eval: bool = False) -> SampleSettings:
+                        for_eval: bool = False, prompt: Optional[str] = None) -> SampleSettings:
         """Sampling settings: the caller's values where given, else the run's ``sample.*`` (``eval.*`` for
         the count, seed and batch size when ``for_eval``). The one place these defaults are resolved."""
         cfg = cfg if cfg is not None else self.config()
@@ -174,4 +180,4 @@ class RunDir:
         defaults = {"num_videos": counts.num_videos, "seed": counts.seed, "batch_size": counts.batch_size,
                     "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
         return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
-                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size)
+                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt)

@@ -17,23 +17,26 @@ from typing import Callable, Mapping
 
 from vfusion.data.errors import DatasetError
 
-__all__ = ["DatasetEntry", "DATASETS", "dataset_names", "listing_function", "has_folds"]
+__all__ = ["DatasetEntry", "DATASETS", "dataset_names", "listing_function", "has_folds", "default_prompt"]
 
 
 class DatasetEntry(str):
     """``"module:function"`` of a listing function ``(data_cfg, split) -> Listing``.
 
     ``folds``: the dataset has UCF-101-style train/test folds, chosen by ``data.fold``.
+    ``prompt``: what a text-conditioned base is told when the data is used without classes.
     """
 
     folds: bool
+    prompt: str
 
-    def __new__(cls, target: str, *, folds: bool = False) -> "DatasetEntry":
+    def __new__(cls, target: str, *, folds: bool = False, prompt: str = "a video") -> "DatasetEntry":
         module, sep, function = target.partition(":")
         if not (module and sep and function):
             raise ValueError(f"a dataset entry is 'module:function', not '{target}'")
         entry = super().__new__(cls, target)
         entry.folds = bool(folds)
+        entry.prompt = str(prompt)
         return entry
 
     def __repr__(self) -> str:
@@ -43,7 +46,7 @@ class DatasetEntry(str):
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "embedded": DatasetEntry("vfusion.data.embedded:list_from_config", folds=True),
     "ucf101": DatasetEntry("vfusion.data.ucf101:list_from_config", folds=True),
-    "sky": DatasetEntry("vfusion.data.sky:list_from_config"),
+    "sky": DatasetEntry("vfusion.data.sky:list_from_config", prompt="a time-lapse video of the sky"),
     "folder": DatasetEntry("vfusion.data.folder:list_from_config"),
 })
 
@@ -70,3 +73,8 @@ def listing_function(name: str) -> Callable:
 def has_folds(name: str) -> bool:
     """Whether dataset ``name`` has UCF-101-style folds; :class:`DatasetError` for an unknown name."""
     return _entry(name).folds
+
+
+def default_prompt(name: str) -> str:
+    """The prompt of dataset ``name`` for a text-conditioned base on unconditional clips."""
+    return _entry(name).prompt

@@ -68,12 +68,15 @@ class DiffusionProcess:
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
-    def from_config(cls, diff_cfg) -> "DiffusionProcess":
-        """From the experiment's ``diffusion`` section (:class:`vfusion.config.DiffusionConfig`)."""
-        return cls(dict(PROJECT_DEFAULTS, num_train_timesteps=int(diff_cfg.num_train_timesteps),
-                        beta_schedule=diff_cfg.beta_schedule, beta_start=float(diff_cfg.beta_start),
-                        beta_end=float(diff_cfg.beta_end), clip_sample=bool(diff_cfg.clip_sample),
-                        prediction_type=diff_cfg.prediction_type))
+    def from_config(cls, diff_cfg):
+        """From an experiment's ``diffusion`` section alone (unset keys: the project's defaults; no base
+        checkpoint is looked at — :func:`vfusion.backbones.adopt.experiment_process` does that)."""
+        from omegaconf import DictConfig, OmegaConf
+
+        from vfusion.diffusion.resolve import resolve_process
+
+        section = OmegaConf.to_container(diff_cfg, resolve=True) if isinstance(diff_cfg, DictConfig) else dict(diff_cfg)
+        return make_process(resolve_process(section).scheduler_config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "DiffusionProcess":
@@ -208,3 +211,8 @@ def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int) -> dict[
         mask[keyframe] = False
         terms["residual"] = per_frame[:, mask].mean()
     return terms
+
+
+def make_process(config: dict):
+    """The process a scheduler config describes (temporary: VP only until the flow kind lands)."""
+    return DiffusionProcess(config)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 # what a network of a run may predict (vfusion.diffusion.process.DiffusionProcess)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# diffusion.kind: variance-preserving diffusion (DiffusionProcess) | rectified flow (FlowProcess)
+PROCESS_KINDS = ("ddpm", "flow")
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,25 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                 cond: Optional[Cond] = None, guidance_scale: float = 1.0,
                 generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu",
                 progress: bool = True, dtype: torch.dtype = torch.float32,
-                callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """Run the reverse process; returns ``x_0`` of ``shape`` (B, C, T, H, W)."""
+                callback: Optional[Callable[[int], None]] = None,
+                latents: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Run the reverse process; returns ``x_0`` of ``shape`` (B, C, T, H, W).
+
+    ``latents``: the initial noise (B, C, T, H, W) instead of a draw from ``noise`` (as the diffusers
+    pipelines' ``latents=``); the stochastic steps still draw from ``noise``.
+    """
     spec = sampler_spec(sampler)
     scheduler = process.scheduler(sampler)
     scheduler.set_timesteps(steps, device=device)
     b = shape[0]
-    x = noise(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
+    if latents is not None:
+        if tuple(latents.shape) != tuple(shape):
+            from vfusion.errors import UserError
+
+            raise UserError(f"latents have shape {tuple(latents.shape)} but the sample is {tuple(shape)}")
+        x = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+    else:
+        x = noise(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
     step_kwargs = dict(spec.step_kwargs)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"sampling ({sampler}, {steps} steps)",
                                disable=not progress, leave=False)):

@@ -90,7 +90,7 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     metrics = expand_metrics(metrics, c3d_weights)
     settings = run.sample_settings(cfg, num_videos=num_videos, sampler=sampler, steps=steps,
                                    guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, for_eval=True)
-    settings.check(int(cfg.diffusion.num_train_timesteps))
+    settings.check(cfg.diffusion.num_train_timesteps)
     num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
     seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
     split = _check_split(real_split or ev.get("real_split") or cfg.data.eval_split)

@@ -76,7 +76,7 @@ def generate(pipe, settings: SampleSettings, progress: bool = True
             gen = torch.Generator(device=device).manual_seed(settings.seed + i)
             out = pipe(batch_size=b, num_inference_steps=settings.steps, sampler=settings.sampler,
                        guidance_scale=settings.guidance_scale, generator=gen, output_type="pt", start_index=done,
-                       progress=False, callback=lambda _s: bar.update(1))
+                       progress=False, callback=lambda _s: bar.update(1), prompt=settings.prompt)
             yield out.frames, out.class_labels
             done += b
             i += 1

@@ -17,6 +17,9 @@ Components (``model_index.json``; weights as safetensors, no pickles):
 - ``scheduler``: the run's noise process (``scheduler/scheduler_config.json``, a DDIM config with the
   run's schedule and prediction type; :class:`~vfusion.diffusion.process.DiffusionProcess` reads it);
 - ``vae``: an optional ``AutoencoderKL`` for latent models;
+- ``text_encoder`` / ``tokenizer``: the frozen text encoder of a text-conditioned base (its
+  prompts are encoded by :class:`vfusion.backbones.text.PromptEncoder`, as diffusers' Stable
+  Diffusion pipeline encodes them);
 - ``video_config`` (in ``model_index.json``): the model name, the data facts (channels, size,
   frames, classes and their names), the noise prior, sampling defaults and what was trained.
 
@@ -38,29 +41,32 @@ from vfusion.conditioning import class_cond
 from vfusion.errors import UserError
 from vfusion.rundir import check_sampling
 
-OUTPUT_TYPES = ("pt", "np", "pil")
+OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 
 
 @dataclass
 class VideoFusionPipelineOutput(BaseOutput):
     """``frames``: ``pt`` (B, C, T, H, W) in [-1, 1] (the project's layout); ``np`` (B, T, H, W, C) float32
-    in [0, 1]; ``pil`` a list (per video) of lists of PIL images. ``class_labels``: (B,) or None."""
+    in [0, 1]; ``pil`` a list (per video) of lists of PIL images; ``latent`` the sampler's output before
+    the VAE (B, c, T, h, w), unclamped. ``class_labels``: (B,) or None."""
 
     frames: Union[torch.Tensor, np.ndarray, list]
     class_labels: Optional[torch.Tensor] = None
 
 
 class VideoFusionPipeline(DiffusionPipeline):
-    _optional_components = ["base", "residual", "denoiser", "vae"]
+    _optional_components = ["base", "residual", "denoiser", "vae", "text_encoder", "tokenizer"]
 
-    def __init__(self, scheduler, base=None, residual=None, denoiser=None, vae=None,
-                 video_config: Optional[dict] = None):
+    def __init__(self, scheduler, base=None, residual=None, denoiser=None, vae=None, text_encoder=None,
+                 tokenizer=None, video_config: Optional[dict] = None):
         super().__init__()
-        self.register_modules(scheduler=scheduler, base=base, residual=residual, denoiser=denoiser, vae=vae)
+        self.register_modules(scheduler=scheduler, base=base, residual=residual, denoiser=denoiser, vae=vae,
+                              text_encoder=text_encoder, tokenizer=tokenizer)
         self.register_to_config(video_config=dict(video_config or {}))
         self._process = None  # the DiffusionProcess (from the scheduler config unless handed in)
         self._spec = None     # data facts + process + noise prior, built once
         self._model = None    # the denoiser assembled from the components, built once
+        self._prompts = None  # the PromptEncoder over text_encoder + tokenizer (its cache), built once
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -78,11 +84,13 @@ class VideoFusionPipeline(DiffusionPipeline):
         return super().from_pretrained(*args, **kwargs)
 
     @classmethod
-    def from_model(cls, model, process, video_config: dict, vae=None) -> "VideoFusionPipeline":
+    def from_model(cls, model, process, video_config: dict, vae=None, prompt_encoder=None) -> "VideoFusionPipeline":
         """A pipeline around an in-memory model (its modules are shared, not copied)."""
         parts = dict(model.pipeline_components())
+        if prompt_encoder is not None:
+            parts.update(text_encoder=prompt_encoder.text_encoder, tokenizer=prompt_encoder.tokenizer)
         pipe = cls(scheduler=process.scheduler("ddim"), vae=vae, video_config=video_config, **parts)
-        pipe._process, pipe._model = process, model
+        pipe._process, pipe._model, pipe._prompts = process, model, prompt_encoder
         return pipe
 
     @property
@@ -97,14 +105,15 @@ class VideoFusionPipeline(DiffusionPipeline):
         """The model's data facts, the run's DiffusionProcess and its noise prior."""
         if self._spec is None:
             from vfusion.diffusion.noise import noise_prior_from_config
-            from vfusion.diffusion.process import DiffusionProcess
+            from vfusion.diffusion.process import make_process
             from vfusion.models.spec import ModelSpec
 
             vc = self.video_config
-            process = self._process or DiffusionProcess(dict(self.scheduler.config))
+            process = self._process or make_process(dict(self.scheduler.config))
             prior = noise_prior_from_config(vc.get("noise") or {"prior": "independent"}, int(vc["num_frames"]))
             self._spec = ModelSpec(int(vc["in_channels"]), int(vc["sample_size"]), int(vc["num_frames"]),
-                                   int(vc.get("num_classes", 0)), process=process, noise=prior)
+                                   int(vc.get("num_classes", 0)), process=process, noise=prior,
+                                   base=dict(vc.get("base") or {}))
         return self._spec
 
     def model(self):
@@ -115,6 +124,47 @@ class VideoFusionPipeline(DiffusionPipeline):
             comps = {k: getattr(self, k) for k in ("base", "residual", "denoiser") if getattr(self, k, None) is not None}
             self._model = assemble_model(self.video_config["model"], comps, self.spec())
         return self._model
+
+    @property
+    def text_conditioned(self) -> bool:
+        return bool(self.spec().base.get("text"))
+
+    def prompt_encoder(self):
+        """The PromptEncoder over this pipeline's text encoder and tokenizer (text-conditioned bases)."""
+        if self._prompts is None:
+            if self.text_encoder is None or self.tokenizer is None:
+                raise UserError("this pipeline's base is text-conditioned but the folder has no text_encoder/ and "
+                                "tokenizer/; export it again from its run")
+            from vfusion.backbones.text import PromptEncoder
+
+            self._prompts = PromptEncoder(self.tokenizer, self.text_encoder)
+        return self._prompts
+
+    def condition(self, labels: Optional[torch.Tensor], prompt, batch_size: int, device):
+        """The Cond of a batch: class labels, or (text-conditioned base) the prompt states — the given
+        prompt(s), else each class's prompt (the run's template), else the run's one prompt."""
+        from vfusion.conditioning import Cond
+
+        if not self.text_conditioned:
+            if prompt is not None:
+                raise UserError("this model's base is not text-conditioned, so it takes no prompt; choose classes "
+                                "with class_labels (--class) instead")
+            return class_cond(labels.to(device) if labels is not None else None)
+        table = list(self.spec().base.get("prompts") or [""])
+        if prompt is not None:
+            prompts = [prompt] * batch_size if isinstance(prompt, str) else [str(p) for p in prompt]
+            if len(prompts) != batch_size:
+                raise UserError(f"{len(prompts)} prompts were given for a batch of {batch_size}")
+        elif labels is not None and len(table) > 1:
+            prompts = [table[int(v)] for v in labels]
+        else:
+            prompts = [table[0]] * batch_size
+        enc = self.prompt_encoder()
+        enc.to(device)
+        states, mask = enc.encode(prompts)
+        null_states, null_mask = enc.encode([""])
+        return Cond(class_labels=labels if prompt is None else None, text_embeds=states, text_mask=mask,
+                    null_text_embeds=null_states, null_text_mask=null_mask).to(device)
 
     # ---- generation ----------------------------------------------------------------------------
     def default_labels(self, batch_size: int, start_index: int = 0) -> Optional[torch.Tensor]:
@@ -127,12 +177,14 @@ class VideoFusionPipeline(DiffusionPipeline):
                  num_inference_steps: Optional[int] = None, sampler: Optional[str] = None,
                  guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
                  output_type: str = "np", return_dict: bool = True, start_index: int = 0,
-                 callback: Optional[Callable[[int], None]] = None, progress: bool = True):
+                 callback: Optional[Callable[[int], None]] = None, progress: bool = True,
+                 prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None):
         """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
-        batch gets class (``start_index`` + j) mod K. ``callback(step)`` is called after each denoising
-        step.
+        batch gets class (``start_index`` + j) mod K. ``prompt`` (text-conditioned bases only): free
+        text for every video, or one per video. ``latents``: the initial noise (B, C, T, h, w) instead
+        of a draw from the run's prior. ``callback(step)`` is called after each denoising step.
         """
         from vfusion.diffusion.sampling import sample_loop
 
@@ -152,12 +204,16 @@ class VideoFusionPipeline(DiffusionPipeline):
             if batch_size is not None and batch_size != labels.numel():
                 raise UserError(f"batch_size={batch_size} but {labels.numel()} class labels were given")
             batch_size = labels.numel()
+        if prompt is not None and not isinstance(prompt, str) and batch_size is None:
+            batch_size = len(prompt)
+        if latents is not None and batch_size is None:
+            batch_size = int(latents.shape[0])
         batch_size = int(batch_size if batch_size is not None else defaults.get("batch_size", 1))
         steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
         sampler = sampler or defaults.get("sampler", "ddim")
         guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
         check_sampling(batch_size, steps, guidance, self.process.num_train_timesteps)
-        if labels is None and num_classes:
+        if labels is None and num_classes and prompt is None:
             labels = self.default_labels(batch_size, start_index)
 
         model = self.model()
@@ -166,17 +222,19 @@ class VideoFusionPipeline(DiffusionPipeline):
         model.to(device).eval()
         shape = (batch_size, int(vc["in_channels"]), int(vc["num_frames"]), int(vc["sample_size"]),
                  int(vc["sample_size"]))
-        cond = class_cond(labels.to(device) if labels is not None else None)
+        cond = self.condition(labels, prompt, batch_size, device)
         x = sample_loop(model, process, prior, shape, sampler=sampler, steps=steps, cond=cond,
                         guidance_scale=guidance, generator=generator, device=device, progress=progress,
-                        callback=callback)
+                        callback=callback, latents=latents)
+        labels = labels.cpu() if labels is not None else None
+        if output_type == "latent":
+            return VideoFusionPipelineOutput(frames=x, class_labels=labels) if return_dict else (x, labels)
         if self.vae is not None:
             from vfusion.data.latents import LatentCodec
 
             x = LatentCodec(self.vae, vc.get("vae_scaling_factor")).decode(x)
         videos = x.float().clamp(-1, 1).cpu()
         frames = format_frames(videos, output_type)
-        labels = labels.cpu() if labels is not None else None
         if not return_dict:
             return (frames, labels)
         return VideoFusionPipelineOutput(frames=frames, class_labels=labels)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vfusion.conditioning import Cond
-from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
+from vfusion.models.base_generator import BaseGenerator, base_network
 from vfusion.models.spec import ModelSpec
 
 
@@ -36,11 +36,11 @@ class ImageUNet(nn.Module):
 
     @classmethod
     def build(cls, cfg, spec: ModelSpec) -> "ImageUNet":
-        return cls(BaseGenerator(base_unet_from_config(cfg.model.base, spec), spec.num_classes))
+        return cls(BaseGenerator(base_network(cfg.model.base, spec), spec.num_classes, spec.base))
 
     def pipeline_components(self) -> dict:
         return {"base": self.unet}
 
     @classmethod
     def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "ImageUNet":
-        return cls(BaseGenerator(components["base"], spec.num_classes))
+        return cls(BaseGenerator(components["base"], spec.num_classes, spec.base))

@@ -9,6 +9,14 @@ denoising) and, for class-conditional data, on the class:
 Frame index and class enter through the UNet's "identity" class embedding: their
 learned embeddings are summed and added to the UNet's time embedding.
 
+With a text-conditioned base (``text_dim > 0``) ψ gets the same text condition as the base,
+as the mean of the text states (over the tokens the mask keeps) through a linear layer added
+to the same embedding, instead of a class embedding. Not its own cross-attention, on purpose:
+ψ runs on every non-key frame, so its per-frame cost is what VideoFusion saves, and the
+base's cross-attention has already put the prompt's content into b̂, which ψ only refines
+per frame; a pooled vector costs one matrix product per clip. The projection starts at zero,
+so a fresh ψ starts text-agnostic.
+
 Optional temporal mixing (``temporal_mixing: true``): a zero-initialised temporal
 convolution over the frame axis at the UNet's bottleneck (a forward hook on its
 mid block, :class:`vfusion.models.temporal.TemporalConvMixer`), so at initialisation
@@ -39,7 +47,7 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
                  frame_embed_dim: int = 64, temporal_mixing: bool = False, arch: str = "unet2d",
                  block_out_channels: Sequence[int] = (16, 32, 32), layers_per_block: int = 1,
-                 attention: bool = False, norm_num_groups: int = 8):
+                 attention: bool = False, norm_num_groups: int = 8, text_dim: int = 0):
         super().__init__()
         unet_cfg = SimpleNamespace(arch=arch, block_out_channels=list(block_out_channels),
                                    layers_per_block=layers_per_block, attention=attention,
@@ -50,7 +58,11 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
         emb = time_embed_dim(self.unet)
         self.frame_embed = nn.Sequential(nn.Embedding(num_frames, frame_embed_dim), nn.SiLU(),
                                          nn.Linear(frame_embed_dim, emb))
-        self.class_embed = nn.Embedding(num_classes + 1, emb) if num_classes > 0 else None
+        self.class_embed = nn.Embedding(num_classes + 1, emb) if num_classes > 0 and not text_dim else None
+        self.text_proj = nn.Linear(text_dim, emb) if text_dim else None
+        if self.text_proj is not None:
+            nn.init.zeros_(self.text_proj.weight)
+            nn.init.zeros_(self.text_proj.bias)
         self.mixer: Optional[TemporalConvMixer] = None
         if temporal_mixing:
             if getattr(self.unet, "mid_block", None) is None:
@@ -61,8 +73,9 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
     @classmethod
     def from_experiment(cls, res_cfg, spec) -> "ResidualGenerator":
         """From the ``model.residual`` section and the data facts."""
+        text_dim = int(spec.base.get("text_dim", 0)) if spec.base.get("text") else 0
         return cls(in_channels=spec.in_channels, sample_size=spec.sample_size, num_frames=spec.num_frames,
-                   num_classes=spec.num_classes, frame_embed_dim=int(res_cfg.frame_embed_dim),
+                   num_classes=spec.num_classes, text_dim=text_dim, frame_embed_dim=int(res_cfg.frame_embed_dim),
                    temporal_mixing=bool(res_cfg.temporal_mixing), arch=res_cfg.arch,
                    block_out_channels=[int(c) for c in res_cfg.block_out_channels],
                    layers_per_block=int(res_cfg.layers_per_block), attention=bool(res_cfg.attention),
@@ -77,6 +90,14 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
         if self.class_embed is not None:
             labels = label_ids(cond, self.num_classes, b, z.device)
             emb = emb + self.class_embed(labels).repeat_interleave(tp, dim=0)
+        if self.text_proj is not None:
+            states = cond.text_states() if cond is not None else None
+            if states is None:
+                raise ValueError("the residual generator is text-conditioned but the condition has no text states")
+            mask = cond.attention_mask()
+            w = mask.to(states.dtype).unsqueeze(-1) if mask is not None else torch.ones_like(states[..., :1])
+            pooled = (states * w).sum(1) / w.sum(1).clamp(min=1)                 # (B, D)
+            emb = emb + self.text_proj(pooled.to(emb.dtype)).repeat_interleave(tp, dim=0)
         if self.mixer is not None:
             self.mixer.num_frames = tp
         out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), emb.to(z.dtype))

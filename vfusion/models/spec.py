@@ -12,8 +12,8 @@ guidance), filled in by ``Cond.label_ids``. With ``num_classes == 0`` labels are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 
 @dataclass
@@ -24,6 +24,9 @@ class ModelSpec:
     num_classes: int          # 0: unconditional
     process: Any = None       # the DiffusionProcess (VideoFusion converts through it)
     noise: Any = None         # the noise prior (VideoFusion reads its per-frame λ)
+    # how the base generator calls its image model (vfusion.backbones.adopt.base_facts): family,
+    # text (+ text_dim, prompts), class_ids; {} for the project's own fresh UNet
+    base: dict = field(default_factory=dict)
 
     @property
     def num_class_embeds(self) -> int | None:
@@ -35,10 +38,13 @@ class ModelSpec:
                 "num_classes": self.num_classes}
 
 
-def experiment_spec(cfg, in_channels: int, sample_size: int, num_frames: int, num_classes: int) -> ModelSpec:
-    """A spec with the process and noise prior of an experiment config (the trainer's, scripts', tests')."""
+def experiment_spec(cfg, in_channels: int, sample_size: int, num_frames: int, num_classes: int,
+                    class_names: Sequence[str] = ()) -> ModelSpec:
+    """A spec with the process, noise prior and base facts of an experiment config (the trainer's,
+    scripts', tests'); the process is the base checkpoint's own when it has one."""
+    from vfusion.backbones.adopt import base_facts, experiment_process
     from vfusion.diffusion.noise import noise_prior_from_config
-    from vfusion.diffusion.process import DiffusionProcess
 
-    return ModelSpec(in_channels, sample_size, num_frames, num_classes, process=DiffusionProcess.from_config(
-        cfg.diffusion), noise=noise_prior_from_config(cfg.noise, num_frames))
+    return ModelSpec(in_channels, sample_size, num_frames, num_classes, process=experiment_process(cfg),
+                     noise=noise_prior_from_config(cfg.noise, num_frames),
+                     base=base_facts(cfg, num_classes, class_names))

@@ -127,12 +127,20 @@ def unet_forward(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, class_labels
     """Call either diffusers UNet class with one signature; returns the prediction tensor."""
     if isinstance(unet, UNet2DConditionModel):
         if context is None:
-            # class-conditional use of a text UNet: an all-zero context token
+            if has_cross_attention(unet):
+                raise ValueError("a text UNet (cross-attention blocks) called without text states; the base folder's "
+                                 "text encoder provides them (vfusion.backbones.text)")
+            # the project's class UNet of this class has no cross-attention: a placeholder context token
             dim = unet.config.cross_attention_dim
             dim = dim[0] if isinstance(dim, (list, tuple)) else dim
             context = x.new_zeros(x.shape[0], 1, dim)
         return unet(x, t, encoder_hidden_states=context, class_labels=class_labels).sample
     return unet(x, t, class_labels=class_labels).sample
+
+
+def has_cross_attention(unet: nn.Module) -> bool:
+    blocks = list(unet.config.get("down_block_types") or []) + list(unet.config.get("up_block_types") or [])
+    return any("CrossAttn" in b for b in blocks)
 
 
 def count_parameters(module: nn.Module) -> dict:

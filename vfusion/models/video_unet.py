@@ -43,7 +43,7 @@ from torch import nn
 
 from vfusion.conditioning import Cond, label_ids
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
-from vfusion.models.base_generator import base_unet_from_config
+from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
 from vfusion.models.temporal import TEMPORAL_KINDS, TemporalMixer
 from vfusion.models.unet2d import UNET_CLASSES, count_parameters, unet_forward
@@ -138,8 +138,15 @@ class VideoUNet(ModelMixin, ConfigMixin):
     def build(cls, cfg, spec: ModelSpec) -> "VideoUNet":
         """The base UNet of ``cfg.model.base`` inflated per ``cfg.model.video_unet``."""
         vcfg = cfg.model.video_unet
-        unet = base_unet_from_config(cfg.model.base, spec)
-        return cls(unet_config={**dict(unet.config), "_class_name": type(unet).__name__}, num_classes=spec.num_classes, temporal_layers=vcfg.temporal_layers,
+        if spec.base.get("family", "unet") != "unet":
+            from vfusion.models.unet2d import CheckpointError
+
+            raise CheckpointError(f"model.name=video_unet inflates a UNet, but the base is a {spec.base['model_class']}; "
+                                  "use model.name=videofusion (or image_unet) with a transformer base")
+        unet = base_network(cfg.model.base, spec)
+        text = bool(spec.base.get("text"))
+        return cls(unet_config={**dict(unet.config), "_class_name": type(unet).__name__},
+                   num_classes=0 if text else spec.num_classes, temporal_layers=vcfg.temporal_layers,
                    attention_heads=int(vcfg.attention_heads), max_frames=max(32, spec.num_frames), unet=unet)
 
     def pipeline_components(self) -> dict:

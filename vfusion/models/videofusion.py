@@ -29,7 +29,7 @@ from torch import nn
 from vfusion.conditioning import Cond
 from vfusion.diffusion.noise import check_lambdas
 from vfusion.layout import keyframe_index
-from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
+from vfusion.models.base_generator import BaseGenerator, base_network
 from vfusion.models.residual_generator import ResidualGenerator
 from vfusion.models.spec import ModelSpec
 
@@ -71,7 +71,7 @@ class VideoFusion(nn.Module):
     # ---- registry protocol ---------------------------------------------------------------------
     @classmethod
     def build(cls, cfg, spec: ModelSpec) -> "VideoFusion":
-        base = BaseGenerator(base_unet_from_config(cfg.model.base, spec), spec.num_classes)
+        base = BaseGenerator(base_network(cfg.model.base, spec), spec.num_classes, spec.base)
         residual = ResidualGenerator.from_experiment(cfg.model.residual, spec)
         return cls(base, residual, spec.noise.lambdas, spec.process)
 
@@ -80,5 +80,5 @@ class VideoFusion(nn.Module):
 
     @classmethod
     def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "VideoFusion":
-        return cls(BaseGenerator(components["base"], spec.num_classes), components["residual"], spec.noise.lambdas,
-                   spec.process)
+        return cls(BaseGenerator(components["base"], spec.num_classes, spec.base), components["residual"],
+                   spec.noise.lambdas, spec.process)

@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--sampler", choices=sampler_choices(), default=None)
     p.add_argument("--seed", type=int, default=None, help="batch i uses seed + i (default: sample.seed)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--prompt", default=None,
+                   help="text for every video (only when the base model is text-conditioned; default: each class's "
+                        "prompt from the run's template)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     p.add_argument("--device", default=None)
@@ -88,11 +91,11 @@ def cmd_sample(args) -> int:
     if bool(args.run) == bool(args.pipeline):
         raise UserError("pass --run RUN_DIR or --pipeline DIR (one of them)")
     choices = dict(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
-                   seed=args.seed, batch_size=args.batch_size)
+                   seed=args.seed, batch_size=args.batch_size, prompt=args.prompt)
     if args.run:
         run = RunDir(args.run)
         cfg = run.config()
-        settings = run.sample_settings(cfg, **choices).check(int(cfg.diffusion.num_train_timesteps))
+        settings = run.sample_settings(cfg, **choices).check(cfg.diffusion.num_train_timesteps)
         pipe = load_pipeline(run.path, args.device)
         out = args.out or str(run.samples_dir)
     else:

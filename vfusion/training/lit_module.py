@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from diffusers.training_utils import EMAModel
 
-from vfusion.conditioning import class_cond
+from vfusion.conditioning import Conditioner
 from vfusion.diffusion.process import loss_terms
 from vfusion.errors import UserError
 from vfusion.layout import fold_frames, keyframe_index
@@ -50,9 +50,12 @@ class VideoDiffusionModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, process, noise, *, optim: dict, ema_decay: float = 0.0,
                  class_dropout: float = 0.0, base_lr_mult: float = 1.0, freeze_base: bool = False,
                  conditional: bool = True, seed: int = 0, signature: Optional[dict] = None,
-                 batch_transform: Optional[Callable] = None, codec=None, encode_batches: bool = False):
+                 batch_transform: Optional[Callable] = None, codec=None, encode_batches: bool = False,
+                 conditioner: Optional[Conditioner] = None, prompt_encoder=None):
         """``optim``: lr, betas, weight_decay, warmup_steps; ``signature``: what a checkpoint must match
-        to be resumed into this module (see :func:`check_signature`)."""
+        to be resumed into this module (see :func:`check_signature`); ``conditioner`` turns batch labels
+        into the models' Cond (with a text base: the prompt states of each class); ``prompt_encoder``
+        (frozen, kept out of the module tree like the VAE) goes into the exported pipeline."""
         super().__init__()
         self.model = model
         self.process = process
@@ -66,6 +69,7 @@ class VideoDiffusionModule(L.LightningModule):
         self.batch_transform = batch_transform
         self.encode_batches = bool(encode_batches)  # pixel batches are encoded to VAE latents on the fly
         self.video_config: dict = {}  # what a pipeline of this model records (set by the runner)
+        self.conditioner = conditioner if conditioner is not None else Conditioner(1 if conditional else 0)
         if freeze_base and hasattr(model, "base_parameters"):
             for p in model.base_parameters():
                 p.requires_grad_(False)
@@ -76,6 +80,7 @@ class VideoDiffusionModule(L.LightningModule):
         # Kept out of the module tree on purpose: the frozen VAE is not part of the model's
         # checkpoint, its EMA or its parameter count.
         object.__setattr__(self, "codec", codec)
+        object.__setattr__(self, "prompt_encoder", prompt_encoder)
 
     # ---- data -------------------------------------------------------------------------------
     def _prepare(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -92,7 +97,7 @@ class VideoDiffusionModule(L.LightningModule):
         t = self.process.sample_timesteps(x.shape[0], device=x.device)
         eps = self.noise.sample(x.shape, device=x.device, dtype=x.dtype).eps
         x_t = self.process.add_noise(x, eps, t)
-        cond = class_cond(y if self.conditional else None)
+        cond = self.conditioner(y if self.conditional else None, x.shape[0])
         pred = self.model(x_t, t, cond.drop(self.class_dropout) if cond is not None else None)
         return loss_terms(pred, self.process.target(x, eps, t), self.keyframe)
 
@@ -169,7 +174,8 @@ class VideoDiffusionModule(L.LightningModule):
         from vfusion.inference.pipeline import VideoFusionPipeline
 
         vae = self.codec.vae if self.codec is not None else None
-        return VideoFusionPipeline.from_model(self.model, self.process, self.video_config, vae=vae)
+        return VideoFusionPipeline.from_model(self.model, self.process, self.video_config, vae=vae,
+                                              prompt_encoder=self.prompt_encoder)
 
 
 def model_signature(model_cfg: dict, spec_info: dict) -> dict:

@@ -113,20 +113,40 @@ def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusion
 
     data_frames = int(spec_info["num_frames"])
     frames = getattr(model_class(cfg.model.name), "clip_frames", None) or data_frames
+    class_names = spec_info.get("class_names", [])
     spec = experiment_spec(cfg, int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
-                           int(spec_info["num_classes"]))
+                           int(spec_info["num_classes"]), class_names)
     process, noise = spec.process, spec.noise
     model = build_model(cfg, spec)
     facts = spec.data_facts()
+    conditioner, prompt_encoder = conditioner_for(cfg, spec)
     module = VideoDiffusionModule(
         model, process, noise, optim=to_dict(cfg.train.optim), ema_decay=float(cfg.train.ema_decay),
         class_dropout=float(cfg.model.class_dropout), base_lr_mult=float(cfg.model.base.lr_mult),
         freeze_base=bool(cfg.model.base.freeze), conditional=spec.num_classes > 0, seed=int(cfg.seed),
         signature=model_signature(to_dict(cfg.model), facts),
         batch_transform=RandomFrames(cfg.pretrain.batch_size) if frames < data_frames else None,
-        codec=codec, encode_batches=codec is not None and cfg.data.cache != "latents")
-    module.video_config = video_config_for(cfg, spec, spec_info.get("class_names", []), codec)
+        codec=codec, encode_batches=codec is not None and cfg.data.cache != "latents",
+        conditioner=conditioner, prompt_encoder=prompt_encoder)
+    module.video_config = video_config_for(cfg, spec, class_names, codec)
     return module
+
+
+def conditioner_for(cfg: DictConfig, spec):
+    """The batch-label -> Cond conditioner and, for a text-conditioned base, its frozen prompt encoder
+    (each class's prompt and the empty prompt encoded once, here)."""
+    from vfusion.conditioning import Conditioner
+
+    if not spec.base.get("text"):
+        return Conditioner(spec.num_classes), None
+    from vfusion.backbones.text import PromptEncoder
+
+    encoder = PromptEncoder.from_folder(cfg.model.base.pretrained)
+    prompts = list(spec.base["prompts"])
+    states, mask = encoder.encode(prompts)
+    null_states, null_mask = encoder.encode([""])
+    log.info("text condition: %d prompt(s) encoded once, e.g. %r", len(prompts), prompts[0])
+    return Conditioner(spec.num_classes, (states, mask, null_states, null_mask)), encoder
 
 
 def video_config_for(cfg: DictConfig, spec, class_names, codec=None) -> dict:
@@ -138,6 +158,7 @@ def video_config_for(cfg: DictConfig, spec, class_names, codec=None) -> dict:
             "sample": {"sampler": s.sampler, "steps": int(s.steps), "guidance_scale": float(s.guidance_scale),
                        "batch_size": int(s.batch_size), "fps": int(s.fps)},
             "vae_scaling_factor": codec.scaling_factor if codec is not None else None,
+            "base": dict(spec.base),
             "trained": {"experiment": cfg.name, "dataset": cfg.data.dataset, "resolution": int(cfg.data.resolution),
                         "seed": int(cfg.seed), "global_step": None}}  # set when the weights are exported
 
@@ -164,6 +185,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
 def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loader=None,
         spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
     """Train stage 1 (``pretrain``: the image UNet on frames) or stage 2 (``video``). Returns the run dir."""
+    from vfusion.backbones.adopt import adopt_backbone
+
+    cfg = adopt_backbone(cfg)  # the base folder's own process and VAE (resolved values go into config.yaml)
     run = RunDir(run_dir_of(cfg))
     saved_cfg = cfg
     train_cfg = stage1_config(cfg) if stage == "pretrain" else cfg
