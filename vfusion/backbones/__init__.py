@@ -1,1 +1,5 @@
-"""Pretrained image models as the base generator: their folders, noise processes and text encoders."""
+"""Pretrained image backbones a video model starts from (diffusers pipeline folders: pixel UNets,
+Stable Diffusion, DiT, PixArt, flow-matching models) and what they need around them; ``text`` turns
+class names into prompts and prompts into frozen, cached text-encoder states. Submodules import
+diffusers / transformers only inside functions, so importing this package costs nothing.
+"""
