@@ -139,9 +139,10 @@ def conditioner_for(cfg: DictConfig, spec):
 
     if not spec.base.get("text"):
         return Conditioner(spec.num_classes), None
+    from vfusion.backbones.adopt import base_folder
     from vfusion.backbones.text import PromptEncoder
 
-    encoder = PromptEncoder.from_folder(cfg.model.base.pretrained)
+    encoder = PromptEncoder.from_folder(base_folder(cfg).text_encoder_dir.parent)
     prompts = list(spec.base["prompts"])
     states, mask = encoder.encode(prompts)
     null_states, null_mask = encoder.encode([""])
