@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vfusion.diffusion.samplers import PREDICTION_TYPES
 from vfusion.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ def resolve_process(section: dict, checkpoint: Optional[dict] = None, checkpoint
         source = "the experiment's diffusion section"
         overridden = []
     full = _full(kind, config)
+    if kind == "ddpm" and full.get("prediction_type") not in PREDICTION_TYPES:
+        raise UserError(f"{source}: prediction_type '{full.get('prediction_type')}' is not supported; the project "
+                        f"trains {', '.join(PREDICTION_TYPES)} (and rectified flow with a flow-matching scheduler)")
     resolved = {k: None for k in SECTION_KEYS}
     resolved["kind"] = kind
     for key in KEYS[kind]:

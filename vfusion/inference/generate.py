@@ -133,7 +133,8 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
     write_gif(out_dir / "grid.gif", make_grid_frames(grid), fps=settings.fps, scale=2)
     write_png(out_dir / "filmstrip.png", filmstrip(grid[:16]))
     secs = time.perf_counter() - start
-    labels = [int(i) % int(vc["num_classes"]) for i in range(done)] if vc.get("num_classes") else None
+    labels = [int(i) % int(vc["num_classes"]) for i in range(done)] if vc.get("num_classes") and settings.prompt is None \
+        else None
     atomic_write_json(out_dir / MANIFEST, {**settings.describe(), "frames_file": FRAMES_FILE, "labels": labels,
                                            "model": vc.get("model"), "seconds": round(secs, 3),
                                            **(describe or {})})

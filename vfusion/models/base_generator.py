@@ -48,6 +48,7 @@ def base_network(base_cfg, spec: ModelSpec) -> nn.Module:
         raise CheckpointError(f"the base model {folder.model_dir} takes {folder.in_channels} input channels but the data "
                               f"has {spec.in_channels} ({'VAE latents' if spec.in_channels != 3 else 'RGB pixels'}); "
                               "use the VAE the model was trained with (data.vae_path, or the folder's vae/)")
+    check_base_size(folder, spec.sample_size)
     if folder.family == "unet":
         classes = None if facts.get("text") else spec.num_class_embeds
         return load_unet(folder.model_dir, num_class_embeds=classes)
@@ -55,6 +56,20 @@ def base_network(base_cfg, spec: ModelSpec) -> nn.Module:
     if folder.family == "dit" and facts.get("fresh_classes"):
         fresh_class_tables(net, spec.num_classes)
     return net
+
+
+def check_base_size(folder, size: int) -> None:
+    """The frame size the base sees (pixels or latents) fits its down-sampling or patches."""
+    if folder.family == "unet":
+        factor = 2 ** (len(folder.config.get("block_out_channels") or [0]) - 1)
+        what = f"its {factor}x down-sampling"
+    else:
+        factor = int(folder.config.get("patch_size") or 1)
+        what = f"its patch size {factor}"
+    if size % factor:
+        raise CheckpointError(f"the base model {folder.model_dir} sees {size}x{size} frames (data.resolution, in "
+                              f"latents if a VAE is used), not divisible by {what}; choose data.resolution so that "
+                              f"the frame size is a multiple of {factor}")
 
 
 def _load_transformer(folder) -> nn.Module:

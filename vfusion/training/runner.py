@@ -89,6 +89,9 @@ def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
     codec = make_codec(cfg)
     in_channels, size = 3, int(cfg.data.resolution)
     if codec is not None:
+        if size % codec.downsample:
+            raise ConfigError(f"data.resolution {size} is not divisible by {codec.downsample}, the VAE's down-sampling "
+                              f"({cfg.data.vae_path}); use a multiple of {codec.downsample}")
         in_channels, size = codec.latent_channels, size // codec.downsample
         from vfusion.config import check_sample_size
 

@@ -4,6 +4,7 @@ users keep every warning). Each entry says why it is noise here."""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 # (logger name, message start): messages of other packages' loggers that carry no information for a run
@@ -19,6 +20,17 @@ QUIET_WARNINGS = (
 )
 
 
+# environment switches read when those packages are imported (set only where the user has not)
+QUIET_ENV = {
+    # per-file "Loading weights" / "Writing model shards" bars of tiny component folders: the project's own
+    # bars report the work that takes time
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # transformers' import-time advisories (e.g. "CLIPImageProcessor requires torchvision", an image
+    # processor vfusion never uses); its errors still print
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
 class _Drop(logging.Filter):
     def __init__(self, prefix: str):
         super().__init__()
@@ -29,6 +41,8 @@ class _Drop(logging.Filter):
 
 
 def quiet_third_party() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     for name, prefix in QUIET_LOGS:
         logging.getLogger(name).addFilter(_Drop(prefix))
     for pattern in QUIET_WARNINGS:
