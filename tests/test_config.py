@@ -14,7 +14,7 @@ def test_defaults_and_override():
     (["train.max_stepz=5"], "train.max_stepz"),
     (["train.max_steps=lots"], "train.max_steps"),
     (["model.name=unet9000"], "model.name"),
-    (["sample.sampler=euler"], "sample.sampler"),
+    (["sample.sampler=heun9000"], "sample.sampler"),  # euler is a sampler now (flow processes)
     (["data.fold=4"], "data.fold"),
     (["max_steps"], "key=value"),
 ])

@@ -369,6 +369,12 @@ def validate(cfg: DictConfig) -> None:
         _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
     if cfg.diffusion.kind is not None:
         _check_choice(cfg.diffusion.kind, PROCESS_KINDS, "diffusion.kind")
+    from vfusion.diffusion.samplers import samplers_for
+
+    kind = cfg.diffusion.kind or "ddpm"  # unset: resolved later (a flow checkpoint makes it flow, checked again)
+    if cfg.sample.sampler not in samplers_for(kind) and (cfg.diffusion.kind or cfg.sample.sampler != "euler"):
+        raise ConfigError(f"config key 'sample.sampler' is '{cfg.sample.sampler}', which does not sample a {kind} "
+                          f"process; use one of {', '.join(samplers_for(kind))}")
     _check_choice(cfg.model.base.class_map, ("fresh", "checkpoint"), "model.base.class_map")
     if cfg.model.text.template.count("{}") != 1:
         raise ConfigError(f"config key 'model.text.template' is '{cfg.model.text.template}'; it needs exactly one {{}} "

@@ -18,6 +18,10 @@ directory and pipeline as ``scheduler/scheduler_config.json`` and read back from
 
 The loss is split per frame so the base (keyframe) and residual (other frames) parts
 can be logged separately; ``total`` is the mean over all frames.
+
+Rectified flow is the other process kind (:class:`vfusion.diffusion.flow.FlowProcess`, the same
+interface); :func:`make_process` picks the kind from a scheduler config and ``from_pretrained``
+reads either.
 """
 
 from __future__ import annotations
@@ -28,15 +32,62 @@ from typing import Any, Optional
 
 import torch
 
-from vfusion.diffusion.samplers import PREDICTION_TYPES, sampler_spec
+from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, SamplerSpec, sampler_spec, samplers_for
 from vfusion.errors import UserError
+
 CONFIG_NAME = "scheduler_config.json"
 # Scheduler keys the project sets for its own schedules (a checkpoint's config carries its own).
 PROJECT_DEFAULTS = {"set_alpha_to_one": True, "timestep_spacing": "leading", "steps_offset": 0}
+# diffusers scheduler classes whose config describes a rectified flow (FlowProcess)
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+# keys only a flow-matching scheduler config has (a flow config that lost its _class_name)
+FLOW_ONLY_KEYS = ("shift", "use_dynamic_shifting", "base_shift", "max_shift", "invert_sigmas", "shift_terminal",
+                  "time_shift_type", "stochastic_sampling")
 
 
 class ProcessError(UserError):
     """A scheduler config the project cannot use."""
+
+
+def make_process(config: dict):
+    """The process a scheduler config describes: a :class:`vfusion.diffusion.flow.FlowProcess` when its
+    ``_class_name`` is a flow-matching scheduler or ``kind`` is ``flow``, else a :class:`DiffusionProcess`."""
+    cfg = dict(config)
+    kind = cfg.get("kind")
+    if kind is not None and kind not in PROCESS_KINDS:
+        raise ProcessError(f"unknown process kind '{kind}'; expected one of {', '.join(PROCESS_KINDS)}")
+    flow_class = cfg.get("_class_name") in FLOW_SCHEDULERS
+    if kind == "ddpm" and flow_class:
+        raise ProcessError(f"kind 'ddpm' contradicts the flow-matching scheduler {cfg['_class_name']}; "
+                           "drop 'kind' or set it to 'flow'")
+    if flow_class or kind == "flow":
+        from vfusion.diffusion.flow import FlowProcess
+
+        return FlowProcess(cfg)
+    return DiffusionProcess(cfg)
+
+
+def read_config(path: str | Path) -> dict:
+    """The scheduler config at ``path``: a ``scheduler_config.json`` file or a folder holding one
+    (or ``scheduler/`` of it)."""
+    path = Path(path)
+    for f in (path, path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME):
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except json.JSONDecodeError as err:
+                raise ProcessError(f"{f} is not valid JSON ({err}); write it with save_pretrained") from err
+    raise ProcessError(f"no {CONFIG_NAME} at {path}; expected a scheduler config file or a folder with one")
+
+
+def check_sampler(name: str, kind: str, fix: str) -> SamplerSpec:
+    """The spec of sampler ``name`` if it runs on a process of ``kind``; else a ProcessError naming ``fix``."""
+    spec = sampler_spec(name)
+    if kind not in spec.processes:
+        raise ProcessError(f"sampler '{name}' ({spec.description}) runs on {' or '.join(spec.processes)} processes, "
+                           f"not on this {kind} process; use sample.sampler={fix} "
+                           f"(samplers for {kind}: {', '.join(samplers_for(kind))})")
+    return spec
 
 
 class DiffusionProcess:
@@ -55,6 +106,23 @@ class DiffusionProcess:
         from diffusers import DDIMScheduler, DDPMScheduler
 
         cfg = {k: v for k, v in dict(config).items()}
+        kind = cfg.pop("kind", None) or self.kind
+        if cfg.get("use_flow_sigmas"):  # DPM-Solver / UniPC configs of flow models (Wan and the like)
+            raise ProcessError(f"{cfg.get('_class_name', 'the scheduler')} with use_flow_sigmas=true samples a flow, "
+                               "which this process cannot train; use a FlowMatchEulerDiscreteScheduler config with "
+                               "shift = its flow_shift")
+        flow_keys = [k for k in FLOW_ONLY_KEYS if k in cfg]
+        if kind != self.kind:
+            found = f"kind '{kind}'"
+        elif cfg.get("_class_name") in FLOW_SCHEDULERS:
+            found = cfg["_class_name"]
+        elif flow_keys:
+            found = "keys " + ", ".join(flow_keys)
+        else:
+            found = None
+        if found:  # DDIMScheduler.from_config would drop its keys and silently build a VP schedule
+            raise ProcessError(f"not a variance-preserving scheduler config ({found}); build the process with "
+                               "vfusion.diffusion.process.make_process, which picks the flow process for it")
         pred = cfg.get("prediction_type", "epsilon")
         if pred not in PREDICTION_TYPES:
             raise ProcessError(f"prediction_type '{pred}' is not supported; expected one of {', '.join(PREDICTION_TYPES)}")
@@ -79,16 +147,10 @@ class DiffusionProcess:
         return make_process(resolve_process(section).scheduler_config)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "DiffusionProcess":
-        """From a ``scheduler_config.json`` file or a folder holding one (or ``scheduler/`` of it)."""
-        path = Path(path)
-        for f in (path, path / CONFIG_NAME, path / "scheduler" / CONFIG_NAME):
-            if f.is_file():
-                try:
-                    return cls(json.loads(f.read_text()))
-                except json.JSONDecodeError as err:
-                    raise ProcessError(f"{f} is not valid JSON ({err}); write it with save_pretrained") from err
-        raise ProcessError(f"no {CONFIG_NAME} at {path}; expected a scheduler config file or a folder with one")
+    def from_pretrained(cls, path: str | Path):
+        """From a ``scheduler_config.json`` file or a folder holding one (or ``scheduler/`` of it); the
+        process of the kind the config describes (a FlowProcess for a flow-matching scheduler)."""
+        return make_process(read_config(path))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``folder/scheduler_config.json`` (atomically)."""
@@ -185,7 +247,7 @@ class DiffusionProcess:
         """A fresh diffusers scheduler for ``sampler`` on this process's schedule and prediction type."""
         import diffusers
 
-        spec = sampler_spec(sampler)
+        spec = check_sampler(sampler, self.kind, fix="ddim")
         return getattr(diffusers, spec.scheduler_class).from_config(self.config, **spec.overrides)
 
     def describe(self) -> dict[str, Any]:
@@ -212,7 +274,3 @@ def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int) -> dict[
         terms["residual"] = per_frame[:, mask].mean()
     return terms
 
-
-def make_process(config: dict):
-    """The process a scheduler config describes (temporary: VP only until the flow kind lands)."""
-    return DiffusionProcess(config)

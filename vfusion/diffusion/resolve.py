@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vfusion.diffusion.process import FLOW_SCHEDULERS
 from vfusion.diffusion.samplers import PREDICTION_TYPES
 from vfusion.errors import UserError
 
@@ -33,7 +34,6 @@ VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "LMSDiscrete
                  "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
                  "UniPCMultistepScheduler", "DEISMultistepScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler",
                  "LCMScheduler", "TCDScheduler", "DPMSolverSDEScheduler")
-FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
 
 # the project's process when nothing else decides (the diffusion section's documented defaults)
 PROJECT_DDPM = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001,

@@ -1,8 +1,14 @@
 """The sampler registry: a sampler name -> which diffusers scheduler runs it, and how.
 
-Torch-free on purpose (config validation reads the names). The schedulers are built by
-:meth:`vfusion.diffusion.process.DiffusionProcess.scheduler` from the process's own
-scheduler config, so every sampler uses the run's noise schedule and prediction type.
+Torch-free on purpose (config validation reads the names). The schedulers are built by the
+process's ``scheduler(name)`` (:class:`vfusion.diffusion.process.DiffusionProcess`,
+:class:`vfusion.diffusion.flow.FlowProcess`) from the process's own scheduler config, so every
+sampler uses the run's noise schedule and prediction type. A sampler runs on the process kinds
+its spec lists (``processes``); the process refuses the others with the fix.
+
+On a flow process every sampler it accepts is the deterministic Euler step of the flow ODE
+(diffusers' ``FlowMatchEulerDiscreteScheduler``): ``euler`` by name, and ``ddim``, the project's
+default deterministic sampler, whose VP update is the counterpart of that step.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from dataclasses import dataclass, field
 
 # what a network of a run may predict (vfusion.diffusion.process.DiffusionProcess)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-# diffusion.kind: variance-preserving diffusion (DiffusionProcess) | rectified flow (FlowProcess)
+# the process kinds (``kind`` of DiffusionProcess / FlowProcess) and what a flow network predicts
 PROCESS_KINDS = ("ddpm", "flow")
+FLOW_PREDICTION = "flow_prediction"
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class SamplerSpec:
     overrides: dict = field(default_factory=dict)   # scheduler config keys this sampler sets
     step_kwargs: dict = field(default_factory=dict)  # extra keyword arguments of ``scheduler.step``
     description: str = ""
+    processes: tuple[str, ...] = ("ddpm",)           # the process kinds it runs on (PROCESS_KINDS)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
@@ -33,14 +41,23 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("DDIMScheduler", stochastic=True,
                         step_kwargs={"eta": 1.0, "use_clipped_model_output": True},
                         description="ancestral DDPM (DDIM, eta=1, noise from the run's prior)"),
-    "ddim": SamplerSpec("DDIMScheduler", description="deterministic DDIM (eta=0)"),
+    "ddim": SamplerSpec("DDIMScheduler", processes=("ddpm", "flow"),
+                        description="deterministic DDIM (eta=0); on a flow process the Euler step"),
     "dpm": SamplerSpec("DPMSolverMultistepScheduler", overrides={"algorithm_type": "dpmsolver++", "solver_order": 2},
                        description="DPM-Solver++ (2nd order, deterministic)"),
+    # The flow ODE dz/dσ = v, one Euler step per σ of the scheduler's grid (a flow process only).
+    "euler": SamplerSpec("FlowMatchEulerDiscreteScheduler", processes=("flow",),
+                         description="deterministic Euler on the flow ODE (rectified flow)"),
 }
 
 
 def sampler_names() -> tuple[str, ...]:
     return tuple(SAMPLERS)
+
+
+def samplers_for(kind: str) -> tuple[str, ...]:
+    """The samplers that run on a process of this kind."""
+    return tuple(name for name, spec in SAMPLERS.items() if kind in spec.processes)
 
 
 def sampler_spec(name: str) -> SamplerSpec:

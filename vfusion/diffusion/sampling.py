@@ -1,4 +1,4 @@
-"""The sampling loop: any denoiser, the run's DiffusionProcess, any noise prior.
+"""The sampling loop: any denoiser, the run's process (DiffusionProcess or FlowProcess), any noise prior.
 
 The initial noise AND the fresh noise of each stochastic step come from the same noise
 prior the model was trained with (shared b', per-frame r' for the decomposed prior),
@@ -51,19 +51,22 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
     scheduler = process.scheduler(sampler)
     scheduler.set_timesteps(steps, device=device)
     b = shape[0]
+    # flow-matching schedulers start at σ = 1 from the noise itself and have neither of these
+    init_sigma = getattr(scheduler, "init_noise_sigma", 1.0)
+    scale_input = getattr(scheduler, "scale_model_input", None)
     if latents is not None:
         if tuple(latents.shape) != tuple(shape):
             from vfusion.errors import UserError
 
             raise UserError(f"latents have shape {tuple(latents.shape)} but the sample is {tuple(shape)}")
-        x = latents.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+        x = latents.to(device=device, dtype=dtype) * init_sigma
     else:
-        x = noise(shape, generator=generator, device=device, dtype=dtype) * scheduler.init_noise_sigma
+        x = noise(shape, generator=generator, device=device, dtype=dtype) * init_sigma
     step_kwargs = dict(spec.step_kwargs)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=f"sampling ({sampler}, {steps} steps)",
                                disable=not progress, leave=False)):
         tt = process.model_timesteps(t, b, device)
-        x_in = scheduler.scale_model_input(x, t)
+        x_in = scale_input(x, t) if scale_input is not None else x
         pred = guided(model, x_in, tt, cond, guidance_scale)
         if spec.stochastic:
             step_kwargs["variance_noise"] = noise(shape, generator=generator, device=device, dtype=dtype)

@@ -109,7 +109,8 @@ class VideoFusionPipeline(DiffusionPipeline):
             from vfusion.models.spec import ModelSpec
 
             vc = self.video_config
-            process = self._process or make_process(dict(self.scheduler.config))
+            process = self._process or make_process(dict(self.scheduler.config,
+                                                             _class_name=type(self.scheduler).__name__))
             prior = noise_prior_from_config(vc.get("noise") or {"prior": "independent"}, int(vc["num_frames"]))
             self._spec = ModelSpec(int(vc["in_channels"]), int(vc["sample_size"]), int(vc["num_frames"]),
                                    int(vc.get("num_classes", 0)), process=process, noise=prior,
