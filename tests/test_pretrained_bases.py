@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -239,3 +240,35 @@ def test_a_resolution_the_vae_and_model_cannot_take(tmp_path, capsys):
     folder = dit_folder(tmp_path)
     err = _one_line_error(tmp_path, folder, "data.resolution=18", capsys=capsys)
     assert "9x9" in err and "not divisible by 2" in err  # 18 px -> 9x9 latents, DiT patches of 2
+
+
+def test_flow_matching_folder_selects_rectified_flow(tmp_path):
+    from tests.backbone_folders import flow_folder
+    from vfusion.inference.generate import load_pipeline
+
+    folder = flow_folder(tmp_path)
+    run = train_sample_export(tmp_path, folder, prompt="a time-lapse of clouds")
+    saved = load_config(run / "config.yaml")
+    assert saved.diffusion.kind == "flow" and saved.diffusion.beta_schedule is None
+    written = json.loads((run / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert written["_class_name"] == "FlowMatchEulerDiscreteScheduler"
+    assert load_pipeline(tmp_path / "exported", "cpu").process.kind == "flow"
+
+
+@pytest.mark.parametrize("process", ["diffusion.prediction_type=sample", "diffusion.prediction_type=v_prediction",
+                                     "diffusion.kind=flow"])
+def test_prediction_types_and_flow_train_through_the_cli_with_the_projects_own_base(tmp_path, process):
+    run = tmp_path / "run"
+    args = [a for a in small(tmp_path, "x") if not a.startswith("model.base.pretrained")]
+    args += ["model.base.block_out_channels=[8,16]", "model.base.norm_num_groups=4", process]
+    assert main(["train", "--config", BASE, *args]) == 0
+    assert main(["sample", "--run", str(run), "--num-videos", "2", "--steps", "2"]) == 0
+    saved = load_config(run / "config.yaml")
+    key, value = process.split("=")
+    assert saved[key.split(".")[0]][key.split(".")[1]] == value
+    from vfusion.inference.generate import load_pipeline
+
+    pipe = load_pipeline(run, "cpu")
+    assert pipe.process.kind == ("flow" if value == "flow" else "ddpm")
+    videos = np.load(run / "samples" / "videos.npy")
+    assert videos.shape[0] == 2 and np.isfinite(videos).all()
