@@ -272,3 +272,21 @@ def test_prediction_types_and_flow_train_through_the_cli_with_the_projects_own_b
     assert pipe.process.kind == ("flow" if value == "flow" else "ddpm")
     videos = np.load(run / "samples" / "videos.npy")
     assert videos.shape[0] == 2 and np.isfinite(videos).all()
+    from vfusion.errors import UserError
+
+    with pytest.raises(UserError, match="not text-conditioned"):
+        pipe(prompt="a cat", num_inference_steps=2, progress=False)
+
+
+def test_pixart_folder_text_transformer_trains_samples_exports(tmp_path):
+    from tests.backbone_folders import pixart_folder
+    from vfusion.inference.generate import load_pipeline
+
+    folder = pixart_folder(tmp_path)
+    train_sample_export(tmp_path, folder, "model.class_dropout=0.5", "sample.guidance_scale=2.0",
+                        prompt="a red ball")
+    pipe = load_pipeline(tmp_path / "exported", "cpu")
+    assert type(pipe.base).__name__ == "PixArtTransformer2DModel" and pipe.text_conditioned
+    out = pipe(prompt="a red ball", batch_size=1, num_inference_steps=2, output_type="latent", progress=False,
+               generator=torch.Generator().manual_seed(0))
+    assert out.frames.shape == (1, 4, 4, 8, 8)  # 4 latent channels (learned-σ half dropped), 4 frames, 8x8

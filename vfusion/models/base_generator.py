@@ -102,6 +102,7 @@ def fresh_class_tables(net: nn.Module, num_classes: int) -> None:
         old = emb.embedding_table.weight.data
         new = nn.Embedding(num_classes + 1, old.shape[1]).to(old)
         new.weight.data.copy_(old[-1].expand_as(new.weight))
+        new.weight.keep_trainable = True  # learns even when the base is frozen (model.base.freeze)
         emb.embedding_table, emb.num_classes, emb.dropout_prob = new, num_classes, 0.0
     net.register_to_config(num_embeds_ada_norm=num_classes)
 

@@ -1,18 +1,21 @@
 """The VideoFusion denoiser (method.md, "Denoiser (two networks)").
 
-Per clip, with keyframe k = T // 2 and σ_t = sqrt(1 − ᾱ_t) (from the DiffusionProcess):
+Per clip, with keyframe k = T // 2 and σ_t from the process (DiffusionProcess: sqrt(1 − ᾱ_t);
+FlowProcess: t / T):
 
-    b̂      = to_eps(φ(z_t^k, t [, c]))                   base generator, once per clip
+    p̂^k    = φ(z_t^k, t [, c])                            base generator, once per clip (the target's space)
+    b̂      = to_eps(p̂^k)                                  exact conversion by the process
     z'^i_t = z_t^i − sqrt(λ^i) · σ_t · sg(b̂)             stop-gradient on b̂
-    r̂^i    = ψ(z'^i_t, t, i [, c])                        residual generator, i ≠ k
-    ε̂^i    = sqrt(λ^i) · b̂ + sqrt(1 − λ^i) · r̂^i          ε̂^k = b̂
-    output = from_eps(ε̂)
+    ψ^i    = ψ(z'^i_t, t, i [, c])                        residual generator, i ≠ k
+    output = process.compose(b̂, ψ, λ) for i ≠ k,  p̂^k at the keyframe
 
-The composition is in ε-space. The base generator predicts the process's target
-(ε, v or x: a pretrained image model keeps its own prediction type), converted to b̂
-exactly by the process; ψ predicts the residual noise r̂ in ε-space; the composed ε̂ is
-converted back to the process's target, which the loss compares with. For ε-prediction
-both conversions are the identity.
+For the variance-preserving process the composition is the paper's, in ε-space:
+ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i with r̂ = ψ, converted back to the process's target
+(ε, v or x: a pretrained image model keeps its own prediction type). For rectified flow it is in
+velocity space, v̂^i = sqrt(λ^i)·b̂ + ψ^i (derivation in :mod:`vfusion.diffusion.flow`). For
+ε-prediction both conversions are the identity. The keyframe's output is the base's own
+prediction p̂^k, not a round trip through ε, so with a frozen base and a deterministic sampler the
+middle frame is exactly the image model's own sample (tests/test_keyframe_equivalence.py).
 
 ψ is not run on the keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0.
 The base generator still learns through its own term sqrt(λ^i)·b̂ and the keyframe;
@@ -39,6 +42,12 @@ class VideoFusion(nn.Module):
         super().__init__()
         lambdas = torch.as_tensor(lambdas, dtype=torch.float64)
         check_lambdas(lambdas)
+        if getattr(process, "kind", "ddpm") == "ddpm" and process.config.get("rescale_betas_zero_snr"):
+            from vfusion.errors import UserError
+
+            raise UserError("VideoFusion composes in ε-space, which has no x at zero terminal SNR "
+                            "(rescale_betas_zero_snr=true: sqrt(ᾱ_T) = 0); use a base without zero-SNR rescaling "
+                            "or a baseline model (model.name=video_unet)")
         self.base = base
         self.residual = residual
         self.process = process

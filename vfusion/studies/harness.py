@@ -128,6 +128,18 @@ def config_differences(saved: DictConfig, planned: DictConfig) -> list[str]:
 POST_TRAINING = ("sample.", "eval.")  # settings of the phases after training
 
 
+def resolved_for_comparison(cfg: DictConfig) -> DictConfig:
+    """The planned config as training saves it: the noise process and VAE resolved against the base
+    folder (:func:`vfusion.backbones.adopt.adopt_backbone`); as planned when that folder is gone."""
+    from vfusion.backbones.adopt import adopt_backbone
+    from vfusion.errors import UserError
+
+    try:
+        return adopt_backbone(cfg)
+    except UserError:
+        return cfg
+
+
 def check_existing_config(run_dir: Path, cfg: DictConfig, what: str) -> list[str]:
     """An existing run directory must have been trained with the same config (up to
     VOLATILE_KEYS). Returns the differences in ``sample.*`` / ``eval.*`` only, which
@@ -136,7 +148,7 @@ def check_existing_config(run_dir: Path, cfg: DictConfig, what: str) -> list[str
     if not path.is_file():
         return []
     saved = merge_config(OmegaConf.load(path))
-    diffs = config_differences(saved, cfg)
+    diffs = config_differences(resolved_for_comparison(saved), resolved_for_comparison(cfg))
     training = [d for d in diffs if not d.startswith(POST_TRAINING)]
     if training:
         raise StudyError(f"{what} '{run_dir}' was trained with another config ({'; '.join(training[:4])}"

@@ -71,8 +71,8 @@ class VideoDiffusionModule(L.LightningModule):
         self.video_config: dict = {}  # what a pipeline of this model records (set by the runner)
         self.conditioner = conditioner if conditioner is not None else Conditioner(1 if conditional else 0)
         if freeze_base and hasattr(model, "base_parameters"):
-            for p in model.base_parameters():
-                p.requires_grad_(False)
+            for p in model.base_parameters():  # a pretrained DiT's fresh class tables still learn
+                p.requires_grad_(bool(getattr(p, "keep_trainable", False)))
         model.train()  # from_pretrained leaves a loaded base network in eval mode
         self.ema: Optional[EMAModel] = EMAModel(self.model.parameters(), decay=ema_decay) if ema_decay > 0 else None
         self.keyframe = keyframe_index(noise.num_frames)
