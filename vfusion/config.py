@@ -214,6 +214,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 50
+    # after the warm-up: constant | cosine (decays to 0 at train.max_steps)
+    schedule: str = "constant"
     grad_clip: float = 1.0
 
 
@@ -223,7 +225,13 @@ class TrainConfig:
     # stop after this many minutes of training (0: no limit); equal-budget studies use it
     max_minutes: float = 0.0
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # the EMA decay ramps up as n / (n + 9) after n updates until it reaches ema_decay (diffusers EMAModel),
+    # so a short run's EMA is not dominated by its first, untrained weights
     ema_decay: float = 0.999
+    # per-sample loss weight: none | min_snr (Hang et al. 2023: min(SNR, gamma) in the target's units;
+    # variance-preserving processes only)
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
     # Lightning trainer settings
     accelerator: str = "auto"
     devices: Any = 1
@@ -376,6 +384,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'sample.sampler' is '{cfg.sample.sampler}', which does not sample a {kind} "
                           f"process; use one of {', '.join(samplers_for(kind))}")
     _check_choice(cfg.model.base.class_map, ("fresh", "checkpoint"), "model.base.class_map")
+    _check_choice(cfg.train.optim.schedule, ("constant", "cosine"), "train.optim.schedule")
+    _check_choice(cfg.train.loss_weighting, ("none", "min_snr"), "train.loss_weighting")
+    if cfg.train.loss_weighting == "min_snr" and cfg.diffusion.kind == "flow":
+        raise ConfigError("config key 'train.loss_weighting' is 'min_snr', which is defined for diffusion.kind=ddpm; "
+                          "use train.loss_weighting=none with rectified flow")
     if cfg.model.text.template.count("{}") != 1:
         raise ConfigError(f"config key 'model.text.template' is '{cfg.model.text.template}'; it needs exactly one {{}} "
                           "where the class name goes, e.g. 'a video of {}'")

@@ -210,6 +210,22 @@ class DiffusionProcess:
             return x
         return self._train.get_velocity(x, noise, t)
 
+    def loss_weights(self, t: torch.Tensor, scheme: str = "none", gamma: float = 5.0) -> Optional[torch.Tensor]:
+        """Per-sample loss weights ``(B,)`` float32, or None for ``none``.
+
+        ``min_snr`` (Hang et al., ICCV 2023): the loss in x-space weighted by min(SNR_t, γ), written in the
+        units of this process's target: ε: min(SNR, γ) / SNR; v: min(SNR, γ) / (SNR + 1); x: min(SNR, γ).
+        """
+        if scheme == "none":
+            return None
+        if scheme != "min_snr":
+            raise ProcessError(f"loss weighting '{scheme}' is not one of none, min_snr")
+        ac = self._ac64.to(t.device)[t]
+        snr = ac / (1.0 - ac)
+        clipped = snr.clamp(max=float(gamma))
+        w = {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1.0), "sample": clipped}[self.prediction_type]
+        return w.float()
+
     def to_eps(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε from a prediction of this process's type."""
         if self.prediction_type == "epsilon":
@@ -264,9 +280,13 @@ def frame_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
 
 
-def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int) -> dict[str, torch.Tensor]:
-    """``total`` (optimised), ``base`` (keyframe) and ``residual`` (non-key frames) MSE."""
+def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int,
+               weights: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """``total`` (optimised), ``base`` (keyframe) and ``residual`` (non-key frames) MSE, each clip's
+    frames weighted by ``weights`` (B,) when given (e.g. min-SNR)."""
     per_frame = frame_losses(pred, target)
+    if weights is not None:
+        per_frame = per_frame * weights.to(per_frame).view(-1, 1)
     terms = {"total": per_frame.mean(), "base": per_frame[:, keyframe].mean()}
     if per_frame.shape[1] > 1:
         mask = torch.ones(per_frame.shape[1], dtype=torch.bool, device=per_frame.device)

@@ -51,7 +51,8 @@ class VideoDiffusionModule(L.LightningModule):
                  class_dropout: float = 0.0, base_lr_mult: float = 1.0, freeze_base: bool = False,
                  conditional: bool = True, seed: int = 0, signature: Optional[dict] = None,
                  batch_transform: Optional[Callable] = None, codec=None, encode_batches: bool = False,
-                 conditioner: Optional[Conditioner] = None, prompt_encoder=None):
+                 conditioner: Optional[Conditioner] = None, prompt_encoder=None,
+                 loss_weighting: str = "none", min_snr_gamma: float = 5.0, max_steps: int = 0):
         """``optim``: lr, betas, weight_decay, warmup_steps; ``signature``: what a checkpoint must match
         to be resumed into this module (see :func:`check_signature`); ``conditioner`` turns batch labels
         into the models' Cond (with a text base: the prompt states of each class); ``prompt_encoder``
@@ -75,6 +76,8 @@ class VideoDiffusionModule(L.LightningModule):
                 p.requires_grad_(bool(getattr(p, "keep_trainable", False)))
         model.train()  # from_pretrained leaves a loaded base network in eval mode
         self.ema: Optional[EMAModel] = EMAModel(self.model.parameters(), decay=ema_decay) if ema_decay > 0 else None
+        self.loss_weighting, self.min_snr_gamma = str(loss_weighting), float(min_snr_gamma)
+        self.max_steps = int(max_steps)  # the cosine learning-rate schedule ends here
         self.keyframe = keyframe_index(noise.num_frames)
         self._step_times: list[float] = []
         # Kept out of the module tree on purpose: the frozen VAE is not part of the model's
@@ -99,7 +102,9 @@ class VideoDiffusionModule(L.LightningModule):
         x_t = self.process.add_noise(x, eps, t)
         cond = self.conditioner(y if self.conditional else None, x.shape[0])
         pred = self.model(x_t, t, cond.drop(self.class_dropout) if cond is not None else None)
-        return loss_terms(pred, self.process.target(x, eps, t), self.keyframe)
+        weights = self.process.loss_weights(t, self.loss_weighting, self.min_snr_gamma) \
+            if self.loss_weighting != "none" else None
+        return loss_terms(pred, self.process.target(x, eps, t), self.keyframe, weights)
 
     def training_step(self, batch, batch_idx):
         x, y = self._prepare(batch)
@@ -145,8 +150,8 @@ class VideoDiffusionModule(L.LightningModule):
             groups.append({"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr,
                            "name": "model"})
         opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
-        warmup = max(int(o["warmup_steps"]), 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(max(int(o["warmup_steps"]), 0),
+                                                                o.get("schedule", "constant"), self.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -176,6 +181,21 @@ class VideoDiffusionModule(L.LightningModule):
         vae = self.codec.vae if self.codec is not None else None
         return VideoFusionPipeline.from_model(self.model, self.process, self.video_config, vae=vae,
                                               prompt_encoder=self.prompt_encoder)
+
+
+def lr_factor(warmup: int, schedule: str, max_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at step s: linear warm-up, then constant or a cosine to 0 at ``max_steps``."""
+    import math
+
+    def factor(s: int) -> float:
+        if warmup and s < warmup:
+            return (s + 1) / warmup
+        if schedule == "cosine" and max_steps > warmup:
+            done = min(1.0, (s - warmup) / (max_steps - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * done))
+        return 1.0
+
+    return factor
 
 
 def model_signature(model_cfg: dict, spec_info: dict) -> dict:

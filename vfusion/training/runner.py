@@ -130,7 +130,9 @@ def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusion
         signature=model_signature(to_dict(cfg.model), facts),
         batch_transform=RandomFrames(cfg.pretrain.batch_size) if frames < data_frames else None,
         codec=codec, encode_batches=codec is not None and cfg.data.cache != "latents",
-        conditioner=conditioner, prompt_encoder=prompt_encoder)
+        conditioner=conditioner, prompt_encoder=prompt_encoder,
+        loss_weighting=cfg.train.loss_weighting, min_snr_gamma=float(cfg.train.min_snr_gamma),
+        max_steps=int(cfg.train.max_steps))
     module.video_config = video_config_for(cfg, spec, class_names, codec)
     return module
 
