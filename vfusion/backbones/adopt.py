@@ -47,7 +47,7 @@ def resolved_process(cfg: DictConfig, quiet: bool = True):
 
 def experiment_process(cfg: DictConfig):
     """The run's DiffusionProcess / FlowProcess."""
-    from vfusion.diffusion.process import make_process
+    from vfusion.diffusion.factory import make_process
 
     return make_process(resolved_process(cfg).scheduler_config)
 

@@ -47,8 +47,7 @@ from typing import Any, Optional
 
 import torch
 
-from vfusion.diffusion.process import CONFIG_NAME, FLOW_SCHEDULERS, ProcessError, check_sampler, make_process, \
-    read_config
+from vfusion.diffusion.process import CONFIG_NAME, FLOW_SCHEDULERS, ProcessError, check_sampler, read_config
 from vfusion.diffusion.samplers import FLOW_PREDICTION
 
 SCHEDULER_CLASS = "FlowMatchEulerDiscreteScheduler"
@@ -88,7 +87,7 @@ class FlowProcess:
         kind = cfg.pop("kind", None) or self.kind
         if kind != self.kind:
             raise ProcessError(f"FlowProcess got a config of kind '{kind}'; build it with "
-                               "vfusion.diffusion.process.make_process")
+                               "vfusion.diffusion.factory.make_process")
         cls_name = cfg.get("_class_name")
         if cls_name is not None and cls_name not in FLOW_SCHEDULERS:
             raise ProcessError(f"{cls_name} does not describe a rectified flow; a flow process needs a "
@@ -117,11 +116,7 @@ class FlowProcess:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "FlowProcess":
         """From a flow-matching ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it)."""
-        process = make_process(read_config(path))
-        if not isinstance(process, cls):
-            raise ProcessError(f"the scheduler config at {path} is not a flow-matching one; "
-                               "read it with DiffusionProcess.from_pretrained")
-        return process
+        return cls(read_config(path))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``folder/scheduler_config.json`` (atomically)."""

@@ -20,8 +20,8 @@ The loss is split per frame so the base (keyframe) and residual (other frames) p
 can be logged separately; ``total`` is the mean over all frames.
 
 Rectified flow is the other process kind (:class:`vfusion.diffusion.flow.FlowProcess`, the same
-interface); :func:`make_process` picks the kind from a scheduler config and ``from_pretrained``
-reads either.
+interface); :mod:`vfusion.diffusion.factory` picks the kind from a scheduler config
+(``make_process``) or a saved folder (``load_process``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, SamplerS
 from vfusion.errors import UserError
 
 CONFIG_NAME = "scheduler_config.json"
-# Scheduler keys the project sets for its own schedules (a checkpoint's config carries its own).
-PROJECT_DEFAULTS = {"set_alpha_to_one": True, "timestep_spacing": "leading", "steps_offset": 0}
+# The project's own variance-preserving process (the diffusion section's documented defaults); a
+# checkpoint's config carries its own values.
+PROJECT_DDPM = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001,
+                "beta_end": 0.02, "clip_sample": True, "prediction_type": "epsilon", "timestep_spacing": "leading",
+                "steps_offset": 0, "set_alpha_to_one": True, "rescale_betas_zero_snr": False, "thresholding": False}
 # diffusers scheduler classes whose config describes a rectified flow (FlowProcess)
 FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
 # keys only a flow-matching scheduler config has (a flow config that lost its _class_name)
@@ -47,24 +50,6 @@ FLOW_ONLY_KEYS = ("shift", "use_dynamic_shifting", "base_shift", "max_shift", "i
 
 class ProcessError(UserError):
     """A scheduler config the project cannot use."""
-
-
-def make_process(config: dict):
-    """The process a scheduler config describes: a :class:`vfusion.diffusion.flow.FlowProcess` when its
-    ``_class_name`` is a flow-matching scheduler or ``kind`` is ``flow``, else a :class:`DiffusionProcess`."""
-    cfg = dict(config)
-    kind = cfg.get("kind")
-    if kind is not None and kind not in PROCESS_KINDS:
-        raise ProcessError(f"unknown process kind '{kind}'; expected one of {', '.join(PROCESS_KINDS)}")
-    flow_class = cfg.get("_class_name") in FLOW_SCHEDULERS
-    if kind == "ddpm" and flow_class:
-        raise ProcessError(f"kind 'ddpm' contradicts the flow-matching scheduler {cfg['_class_name']}; "
-                           "drop 'kind' or set it to 'flow'")
-    if flow_class or kind == "flow":
-        from vfusion.diffusion.flow import FlowProcess
-
-        return FlowProcess(cfg)
-    return DiffusionProcess(cfg)
 
 
 def read_config(path: str | Path) -> dict:
@@ -122,7 +107,7 @@ class DiffusionProcess:
             found = None
         if found:  # DDIMScheduler.from_config would drop its keys and silently build a VP schedule
             raise ProcessError(f"not a variance-preserving scheduler config ({found}); build the process with "
-                               "vfusion.diffusion.process.make_process, which picks the flow process for it")
+                               "vfusion.diffusion.factory.make_process, which picks the flow process for it")
         pred = cfg.get("prediction_type", "epsilon")
         if pred not in PREDICTION_TYPES:
             raise ProcessError(f"prediction_type '{pred}' is not supported; expected one of {', '.join(PREDICTION_TYPES)}")
@@ -136,21 +121,21 @@ class DiffusionProcess:
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
-    def from_config(cls, diff_cfg):
-        """From an experiment's ``diffusion`` section alone (unset keys: the project's defaults; no base
-        checkpoint is looked at — :func:`vfusion.backbones.adopt.experiment_process` does that)."""
-        from omegaconf import DictConfig, OmegaConf
-
-        from vfusion.diffusion.resolve import resolve_process
-
-        section = OmegaConf.to_container(diff_cfg, resolve=True) if isinstance(diff_cfg, DictConfig) else dict(diff_cfg)
-        return make_process(resolve_process(section).scheduler_config)
+    def from_config(cls, diff_cfg) -> "DiffusionProcess":
+        """From an experiment's ``diffusion`` section alone, variance-preserving kind (unset keys: the
+        project's defaults; :func:`vfusion.diffusion.factory.process_from_section` takes either kind)."""
+        section = _as_dict(diff_cfg)
+        if section.get("kind") == "flow":
+            raise ProcessError("diffusion.kind=flow: build the process with "
+                               "vfusion.diffusion.factory.process_from_section")
+        keys = {k: v for k, v in section.items() if k in PROJECT_DDPM and v is not None}
+        return cls({**PROJECT_DDPM, **keys})
 
     @classmethod
-    def from_pretrained(cls, path: str | Path):
-        """From a ``scheduler_config.json`` file or a folder holding one (or ``scheduler/`` of it); the
-        process of the kind the config describes (a FlowProcess for a flow-matching scheduler)."""
-        return make_process(read_config(path))
+    def from_pretrained(cls, path: str | Path) -> "DiffusionProcess":
+        """From a variance-preserving ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it);
+        :func:`vfusion.diffusion.factory.load_process` reads either kind."""
+        return cls(read_config(path))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``folder/scheduler_config.json`` (atomically)."""
@@ -273,6 +258,12 @@ class DiffusionProcess:
 
     def __repr__(self) -> str:
         return f"DiffusionProcess({self.describe()})"
+
+
+def _as_dict(section) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
 
 
 def frame_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

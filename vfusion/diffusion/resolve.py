@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from vfusion.diffusion.process import FLOW_SCHEDULERS
+from vfusion.diffusion.process import FLOW_SCHEDULERS, PROJECT_DDPM
 from vfusion.diffusion.samplers import PREDICTION_TYPES
 from vfusion.errors import UserError
 
@@ -35,10 +35,6 @@ VP_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "LMSDiscrete
                  "UniPCMultistepScheduler", "DEISMultistepScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler",
                  "LCMScheduler", "TCDScheduler", "DPMSolverSDEScheduler")
 
-# the project's process when nothing else decides (the diffusion section's documented defaults)
-PROJECT_DDPM = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001,
-                "beta_end": 0.02, "clip_sample": True, "prediction_type": "epsilon", "timestep_spacing": "leading",
-                "steps_offset": 0, "set_alpha_to_one": True, "rescale_betas_zero_snr": False, "thresholding": False}
 PROJECT_FLOW = {"num_train_timesteps": 1000, "shift": 1.0}
 KEYS = {"ddpm": tuple(PROJECT_DDPM), "flow": tuple(PROJECT_FLOW)}
 SECTION_KEYS = ("kind",) + tuple(dict.fromkeys(KEYS["ddpm"] + KEYS["flow"]))

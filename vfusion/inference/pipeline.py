@@ -105,7 +105,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         """The model's data facts, the run's DiffusionProcess and its noise prior."""
         if self._spec is None:
             from vfusion.diffusion.noise import noise_prior_from_config
-            from vfusion.diffusion.process import make_process
+            from vfusion.diffusion.factory import make_process
             from vfusion.models.spec import ModelSpec
 
             vc = self.video_config
