@@ -12,6 +12,12 @@ evaluation split of the study's dataset. Prints a table and writes
 The samples are read back from their H.264 ``.mp4`` files and the real clips from the
 dataset's own files, so both sides went through a lossy codec; the numbers are for
 comparing runs with each other and with the real clips, not for absolute claims.
+
+The same statistics are metrics of ``vfusion evaluate --metrics ...,flicker,drift`` (means
+over the clips, ``flicker{N}_{T}f`` next to ``flicker{N}_{T}f_real``, real side cached, in the
+study tables through ``metrics.json``). There the generated clips are the run's samples
+before any video codec, so the two sets of numbers differ by the codec's share; this
+script stays for the per-cell pooling over seeds and the spread over clips.
 """
 
 from __future__ import annotations

@@ -287,6 +287,10 @@ class EvalConfig:
     real_stats_dir: Optional[str] = None
     # user-supplied C3D fine-tuned on UCF-101: enables is_ucf_c3d (TGAN IS protocol)
     c3d_weights: Optional[str] = None
+    # which real clips (vfusion/evaluation/protocols.py): vfusion (a seeded subset of the evaluation split) |
+    # stylegan_v (StyleGAN-V's first N videos in sorted order at random offsets; UCF-101 train + test, other
+    # datasets train; metric names end with _sgv). Recorded in metrics.json.
+    protocol: str = "vfusion"
 
 
 @dataclass
@@ -401,6 +405,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.train.keep_checkpoints < 1:
         raise ConfigError(f"config key 'train.keep_checkpoints' is {cfg.train.keep_checkpoints}; keep at least 1 step "
                           "checkpoint (last.ckpt is kept besides them)")
+    _check_eval(cfg)
     if cfg.data.cache == "latents" and not cfg.data.vae_path:
         raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers AutoencoderKL directory)")
     _check_ranges(cfg)
@@ -411,6 +416,20 @@ def validate(cfg: DictConfig) -> None:
         noise_prior_from_config(cfg.noise, int(cfg.data.num_frames))  # the prior's own checks (λ schedules)
     except UserError as err:
         raise ConfigError(f"config section 'noise' (prior '{cfg.noise.prior}'): {err}") from err
+
+
+def _check_eval(cfg: DictConfig) -> None:
+    """The evaluation protocol, and a real split it would not read."""
+    from vfusion.evaluation.protocols import PROTOCOLS, stylegan_v_split
+
+    _check_choice(cfg.eval.protocol, PROTOCOLS, "eval.protocol")
+    if cfg.eval.real_split is not None:
+        _check_choice(cfg.eval.real_split, ("train", "test", "all"), "eval.real_split")
+        preset = stylegan_v_split(cfg.data.dataset)
+        if cfg.eval.protocol == "stylegan_v" and cfg.eval.real_split != preset:
+            raise ConfigError(f"config key 'eval.real_split' is '{cfg.eval.real_split}' but eval.protocol=stylegan_v "
+                              f"reads the '{preset}' split of {cfg.data.dataset}; unset eval.real_split or use "
+                              "eval.protocol=vfusion")
 
 
 def _at_least(cfg: DictConfig, keys: tuple[str, ...], low: float, strict: bool = False) -> None:

@@ -92,21 +92,23 @@ def fit_size(videos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def folder_batches(files: Sequence[Path], num_frames: int, stride: int = 1, size: Optional[tuple[int, int]] = None,
-                   batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """Clips of the first ``num_frames`` frames (every ``stride``-th) of each file, in batches."""
+                   batch_size: int = 8, starts: Optional[Sequence[int]] = None) -> Iterator[torch.Tensor]:
+    """Clips of ``num_frames`` frames (every ``stride``-th) of each file from its first frame (or from
+    ``starts[k]`` for file k), in batches."""
     from vfusion.utils.video import read_video
 
     need = (num_frames - 1) * stride + 1
     batch: list[torch.Tensor] = []
-    for path in files:
+    for k, path in enumerate(files):
         try:
             video = read_video(path)
         except Exception as err:  # noqa: BLE001 - decoder errors have many types
             raise UserError(f"cannot read video {path}: {err}") from err
-        if video.shape[1] < need:
+        first = int(starts[k]) if starts is not None else 0
+        if video.shape[1] < first + need:
             raise UserError(f"video {path} has {video.shape[1]} frames; {num_frames} frames at stride {stride} "
-                            f"need {need} (lower --num-frames or --real-stride)")
-        clip = video[:, :need:stride]
+                            f"from frame {first} need {first + need} (lower --num-frames or --real-stride)")
+        clip = video[:, first:first + need:stride]
         if clip.shape[0] == 1:
             clip = clip.repeat(3, 1, 1, 1)
         if size is not None:

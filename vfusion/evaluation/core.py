@@ -22,6 +22,13 @@ Protocols (see ../shared/docs/protocols.md):
 * ``is_ucf_c3d{N}_16f`` — TGAN/StyleGAN-V UCF-101 IS with a user-supplied C3D
   (16 frames, short side 128, center crop 112; ``c3d.load_c3d``).
   Both IS variants use 10 splits and come with a ``_std`` entry.
+* ``flicker{N}_{T}f`` / ``drift{N}_{T}f`` — mean over the generated clips of the pixel
+  statistics of ``temporal.py`` (frame-to-frame change, distance from the key frame, in
+  grey levels), each next to the same mean over the real clips, ``..._real``.
+
+The protocol preset (``protocols.py``) decides which real clips are read; the names of
+the metrics that depend on them (FVD, KVD, FID, the ``_real`` temporal references) end
+with its suffix (``_sgv`` for ``stylegan_v``, none for ``vfusion``).
 
 Every clip, real or generated, is first quantised to the 256 levels of a video file
 (as StyleGAN-V does with generated frames). Clips are consumed one batch at a time, so
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Protocol, Sequence
 
+import numpy as np
 import torch
 
 from vfusion.errors import UserError
@@ -44,20 +52,30 @@ from vfusion.evaluation import metrics as M
 from vfusion.evaluation.detectors import Detectors
 from vfusion.evaluation.features import FeatureStats, RowBuffer
 from vfusion.evaluation.fid import FrameFID
+from vfusion.evaluation.protocols import DEFAULT_PROTOCOL, SGV_CHOICES, name_suffix
+from vfusion.evaluation.temporal import clip_statistics
 
 KVD_SEED = 0
 
 
 # --------------------------------------------------------------------------- what the core is given
 
+# what a real-side cache can hold: I3D statistics, the FID real state, per-clip temporal statistics
+CACHED = ("i3d_k400", "inception_v3", "temporal")
+
+
 class StatsCache(Protocol):
-    """Cached statistics of a real clip source (see ``real_stats.DatasetStatsCache``)."""
+    """Cached statistics of a real clip source (see ``real_stats.DatasetStatsCache``).
 
-    def load(self, det: Detectors, need_i3d: bool, need_fid: bool) -> tuple[Optional[FeatureStats], Optional[dict]]:
-        """(I3D stats or None, FID real state or None): whatever the cache holds for these detectors."""
+    States by name (``CACHED``): ``i3d_k400`` a ``FeatureStats.state()``, ``inception_v3`` the
+    FID real state, ``temporal`` ``{"values": (N, 2) array}`` (frame change, keyframe drift).
+    """
 
-    def save(self, det: Detectors, i3d: Optional[FeatureStats], fid_state: Optional[dict]) -> None:
-        """Store what was computed (None: not computed this time)."""
+    def load(self, det: Detectors, needs: Sequence[str]) -> dict[str, dict]:
+        """The states among ``needs`` that the cache holds for these detectors."""
+
+    def save(self, det: Detectors, states: dict[str, dict]) -> None:
+        """Store what was computed this time."""
 
 
 @dataclass
@@ -92,18 +110,21 @@ class _Side:
     """Everything accumulated for one set of clips, fed one batch at a time."""
 
     def __init__(self, det: Detectors, i3d_stats: bool = False, k400_probs: bool = False,
-                 c3d_probs: bool = False, fid: Optional[FrameFID] = None, fid_real: bool = False):
+                 c3d_probs: bool = False, fid: Optional[FrameFID] = None, fid_real: bool = False,
+                 temporal: bool = False):
         self.det = det
         self.i3d = FeatureStats(keep_features=True) if i3d_stats else None
         self.k400 = RowBuffer() if k400_probs else None
         self.c3d = RowBuffer() if c3d_probs else None
         self.fid, self.fid_real = fid, fid_real
+        self.temporal = RowBuffer() if temporal else None  # per clip: frame change, keyframe drift
         self.num = 0
         self.clip_shape: Optional[tuple[int, ...]] = None
 
     @property
     def idle(self) -> bool:
-        return self.i3d is None and self.k400 is None and self.c3d is None and self.fid is None
+        return self.i3d is None and self.k400 is None and self.c3d is None and self.fid is None \
+            and self.temporal is None
 
     @torch.no_grad()
     def update(self, videos: torch.Tensor) -> None:
@@ -129,6 +150,10 @@ class _Side:
             self.c3d.append(M.softmax(logits))
         if self.fid is not None:
             self.fid.update(videos, real=self.fid_real)
+        if self.temporal is not None:
+            if videos.shape[2] < 2:
+                raise UserError(f"flicker and drift need clips of at least 2 frames, these have {videos.shape[2]}")
+            self.temporal.append(clip_statistics(videos).cpu().numpy())
         self.num += videos.shape[0]
 
 
@@ -150,6 +175,10 @@ def _need_i3d(metrics: Sequence[str]) -> bool:
     return bool({"fvd", "kvd"} & set(metrics))
 
 
+def _need_temporal(metrics: Sequence[str]) -> bool:
+    return bool({"flicker", "drift"} & set(metrics))
+
+
 def _fid_for(metrics: Sequence[str], det: Detectors) -> Optional[FrameFID]:
     if "fid" not in metrics:
         return None
@@ -160,7 +189,7 @@ def _fid_for(metrics: Sequence[str], det: Detectors) -> Optional[FrameFID]:
 
 def _fake_side(metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID]) -> _Side:
     return _Side(det, i3d_stats=_need_i3d(metrics), k400_probs="is_k400_i3d" in metrics,
-                 c3d_probs="is_ucf_c3d" in metrics, fid=fid, fid_real=False)
+                 c3d_probs="is_ucf_c3d" in metrics, fid=fid, fid_real=False, temporal=_need_temporal(metrics))
 
 
 def _read(src: ClipSource, side: _Side, progress: bool) -> None:
@@ -171,34 +200,51 @@ def _read(src: ClipSource, side: _Side, progress: bool) -> None:
 
 @dataclass
 class RealSide:
-    """The real side once read: its I3D statistics (the FID real state is in the FrameFID)."""
+    """The real side once read: its I3D statistics and per-clip temporal statistics (the FID real
+    state is in the FrameFID)."""
 
     i3d: Optional[FeatureStats]
     num: int
     clip_shape: Optional[tuple[int, ...]]  # None when no clip was read (all from the cache)
     cache_hit: Optional[dict[str, bool]]   # None without a cache
+    temporal: Optional[np.ndarray] = None  # (N, 2): frame change, keyframe drift
 
 
 def read_real(src: ClipSource, metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID],
               progress: bool = True) -> RealSide:
     """Accumulate the real side: from ``src.cache`` what it holds, from the clips the rest."""
-    need_i3d = _need_i3d(metrics)
-    i3d, fid_state = src.cache.load(det, need_i3d, fid is not None) if src.cache is not None else (None, None)
+    need_i3d, need_temporal = _need_i3d(metrics), _need_temporal(metrics)
+    needs = [name for name, on in zip(CACHED, (need_i3d, fid is not None, need_temporal)) if on]
+    cached = src.cache.load(det, needs) if src.cache is not None else {}
+    i3d = FeatureStats.from_state(cached["i3d_k400"]) if "i3d_k400" in cached else None
+    temporal = np.asarray(cached["temporal"]["values"], np.float64) if "temporal" in cached else None
     side = _Side(det, i3d_stats=need_i3d and i3d is None,
-                 fid=fid if (fid is not None and fid_state is None) else None, fid_real=True)
-    if fid is not None and fid_state is not None:
-        fid.load_real_state(fid_state)
-    cache_hit = None if src.cache is None else {"i3d_k400": need_i3d and i3d is not None,
-                                                "inception_v3": fid is not None and fid_state is not None}
+                 fid=fid if (fid is not None and "inception_v3" not in cached) else None, fid_real=True,
+                 temporal=need_temporal and temporal is None)
+    if fid is not None and "inception_v3" in cached:
+        fid.load_real_state(cached["inception_v3"])
+    cache_hit = None
+    if src.cache is not None:  # the detector entries always, the temporal one when asked for
+        cache_hit = {name: name in cached for name in CACHED if name != "temporal" or need_temporal}
     read = src.cache is None or not side.idle
     if read:
         _read(src, side, progress)
         if side.i3d is not None:
             i3d = side.i3d
+        if side.temporal is not None and side.num:
+            temporal = side.temporal.array().copy()
         if src.cache is not None:
-            src.cache.save(det, side.i3d, fid.real_state() if side.fid is not None else None)
+            computed = {}
+            if side.i3d is not None:
+                computed["i3d_k400"] = side.i3d.state()
+            if side.fid is not None:
+                computed["inception_v3"] = fid.real_state()
+            if side.temporal is not None and side.num:
+                computed["temporal"] = {"values": temporal}
+            src.cache.save(det, computed)
     num = src.num if src.num is not None else side.num
-    return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit)
+    return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit,
+                    temporal=temporal)
 
 
 def _check_counts(metrics: Sequence[str], num_real: Optional[int], num_fake: Optional[int],
@@ -224,18 +270,32 @@ def _check_match(real_shape, fake_shape, what: str) -> None:
 
 # --------------------------------------------------------------------------- metric values and protocol
 
+TEMPORAL_COLUMN = {"flicker": 0, "drift": 1}  # columns of temporal.clip_statistics
+
+
 def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fake: _Side,
-                    fid: Optional[FrameFID], num_videos: int, num_frames: int) -> dict[str, float]:
-    """Named values: ``fvd{N}_{T}f`` etc. (N = generated clips, T = frames per clip)."""
+                    fid: Optional[FrameFID], num_videos: int, num_frames: int, *,
+                    real_temporal: Optional[np.ndarray] = None, suffix: str = "") -> dict[str, float]:
+    """Named values: ``fvd{N}_{T}f`` etc. (N = generated clips, T = frames per clip).
+
+    ``suffix`` (the protocol's, ``protocols.name_suffix``) ends the names of the values that
+    depend on the real clips: FVD, KVD, FID and the ``_real`` temporal references.
+    """
     n, t = num_videos, num_frames
     out: dict[str, float] = {}
     for m in metrics:
         if m == "fvd":
-            out[f"fvd{n}_{t}f"] = M.frechet_distance(real_i3d.mean, real_i3d.cov(), fake.i3d.mean, fake.i3d.cov())
+            out[f"fvd{n}_{t}f{suffix}"] = M.frechet_distance(real_i3d.mean, real_i3d.cov(), fake.i3d.mean,
+                                                             fake.i3d.cov())
         elif m == "kvd":
-            out[f"kvd{n}_{t}f"] = M.kernel_distance(real_i3d.features(), fake.i3d.features(), seed=KVD_SEED)[0]
+            out[f"kvd{n}_{t}f{suffix}"] = M.kernel_distance(real_i3d.features(), fake.i3d.features(),
+                                                            seed=KVD_SEED)[0]
         elif m == "fid":
-            out[f"fid{n}_{t}f"] = fid.compute()
+            out[f"fid{n}_{t}f{suffix}"] = fid.compute()
+        elif m in TEMPORAL_COLUMN:
+            col = TEMPORAL_COLUMN[m]
+            out[f"{m}{n}_{t}f"] = float(fake.temporal.array()[:, col].mean())
+            out[f"{m}{n}_{t}f_real{suffix}"] = float(real_temporal[:, col].mean())
         elif m == "is_k400_i3d":
             mean, std = M.inception_score(fake.k400.array())
             out[f"is_k400_i3d{n}_{t}f"], out[f"is_k400_i3d{n}_{t}f_std"] = mean, std
@@ -245,10 +305,14 @@ def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fa
     return out
 
 
-def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_shape) -> dict:
+def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_shape,
+                    protocol: str = DEFAULT_PROTOCOL) -> dict:
     t, h, w = clip_shape[1], clip_shape[2], clip_shape[3]
-    p: dict[str, Any] = {"num_real": num_real, "num_fake": num_fake, "num_frames": t, "resolution": [h, w],
+    p: dict[str, Any] = {"protocol": protocol, "name_suffix": name_suffix(protocol),
+                         "num_real": num_real, "num_fake": num_fake, "num_frames": t, "resolution": [h, w],
                          "quantized_to_uint8": True}
+    if protocol == "stylegan_v":
+        p["protocol_choices"] = dict(SGV_CHOICES)
     if {"fvd", "kvd", "is_k400_i3d"} & set(metrics):
         p["i3d"] = {"features": "Kinetics-400 logits averaged over time (400-d)",
                     "input": f"{h}x{w} resized bilinearly to 224x224, values in [-1, 1]"
@@ -258,7 +322,8 @@ def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_s
     if "kvd" in metrics:
         p["kvd"] = {"kernel": "polynomial degree 3, gamma=1/400, coef0=1", "estimator": "unbiased MMD^2",
                     "num_subsets": M.KVD_NUM_SUBSETS,
-                    "subset_size": min(num_real, num_fake, M.KVD_MAX_SUBSET_SIZE), "seed": KVD_SEED}
+                    "subset_size": min(num_real, num_fake, M.KVD_MAX_SUBSET_SIZE), "seed": KVD_SEED,
+                    "scale": "MMD^2 as computed (not x1000 as StyleGAN-V reports KID)"}
     if "fid" in metrics:
         p["fid"] = {"images": f"all {t} frames of every clip ({num_fake * t} generated frames)",
                     "features": "Inception-v3 pool3 (2048-d), 299x299", "implementation": "torchmetrics"}
@@ -266,12 +331,21 @@ def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_s
         p["is"] = {"num_splits": M.IS_NUM_SPLITS, "std": "population std over splits",
                    "is_k400_i3d": "softmax of the I3D Kinetics-400 logits (not the UCF-101 C3D protocol)",
                    "is_ucf_c3d": "C3D fine-tuned on UCF-101, first 16 frames, short side 128, center crop 112"}
-    comparable = num_fake == 2048 and t == 16 and min(h, w) >= 128 and num_real >= 2048
+    if {"flicker", "drift"} & set(metrics):
+        p["temporal"] = {"flicker": "mean over clips of mean |x_{t+1} - x_t| (consecutive frames)",
+                         "drift": "mean over clips of mean |x_t - x_key| over the non-key frames, key = middle frame",
+                         "unit": "grey levels (0..255) per pixel and channel, after quantisation to uint8",
+                         "real": "the same means over the real clips (name ending _real)"}
+    counts = num_fake == 2048 and t == 16 and min(h, w) >= 128 and num_real >= 2048
+    comparable = counts and protocol == "stylegan_v"
     p["comparable_to_published"] = comparable
-    if not comparable:
+    if not counts:
         p["note"] = (f"{num_fake} generated / {num_real} real clips of {t} frames at {h}x{w}: read the numbers "
                      f"under their protocol names only; published fvd2048_16f uses 2048 clips of 16 frames "
                      f"at 128 or 256 px")
+    elif not comparable:
+        p["note"] = (f"eval.protocol={protocol}: the real clips are not StyleGAN-V's selection (first N videos "
+                     f"in sorted order, random offsets); use eval.protocol=stylegan_v for published fvd2048_16f")
     return p
 
 
@@ -290,13 +364,14 @@ def _finish(result: dict, out: Optional[str | Path], start: float) -> dict:
 
 def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detectors: Detectors, *,
              out: Optional[str | Path] = None, kind: Optional[str] = None, progress: bool = True,
-             start: Optional[float] = None) -> dict:
+             start: Optional[float] = None, protocol: str = DEFAULT_PROTOCOL) -> dict:
     """Metrics of ``fake`` against ``real``; returns the result dict (also written to ``out`` when given).
 
     ``metrics`` is a canonical list (``detectors.expand_metrics``); N in the metric names is
     the number of fake clips, T their frames. The real side is read first, then the fake
     one. ``kind`` (e.g. ``"real_vs_real"``) is recorded in the result; ``start`` is when
-    the caller's work began (``time.time()``), for ``wall_time_s``.
+    the caller's work began (``time.time()``), for ``wall_time_s``. ``protocol``: the preset
+    that selected the real clips (``protocols.py``): recorded, and it suffixes the names.
     """
     start = time.time() if start is None else start
     det = detectors
@@ -309,14 +384,15 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
         raise ValueError(f"{fake.what or fake.desc}: no clips to evaluate")
     _check_match(real_side.clip_shape, fake_side.clip_shape, fake.what or fake.desc)
     _check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1])
-    values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1])
+    values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1],
+                             real_temporal=real_side.temporal, suffix=name_suffix(protocol))
 
-    protocol = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape)
-    protocol["real"] = dict(real.info)
+    notes = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape, protocol)
+    notes["real"] = dict(real.info)
     if real_side.cache_hit is not None:
-        protocol["real"]["cache_hit"] = real_side.cache_hit
-    protocol["fake"] = dict(fake.info)
-    result: dict[str, Any] = {"metrics": values, "metric_names": list(values), "protocol": protocol}
+        notes["real"]["cache_hit"] = real_side.cache_hit
+    notes["fake"] = dict(fake.info)
+    result: dict[str, Any] = {"metrics": values, "metric_names": list(values), "protocol": notes}
     if kind is not None:
         result["kind"] = kind
     result.update(detectors=det.info, device=det.device)

@@ -3,7 +3,7 @@
 ``expand_metrics`` turns what a user typed (``fvd,kvd,fid,is``) into the canonical
 list the rest of the evaluation uses (``is`` -> ``is_k400_i3d``, plus ``is_ucf_c3d``
 when C3D weights are given); ``load_detectors`` loads only the networks that list
-needs, from the verified weight files (``weights.py``).
+needs, from the verified weight files (``weights.py``); ``flicker`` and ``drift`` need none.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from torch import nn
 
 from vfusion.errors import UserError
 
-METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d")
+# flicker and drift are pixel statistics (temporal.py): they need no detector
+METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d", "flicker", "drift")
 
 
 @dataclass

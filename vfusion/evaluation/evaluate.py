@@ -6,8 +6,10 @@
   or a dataset config YAML, fake clips from a folder.
 * :func:`real_vs_real` — two disjoint halves of the real data: the floor of the metric.
 
-The protocols, the accumulation and the result dict are in ``core.py``; the detectors and
-the metric names in ``detectors.py``; the cached real statistics in ``real_stats.py``.
+Which real clips each mode reads is the protocol preset's (``eval.protocol`` or the
+``protocol`` argument: ``vfusion`` | ``stylegan_v``, see ``protocols.py``). The metrics,
+the accumulation and the result dict are in ``core.py``; the detectors and the metric
+names in ``detectors.py``; the cached real statistics in ``real_stats.py``.
 The names other modules import from here (``Detectors``, ``expand_metrics``,
 ``load_detectors``, ``quantize``, ``compute_metrics``, ...) are re-exported.
 """
@@ -22,11 +24,14 @@ import torch
 
 from vfusion.errors import UserError
 from vfusion.data import default_num_workers
-from vfusion.evaluation.clip_sources import (check_same_size, dataset_batches, dataset_subsets, fake_video_files,
-                                             folder_batches, video_files)
+from vfusion.evaluation.clip_sources import (check_same_size, clip_shape, dataset_batches, dataset_subsets,
+                                             fake_video_files, folder_batches, video_files)
 from vfusion.evaluation.core import _fake_side, _Side  # noqa: F401 - re-exported (the tests' accumulators)
 from vfusion.evaluation.core import KVD_SEED, ClipSource, compute_metrics, evaluate, quantize
 from vfusion.evaluation.detectors import METRIC_CHOICES, Detectors, default_device, expand_metrics, load_detectors
+from vfusion.evaluation.protocols import (SGV_SELECTION, check_protocol, min_length, selection_info,
+                                          stylegan_v_folder, stylegan_v_selection)
+from vfusion.evaluation.protocols import real_split as protocol_split
 from vfusion.evaluation.real_stats import CACHE_VERSION, _real_info, dataset_source, real_dataset_stats
 
 __all__ = ["evaluate_run", "evaluate_folders", "real_vs_real", "run_clip_batches", "evaluate", "ClipSource",
@@ -42,6 +47,16 @@ def _check_split(split: str) -> str:
 
 def _stats_dir(cfg) -> str:
     return cfg.eval.get("real_stats_dir") or str(Path(cfg.data.cache_dir) / "real_stats")
+
+
+def _split_for(cfg, protocol: str, requested: Optional[str]) -> tuple[str, dict]:
+    """(the real split, what metrics.json notes about it): the preset's under stylegan_v, which
+    ignores a requested split (noted when it differs), else ``requested`` or the config's."""
+    asked = requested or cfg.eval.get("real_split")
+    split = _check_split(protocol_split(protocol, cfg.data.dataset, asked, cfg.data.eval_split))
+    if asked and asked != split:
+        return split, {"split_note": f"real split '{asked}' not used: eval.protocol={protocol} reads '{split}'"}
+    return split, {}
 
 
 # --------------------------------------------------------------------------- a run's generated clips
@@ -70,14 +85,16 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
                  batch_size: Optional[int] = None, device: Optional[str] = None, weights_dir: Optional[str] = None,
                  c3d_weights: Optional[str] = None, out: Optional[str | Path] = None,
                  detectors: Optional[Detectors] = None, progress: bool = True,
-                 fake_batches: Optional[Iterable[torch.Tensor]] = None) -> dict:
+                 fake_batches: Optional[Iterable[torch.Tensor]] = None, protocol: Optional[str] = None) -> dict:
     """Sample ``num_videos`` clips from a run and write ``<run_dir>/metrics.json`` (or ``out``).
 
     Unset arguments come from the run's resolved config (``eval.*``, ``sample.*``,
     ``data.eval_split``). ``fake_batches``: clips already generated from the run
     (``num_videos`` of them, batches ``(B, C, T, H, W)`` in [-1, 1]) to evaluate instead
     of sampling; ``sampler``, ``steps``, ``seed`` and ``guidance_scale`` should then say
-    how they were made (they are recorded). Returns the dict written.
+    how they were made (they are recorded). ``protocol`` (default ``eval.protocol``): which
+    real clips; ``stylegan_v`` reads its own split and ignores ``real_split``. Returns the
+    dict written.
     """
     from vfusion.rundir import RunDir
 
@@ -93,10 +110,11 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     settings.check(cfg.diffusion.num_train_timesteps)
     num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
     seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
-    split = _check_split(real_split or ev.get("real_split") or cfg.data.eval_split)
+    protocol = check_protocol(protocol or ev.get("protocol"))
+    split, split_note = _split_for(cfg, protocol, real_split)
     det = detectors or load_detectors(metrics, weights_dir or ev.weights_dir, device, c3d_weights)
 
-    real = dataset_source(cfg.data, split, num_videos, batch_size, _stats_dir(cfg))
+    real = dataset_source(cfg.data, split, num_videos, batch_size, _stats_dir(cfg), protocol, **split_note)
     if fake_batches is None:
         fake_batches = run_clip_batches(run_dir, settings, det.device)
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
@@ -104,7 +122,7 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     fake = ClipSource(fake_batches, info, desc=f"generated clips ({sampler}, {steps} steps)", num=num_videos,
                       what="the generated clips")
     return evaluate(real, fake, metrics, det, out=run_dir / "metrics.json" if out is None else out,
-                    progress=progress, start=start)
+                    progress=progress, start=start, protocol=protocol)
 
 
 def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence[str] = ("fvd", "kvd", "fid"),
@@ -112,7 +130,8 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
                      real_split: Optional[str] = None, overrides: Optional[list[str]] = None, batch_size: int = 8,
                      device: Optional[str] = None, weights_dir: Optional[str] = None,
                      c3d_weights: Optional[str] = None, out: Optional[str | Path] = None,
-                     detectors: Optional[Detectors] = None, progress: bool = True) -> dict:
+                     detectors: Optional[Detectors] = None, progress: bool = True,
+                     protocol: Optional[str] = None) -> dict:
     """Metrics between a real source (a folder of videos, or a dataset config YAML) and a folder of fakes.
 
     Fakes: the per-video files under ``fake`` (``video_*`` files of a ``vfusion sample`` folder, else every
@@ -121,7 +140,10 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
     feature is computed. A real folder's clips
     are the first ``num_frames`` frames at ``real_stride`` of each file, short-side
     resized and center cropped to the fakes' size; a config's real clips come from its
-    dataset (``real_split`` or ``data.eval_split``) and are cached.
+    dataset (``real_split`` or ``data.eval_split``) and are cached. ``protocol`` (default: the config's
+    ``eval.protocol``, ``vfusion`` for a folder) ``stylegan_v``: a config's real clips are the preset's;
+    a real folder's files are sorted by name, those with fewer than ``num_frames * real_stride``
+    frames discarded, the first N of the rest read from a seeded random offset.
     """
     start = time.time()
     metrics = expand_metrics(metrics, c3d_weights)
@@ -141,48 +163,86 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
         from vfusion.config import load_config
 
         cfg = load_config(real, overrides=overrides)
-        split = _check_split(real_split or cfg.eval.get("real_split") or cfg.data.eval_split)
+        protocol = check_protocol(protocol or cfg.eval.get("protocol"))
+        split, split_note = _split_for(cfg, protocol, real_split)
         if cfg.data.num_frames != num_frames:
             raise UserError(f"{real} has data.num_frames={cfg.data.num_frames} but the fake clips are evaluated "
                             f"with {num_frames} frames; pass --set data.num_frames={num_frames} or --num-frames")
-        real_src = dataset_source(cfg.data, split, n, batch_size, _stats_dir(cfg), config=str(real.resolve()))
+        real_src = dataset_source(cfg.data, split, n, batch_size, _stats_dir(cfg), protocol,
+                                  config=str(real.resolve()), **split_note)
     else:
-        real_files = video_files(real)[:n]
-        real_src = ClipSource(folder_batches(real_files, num_frames, real_stride, size, batch_size),
-                              {"source": "folder", "path": str(real.resolve()), "frame_stride": real_stride,
-                               "clip": f"first {num_frames} frames, short side resized + center crop to "
-                                       f"{size[0]}x{size[1]}"},
-                              desc="real clips", num=len(real_files))
+        protocol = check_protocol(protocol)
+        real_src = _folder_source(real, n, num_frames, real_stride, size, batch_size, protocol)
     fake_src = ClipSource(folder_batches(fake_files, num_frames, 1, None, batch_size),
                           {"source": "folder", "path": str(Path(fake).resolve()), "clip": f"first {num_frames} frames"},
                           desc="fake clips", num=n, what=f"the clips of {fake}")
-    return evaluate(real_src, fake_src, metrics, det, out=out, progress=progress, start=start)
+    return evaluate(real_src, fake_src, metrics, det, out=out, progress=progress, start=start, protocol=protocol)
+
+
+def _folder_source(real: Path, n: int, num_frames: int, stride: int, size: tuple[int, int], batch_size: int,
+                   protocol: str) -> ClipSource:
+    """Real clips from a folder of videos: the first ``n`` files from their first frame, or the stylegan_v
+    preset's files and offsets."""
+    files = video_files(real)
+    info: dict = {"source": "folder", "path": str(real.resolve()), "frame_stride": stride, "protocol": protocol}
+    crop = f"short side resized + center crop to {size[0]}x{size[1]}"
+    if protocol == "stylegan_v":
+        lengths = [clip_shape(f)[0] for f in files]
+        files, starts, short = stylegan_v_folder(files, n, num_frames, stride, lengths)
+        if not files:
+            raise UserError(f"no video under {real} has the {min_length(num_frames, stride)} frames "
+                            f"({num_frames} frames x stride {stride}) eval.protocol=stylegan_v asks for")
+        info.update(selection=SGV_SELECTION, min_frames=min_length(num_frames, stride), num_discarded_short=short,
+                    clip=f"{num_frames} frames from a seeded random offset, {crop}")
+    else:
+        files, starts = files[:n], None
+        info["clip"] = f"first {num_frames} frames, {crop}"
+    return ClipSource(folder_batches(files, num_frames, stride, size, batch_size, starts=starts), info,
+                      desc="real clips", num=len(files))
 
 
 def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[str] = ("fvd", "kvd"),
                  split: Optional[str] = None, batch_size: Optional[int] = None, device: Optional[str] = None,
                  weights_dir: Optional[str] = None, out: Optional[str | Path] = None,
-                 detectors: Optional[Detectors] = None, progress: bool = True) -> dict:
+                 detectors: Optional[Detectors] = None, progress: bool = True,
+                 protocol: Optional[str] = None) -> dict:
     """The metric between two disjoint halves of the real clips (its floor for this N).
 
     Each half holds ``num_videos`` clips (default ``eval.num_videos``), or half of the
-    split when it is smaller; the name carries the per-half N actually used.
+    split when it is smaller; the name carries the per-half N actually used. ``protocol``
+    (default ``eval.protocol``): under ``vfusion`` the halves are two disjoint parts of a
+    seeded permutation; under ``stylegan_v`` half A is the first n videos the preset selects
+    (its real set) and half B the next n, in the same sorted order.
     """
     start = time.time()
     metrics = expand_metrics(metrics)
     if {"is_k400_i3d", "is_ucf_c3d"} & set(metrics):
         raise UserError("real-vs-real compares two sets: use fvd, kvd or fid (IS is a property of one set)")
     num_videos = int(num_videos or cfg.eval.num_videos)
-    split = _check_split(split or cfg.eval.get("real_split") or cfg.data.eval_split)
+    protocol = check_protocol(protocol or cfg.eval.get("protocol"))
+    split, split_note = _split_for(cfg, protocol, split)
     batch_size = int(batch_size or cfg.eval.batch_size)
     det = detectors or load_detectors(metrics, weights_dir or cfg.eval.weights_dir, device)
-    dataset, (idx_a, idx_b) = dataset_subsets(cfg.data, split, [num_videos, num_videos])
-    n = min(len(idx_a), len(idx_b))
     workers = default_num_workers(cfg.data)
-    info = dict(_real_info(cfg.data, split), source="dataset", num_available=len(dataset),
-                halves="two disjoint subsets of a seeded permutation (A: first n, B: next n)")
+    if protocol == "stylegan_v":
+        sel = stylegan_v_selection(cfg.data, split, 2 * num_videos)
+        dataset = sel.dataset
+        if len(dataset) < 2:
+            raise UserError(f"the {cfg.data.dataset} '{split}' split has {len(dataset)} video(s) long enough for "
+                            f"eval.protocol=stylegan_v; not enough to evaluate")
+        n = min(num_videos, len(dataset) // 2)
+        idx_a, idx_b = list(range(n)), list(range(n, 2 * n))
+        info = dict(_real_info(cfg.data, split, protocol), source="dataset", num_available=sel.num_kept,
+                    **selection_info(sel, int(cfg.data.num_frames), int(cfg.data.frame_stride)),
+                    halves="A: the first n selected videos (the preset's real set), B: the next n", **split_note)
+    else:
+        dataset, (idx_a, idx_b) = dataset_subsets(cfg.data, split, [num_videos, num_videos])
+        n = min(len(idx_a), len(idx_b))
+        info = dict(_real_info(cfg.data, split, protocol), source="dataset", num_available=len(dataset),
+                    halves="two disjoint subsets of a seeded permutation (A: first n, B: next n)", **split_note)
     half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers), info,
                         desc=f"real half A ({split})", num=n)
     half_b = ClipSource(dataset_batches(dataset, idx_b[:n], batch_size, workers), {"source": "real half B"},
                         desc=f"real half B ({split})", num=n, what="the clips of real half B")
-    return evaluate(half_a, half_b, metrics, det, out=out, kind="real_vs_real", progress=progress, start=start)
+    return evaluate(half_a, half_b, metrics, det, out=out, kind="real_vs_real", progress=progress, start=start,
+                    protocol=protocol)

@@ -1,14 +1,19 @@
 """CLI: ``vfusion evaluate`` (three modes; the protocols live in ``evaluate.py``).
 
-    vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is] [--num-videos N] [--real-split test]
-                     [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
+    vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift] [--num-videos N]
+                     [--real-split test] [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
     vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
-    vfusion evaluate --real-vs-real --config CFG [--num-videos N]
+    vfusion evaluate --real-vs-real --config CFG [--num-videos N] [KEY=VALUE ...]
 
 ``--real`` is a folder of videos or a dataset config YAML (``--real-config CFG`` is the
 same as ``--real CFG``). One ``name<TAB>value`` line per metric goes to stdout; the
 JSON with the full protocol is written to ``--out`` (defaults: ``RUN_DIR/metrics.json``,
 ``DIR/metrics.json``, ``<run dir of CFG>/real_vs_real.json``).
+
+``--protocol vfusion|stylegan_v`` (or ``eval.protocol=...`` on a config) chooses which
+real clips are read: ``vfusion`` a seeded subset of the evaluation split, ``stylegan_v``
+StyleGAN-V's first N videos in sorted order at random offsets, on UCF-101 train + test
+and on other datasets train; its metric names end with ``_sgv``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,12 @@ def register(subparsers) -> None:
                       help="two disjoint halves of the real data (with --config)")
     mode.add_argument("--config", metavar="CFG", help="experiment config YAML (with --real-vs-real)")
     p.add_argument("--metrics", help="comma-separated: fvd,kvd,fid,is (is = is_k400_i3d, plus is_ucf_c3d with "
-                                     "--c3d-weights), is_k400_i3d, is_ucf_c3d")
+                                     "--c3d-weights), is_k400_i3d, is_ucf_c3d, flicker, drift (each next to "
+                                     "its real value, _real)")
+    from vfusion.evaluation.protocols import PROTOCOLS
+
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="which real clips: default eval.protocol of the run / config (vfusion for a real folder)")
     p.add_argument("--num-videos", type=int, help="N generated clips (and N real); default eval.num_videos")
     p.add_argument("--real-split", choices=("train", "test", "all"), help="real split; default data.eval_split")
     from vfusion.diffusion.samplers import sampler_names
@@ -46,6 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--real-stride", type=int, default=1, help="--real FOLDER: frame stride of the real clips")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the --real/--config YAML (repeatable), e.g. data.num_workers=0")
+    p.add_argument("more_overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the --real/--config YAML, the same as --set, e.g. eval.protocol=stylegan_v")
     p.add_argument("--batch-size", type=int, help="clips per detector batch; default eval.batch_size (8)")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--weights-dir", help="detector weights folder (default: $VFUSION_WEIGHTS_DIR or the user cache)")
@@ -74,6 +86,30 @@ def _mode(args) -> str:
     return modes[0]
 
 
+def _overrides(args, mode: str) -> list[str]:
+    """``--set`` and trailing ``KEY=VALUE`` overrides: only where a config YAML is read."""
+    from vfusion.errors import UserError
+
+    overrides = list(args.overrides) + list(args.more_overrides)
+    reads_config = mode == "real_vs_real" or (mode == "folders" and str(args.real or args.real_config).lower()
+                                              .endswith((".yaml", ".yml")))
+    if overrides and not reads_config:
+        raise UserError(f"overrides ({' '.join(overrides)}) apply to a config YAML (--config or --real CFG); "
+                        "a run is evaluated with its saved config (use --protocol, --real-split, ...)")
+    return overrides
+
+
+def _check_split_choice(args, protocol: str, dataset: str) -> None:
+    """``--real-split`` that the stylegan_v preset would not read is a mistake, not ignored."""
+    from vfusion.errors import UserError
+    from vfusion.evaluation.protocols import real_split
+
+    if args.real_split and protocol == "stylegan_v" and args.real_split != real_split(protocol, dataset, None, ""):
+        raise UserError(f"--real-split {args.real_split}: eval.protocol=stylegan_v reads the "
+                        f"'{real_split(protocol, dataset, None, '')}' split of {dataset}; drop --real-split or use "
+                        "--protocol vfusion")
+
+
 def _check_counts(args) -> None:
     """Counts of 0 or less are mistakes, never "use the default" (checked before any work)."""
     from vfusion.errors import UserError
@@ -93,27 +129,40 @@ def run(args) -> int:
 
     mode = _mode(args)
     _check_counts(args)
+    overrides = _overrides(args, mode)
     metrics = args.metrics or DEFAULT_METRICS[mode]
     progress = not args.no_progress
     common = dict(metrics=metrics, num_videos=args.num_videos, device=args.device, weights_dir=args.weights_dir,
                   progress=progress)
     if mode == "run":
+        from vfusion.rundir import RunDir
+
+        cfg = RunDir(args.run).config()
+        _check_split_choice(args, args.protocol or cfg.eval.get("protocol") or "vfusion", cfg.data.dataset)
         result = E.evaluate_run(args.run, real_split=args.real_split, sampler=args.sampler, steps=args.steps,
                                 seed=args.seed, guidance_scale=args.guidance, batch_size=args.batch_size,
-                                c3d_weights=args.c3d_weights, out=args.out, **common)
+                                c3d_weights=args.c3d_weights, out=args.out, protocol=args.protocol, **common)
         out = args.out or Path(args.run) / "metrics.json"
     elif mode == "folders":
+        real = args.real or args.real_config
+        if args.real_split and str(real).lower().endswith((".yaml", ".yml")):
+            from vfusion.config import load_config
+
+            cfg = load_config(real, overrides=overrides)
+            _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
         out = args.out or Path(args.fake) / "metrics.json"
-        result = E.evaluate_folders(args.real or args.real_config, args.fake, num_frames=args.num_frames,
+        result = E.evaluate_folders(real, args.fake, num_frames=args.num_frames,
                                     real_stride=args.real_stride, real_split=args.real_split,
-                                    overrides=args.overrides, batch_size=args.batch_size or 8,
-                                    c3d_weights=args.c3d_weights, out=out, **common)
+                                    overrides=overrides, batch_size=args.batch_size or 8,
+                                    c3d_weights=args.c3d_weights, out=out, protocol=args.protocol, **common)
     else:
         from vfusion.config import load_config, run_dir_of
 
-        cfg = load_config(args.config, overrides=args.overrides)
+        cfg = load_config(args.config, overrides=overrides)
+        _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
         out = args.out or run_dir_of(cfg) / "real_vs_real.json"
-        result = E.real_vs_real(cfg, split=args.real_split, batch_size=args.batch_size, out=out, **common)
+        result = E.real_vs_real(cfg, split=args.real_split, batch_size=args.batch_size, out=out,
+                                protocol=args.protocol, **common)
     for name, value in result["metrics"].items():
         print(f"{name}\t{value:.6g}")
     print(f"wrote {out}", file=sys.stderr)

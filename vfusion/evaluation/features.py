@@ -14,7 +14,7 @@ one batch of 224x224 videos. They are kept in one growing array
 (:class:`RowBuffer`); class probabilities for the Inception Score are kept the
 same way by the caller.
 
-Real-data statistics are cached per (dataset, root, fold, split, resolution,
+Real-data statistics are cached per (protocol, dataset, root, fold, split, resolution,
 frames, stride, N, detector sha256, ...): the key is stored inside the file and
 checked on load, and the file is written atomically (temporary file +
 ``os.replace``), so a stale or half-written cache is never used.
@@ -150,6 +150,8 @@ def cache_file(cache_dir: str | Path, key: Mapping[str, Any]) -> Path:
     """A readable file name (dataset, split, size, frames, N, detector) plus a key hash."""
     parts = [key.get("dataset"), key.get("split"), f"{key.get('resolution')}px", f"{key.get('num_frames')}f",
              f"s{key.get('frame_stride')}", f"n{key.get('num_videos')}", key.get("detector")]
+    if key.get("protocol") not in (None, "vfusion"):  # the preset's name in the file name too
+        parts.insert(0, key["protocol"])
     name = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", str(p)) for p in parts)
     return Path(cache_dir) / f"{name}_{cache_key_digest(key)[:16]}.npz"
 

@@ -1,11 +1,15 @@
 """Real clips of a configured dataset as a :class:`~vfusion.evaluation.core.ClipSource`,
 with their statistics cached on disk.
 
-The clips are a seeded subset of the split (``clip_sources.dataset_subsets``), so their
-I3D statistics and the real side of the per-frame FID can be cached (``features.py``),
-keyed by everything that selects or changes the clips (dataset, root, split, frames,
-stride, resolution, N, the size of the split, the detector's sha256, ...). A detector
-whose sha256 is unknown is never cached. Real clips given as a folder are not cached.
+Which clips: the protocol preset's (``protocols.py``): under ``vfusion`` a seeded subset of
+the split (``clip_sources.dataset_subsets``), under ``stylegan_v`` the first N videos in
+sorted order at seeded offsets. Either way the clips are fixed, so their I3D statistics,
+the real side of the per-frame FID and the per-clip temporal statistics can be cached
+(``features.py``), keyed by everything that selects or changes the clips (the protocol,
+dataset, root, split, frames, stride, resolution, N, the size of the split or the
+fingerprint of the selected videos, the detector's sha256, ...): the two protocols never
+share a file. A detector whose sha256 is unknown is never cached (the temporal statistics
+need no detector). Real clips given as a folder are not cached.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from typing import Any, Optional
 
 from vfusion.data import default_num_workers
 from vfusion.evaluation.clip_sources import SUBSET_SEED, dataset_batches, dataset_subsets
-from vfusion.evaluation.core import ClipSource, read_real
+from vfusion.evaluation.core import CACHED, ClipSource, read_real
 from vfusion.evaluation.detectors import Detectors
 from vfusion.evaluation.features import FeatureStats, cache_file, load_cached, save_cached
 from vfusion.evaluation.fid import FrameFID
+from vfusion.evaluation.protocols import (DEFAULT_PROTOCOL, OFFSET_SEED, check_protocol, min_length, selection_info,
+                                          stylegan_v_selection)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the protocol; temporal statistics
+TEMPORAL_VERSION = 1  # what temporal.clip_statistics computes
 # data keys that do not change which real clips are evaluated (left out of the cache key)
 _NOT_IN_KEY = ("batch_size", "num_workers", "strict", "cache", "cache_dir", "split", "eval_split",
                "class_conditional", "labels_from_subfolders", "random_flip")
@@ -32,81 +39,112 @@ def _to_dict(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def _real_info(data_cfg, split: str) -> dict:
+def _real_info(data_cfg, split: str, protocol: str = DEFAULT_PROTOCOL) -> dict:
     d = {k: v for k, v in _to_dict(data_cfg).items() if k not in ("batch_size", "num_workers")}
     d["split"] = split
     d["root"] = str(Path(str(d.get("root", ""))).resolve())
-    d["subset_seed"] = SUBSET_SEED
+    d["protocol"] = protocol
+    if protocol == "stylegan_v":
+        d["offset_seed"] = OFFSET_SEED
+        d["min_frames"] = min_length(d["num_frames"], d["frame_stride"])
+        d.pop("short_policy", None)  # not used: short videos are discarded
+        d.pop("cache", None)         # not used: the clips are decoded at the protocol's offsets
+    else:
+        d["subset_seed"] = SUBSET_SEED
     return d
 
 
-def _cache_keys(data_cfg, split: str, num_videos: int, det: Detectors) -> dict[str, dict]:
+def _cache_keys(data_cfg, split: str, num_videos: int, det: Detectors, protocol: str = DEFAULT_PROTOCOL
+                ) -> dict[str, dict]:
     base = {k: v for k, v in _to_dict(data_cfg).items() if k not in _NOT_IN_KEY}
     base.update(root=str(Path(str(base.get("root", ""))).resolve()), split=split, num_videos=num_videos,
-                subset_seed=SUBSET_SEED, quantized=True, version=CACHE_VERSION)
+                protocol=protocol, quantized=True, version=CACHE_VERSION)
+    if protocol == "stylegan_v":
+        base.update(offset_seed=OFFSET_SEED, min_frames=min_length(base["num_frames"], base["frame_stride"]))
+    else:
+        base["subset_seed"] = SUBSET_SEED
     return {"i3d_k400": dict(base, detector="i3d_k400", sha256=det.sha256("i3d_k400")),
-            "inception_v3": dict(base, detector="inception_v3", sha256=det.sha256("inception_v3"))}
+            "inception_v3": dict(base, detector="inception_v3", sha256=det.sha256("inception_v3")),
+            "temporal": dict(base, detector="temporal", statistics=TEMPORAL_VERSION)}
+
+
+def _cacheable(name: str, key: dict) -> bool:
+    return name == "temporal" or bool(key["sha256"])
 
 
 class DatasetStatsCache:
-    """The on-disk statistics of ``num_videos`` real clips of a dataset split (``core.StatsCache``)."""
+    """The on-disk statistics of ``num_videos`` real clips of a dataset split (``core.StatsCache``).
 
-    def __init__(self, data_cfg, split: str, num_videos: int, num_available: int,
-                 cache_dir: Optional[str | Path]):
+    ``selected``: what else decides which clips are read, added to every key (e.g. the size of
+    the split, or the fingerprint of the selected videos).
+    """
+
+    def __init__(self, data_cfg, split: str, num_videos: int, selected: dict, cache_dir: Optional[str | Path],
+                 protocol: str = DEFAULT_PROTOCOL):
         self.data_cfg, self.split, self.num_videos = data_cfg, split, num_videos
-        self.num_available, self.cache_dir = num_available, cache_dir
+        self.selected, self.cache_dir, self.protocol = dict(selected), cache_dir, protocol
 
     def _keys(self, det: Detectors) -> dict[str, dict]:
-        keys = _cache_keys(self.data_cfg, self.split, self.num_videos, det)
+        keys = _cache_keys(self.data_cfg, self.split, self.num_videos, det, self.protocol)
         for key in keys.values():  # a dataset that gained or lost videos selects other clips
-            key["num_available"] = self.num_available
+            key.update(self.selected)
         return keys
 
-    def load(self, det: Detectors, need_i3d: bool, need_fid: bool) -> tuple[Optional[FeatureStats], Optional[dict]]:
-        i3d_stats, fid_state = None, None
+    def load(self, det: Detectors, needs) -> dict[str, dict]:
         if self.cache_dir is None:
-            return i3d_stats, fid_state
-        keys = self._keys(det)
-        if need_i3d and keys["i3d_k400"]["sha256"]:
-            state = load_cached(cache_file(self.cache_dir, keys["i3d_k400"]), keys["i3d_k400"])
-            i3d_stats = FeatureStats.from_state(state) if state is not None else None
-        if need_fid and keys["inception_v3"]["sha256"]:
-            fid_state = load_cached(cache_file(self.cache_dir, keys["inception_v3"]), keys["inception_v3"])
-        return i3d_stats, fid_state
+            return {}
+        keys, out = self._keys(det), {}
+        for name in needs:
+            if _cacheable(name, keys[name]):
+                state = load_cached(cache_file(self.cache_dir, keys[name]), keys[name])
+                if state is not None:
+                    out[name] = state
+        return out
 
-    def save(self, det: Detectors, i3d: Optional[FeatureStats], fid_state: Optional[dict]) -> None:
+    def save(self, det: Detectors, states: dict[str, dict]) -> None:
         if self.cache_dir is None:
             return
         keys = self._keys(det)
-        if i3d is not None and keys["i3d_k400"]["sha256"]:
-            save_cached(cache_file(self.cache_dir, keys["i3d_k400"]), i3d.state(), keys["i3d_k400"])
-        if fid_state is not None and keys["inception_v3"]["sha256"]:
-            save_cached(cache_file(self.cache_dir, keys["inception_v3"]), fid_state, keys["inception_v3"])
+        for name, state in states.items():
+            if name in CACHED and _cacheable(name, keys[name]):
+                save_cached(cache_file(self.cache_dir, keys[name]), state, keys[name])
 
 
 def dataset_source(data_cfg, split: str, num_videos: int, batch_size: int, cache_dir: Optional[str | Path],
-                   **info: Any) -> ClipSource:
+                   protocol: str = DEFAULT_PROTOCOL, **info: Any) -> ClipSource:
     """``num_videos`` real clips of the split (fewer when it is smaller), statistics cached in ``cache_dir``.
 
-    ``info``: extra entries of ``protocol.real`` (after ``source``), e.g. ``config=PATH``.
+    ``protocol``: which clips (``protocols.py``). ``info``: extra entries of ``protocol.real``
+    (after ``source``), e.g. ``config=PATH``.
     """
-    dataset, (indices,) = dataset_subsets(data_cfg, split, [num_videos])
-    cache = DatasetStatsCache(data_cfg, split, num_videos, len(dataset), cache_dir)
-    description = dict(_real_info(data_cfg, split), source="dataset", **info, num_available=len(dataset),
-                       stats_cache=str(cache_dir))
-    return ClipSource(dataset_batches(dataset, indices, batch_size, default_num_workers(data_cfg)), description,
+    protocol = check_protocol(protocol)
+    workers = default_num_workers(data_cfg)
+    if protocol == "stylegan_v":
+        sel = stylegan_v_selection(data_cfg, split, num_videos)
+        dataset, indices = sel.dataset, list(range(len(sel.dataset)))
+        selected = {"num_available": sel.num_kept, "selection": sel.fingerprint}
+        extra = selection_info(sel, int(data_cfg.num_frames), int(data_cfg.frame_stride))
+        num_available = sel.num_kept
+    else:
+        dataset, (indices,) = dataset_subsets(data_cfg, split, [num_videos])
+        selected, extra, num_available = {"num_available": len(dataset)}, {}, len(dataset)
+    cache = DatasetStatsCache(data_cfg, split, num_videos, selected, cache_dir, protocol)
+    description = dict(_real_info(data_cfg, split, protocol), source="dataset", **info, num_available=num_available,
+                       **extra, stats_cache=str(cache_dir))
+    return ClipSource(dataset_batches(dataset, indices, batch_size, workers), description,
                       desc=f"real clips ({split})", num=len(indices), cache=cache)
 
 
 def real_dataset_stats(data_cfg, split: str, num_videos: int, det: Detectors, need_i3d: bool,
                        fid: Optional[FrameFID], cache_dir: Optional[str | Path], batch_size: int,
-                       progress: bool = True) -> tuple[Optional[FeatureStats], dict]:
+                       progress: bool = True, protocol: str = DEFAULT_PROTOCOL
+                       ) -> tuple[Optional[FeatureStats], dict]:
     """I3D stats of the real clips (and the real side of ``fid``), from the cache when possible.
 
     The real side of :func:`~vfusion.evaluation.core.evaluate` on its own (kept for callers
     that only want the real statistics).
     """
-    src = dataset_source(data_cfg, split, num_videos, batch_size, cache_dir)
+    src = dataset_source(data_cfg, split, num_videos, batch_size, cache_dir, protocol)
     metrics = (["fvd"] if need_i3d else []) + (["fid"] if fid is not None else [])
     real = read_real(src, metrics, det, fid, progress)
     report: dict[str, Any] = {"num_real": real.num, "num_available": src.info["num_available"],

@@ -9,6 +9,8 @@ clips: lower is not better in itself (a still image scores 0), closer to real is
   (key) frame, i.e. how far the clip wanders from the frame the base generator sees.
 
 Both are in grey levels (0..255 scale) per pixel and channel, one value per clip.
+``vfusion evaluate --metrics flicker,drift`` reports their means over the generated clips
+next to the means over the real clips (``core.py``; the real ones are cached).
 """
 
 from __future__ import annotations
@@ -38,3 +40,8 @@ def keyframe_drift(videos: torch.Tensor) -> torch.Tensor:
     k = keyframe_index(v.shape[2])
     others = torch.cat([v[:, :, :k], v[:, :, k + 1:]], dim=2)
     return (others - v[:, :, k:k + 1]).abs().mean(dim=(1, 2, 3, 4)) * GREY_LEVELS_PER_UNIT
+
+
+def clip_statistics(videos: torch.Tensor) -> torch.Tensor:
+    """(B, 2): ``frame_change`` and ``keyframe_drift`` of each clip (what evaluation accumulates)."""
+    return torch.stack([frame_change(videos), keyframe_drift(videos)], dim=1)

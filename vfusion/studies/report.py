@@ -5,7 +5,9 @@ mean λ of the non-key frames), what it cost (optimizer steps, training wall tim
 summed over sessions, mean time per training step, parameters) and how it did: the
 last logged value and the mean of the last ``results.loss_window`` logged values of
 ``train/loss``, ``train/loss_base`` and ``train/loss_residual`` (read from the run's
-TensorBoard event files), and every metric of ``metrics.json``. ``results.md`` groups
+TensorBoard event files), every metric of ``metrics.json`` (e.g. ``flicker64_16f`` next to
+its real reference ``flicker64_16f_real``) and the evaluation protocol preset that selected
+the real clips (``eval_protocol``). ``results.md`` groups
 the runs of one grid cell over seeds as mean ± sample std (n − 1).
 
 Training losses are a convergence check, not a quality measure across λ: each λ
@@ -116,6 +118,8 @@ def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dic
         row[f"{short}_final"] = values[-1] if values else None
         row[f"{short}_last{window}"] = sum(values[-window:]) / len(values[-window:]) if values else None
     metrics = _read_json(d / "metrics.json")
+    if metrics:  # which real clips the metrics compare with (their names carry it too)
+        row["eval_protocol"] = metrics.get("protocol", {}).get("protocol", "vfusion")
     for k, v in dict(metrics.get("metrics", {})).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             row[f"metric:{k}"] = float(v)
