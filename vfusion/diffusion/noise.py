@@ -11,6 +11,11 @@ frame. Every ε^i is N(0, I) and Cov(ε^i, ε^j) = sqrt(λ^i λ^j) I for i ≠ j
 give the same ε as plain ``randn``, and leave the generator in the same state),
 so the independent-noise baselines are the λ = 0 case of this code, not a copy of it.
 
+Every prior draws in the same order (:func:`draw`): one standard normal tensor z of the
+clip's shape, then one of a single frame's shape, s, each prior using s in its own way (here:
+the keyframe's residual) or not at all (``independent``). So at zero correlation every prior
+is the ``independent`` prior bit for bit, also over the many draws of a sampling loop.
+
 This module also holds what every noise prior shares (:class:`NoisePrior`, the
 :class:`NoiseSample` result), the ``independent`` prior and the registry's factory
 :func:`build_noise_prior`; the PYoCo priors are in :mod:`vfusion.diffusion.pyoco`.
@@ -149,9 +154,22 @@ def _device(device, generator):
     return generator.device if device is None and generator is not None else device
 
 
-class IndependentNoise(NoisePrior):
-    """I.i.d. per-frame noise: each draw is one ``torch.randn(shape, generator=g)``, nothing else.
+def draw(shape: Sequence[int], generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two draws every prior makes, in this order: ``z`` of ``shape`` (B, C, T, H, W), then ``s`` of one
+    frame's shape (B, C, 1, H, W)."""
+    b, c, _, h, w = shape
+    device = _device(device, generator)
+    z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    s = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+    return z, s
 
+
+class IndependentNoise(NoisePrior):
+    """I.i.d. per-frame noise: ε is ``torch.randn(shape, generator=g)`` bit for bit.
+
+    The second, one-frame draw of :func:`draw` is made and unused, as it always was (the
+    ``independent`` prior was the decomposed prior at λ ≡ 0), so runs sample as they did before
+    and the other priors at zero correlation leave the generator where this one does.
     ``base`` is None and ``residual`` is ε itself (all of it is per-frame)."""
 
     def __init__(self, num_frames: int):
@@ -161,8 +179,7 @@ class IndependentNoise(NoisePrior):
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
-        shape = self._check_shape(shape)
-        eps = torch.randn(shape, generator=generator, device=_device(device, generator), dtype=dtype)
+        eps, _ = draw(self._check_shape(shape), generator, device, dtype)
         return NoiseSample(eps=eps, base=None, residual=eps)
 
     def correlation(self) -> torch.Tensor:
@@ -215,26 +232,21 @@ class DecomposedNoise(NoisePrior):
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
         """Draw ``(eps, base, residual)`` for ``shape = (B, C, T, H, W)``.
 
-        One standard normal tensor ``z`` of the full shape is drawn; its keyframe
-        slice is the base noise ``b`` and its other frames are the residuals ``r^i``.
-        The keyframe's residual (multiplied by sqrt(1 − 1) = 0) is a second, independent
-        draw of one frame, made only when some λ^i > 0 off the keyframe. With λ ≡ 0 off the
-        keyframe nothing else is drawn (the keyframe's residual is returned as zeros), so
-        ``eps`` is bit-for-bit ``torch.randn(shape, generator=g)`` and the generator ends in
-        the same state: independent noise exactly, in a sampling loop too.
+        The draws of :func:`draw`: the keyframe slice of ``z`` is the base noise ``b`` and
+        its other frames are the residuals ``r^i``; ``s`` is the keyframe's residual (multiplied by
+        sqrt(1 − 1) = 0). Hence with λ ≡ 0 off the keyframe, ``eps`` is bit-for-bit
+        ``torch.randn(shape, generator=g)``: independent noise exactly.
         """
         b, c, t, h, w = self._check_shape(shape)
-        device = _device(device, generator)
         k = self.keyframe
-        z = torch.randn((b, c, t, h, w), generator=generator, device=device, dtype=dtype)
+        z, s = draw((b, c, t, h, w), generator, device, dtype)
         base = z[:, :, k:k + 1].clone()
         residual = z.clone()
-        if self.is_independent:
-            residual[:, :, k:k + 1] = 0.0  # not drawn: its weight sqrt(1 − λ^k) is 0
-            return NoiseSample(eps=z, base=base, residual=residual)
-        residual[:, :, k:k + 1] = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+        residual[:, :, k:k + 1] = s
         eps = compose(base, residual, self.lambdas)
         eps[:, :, k:k + 1] = base  # exact (no rounding from sqrt(1)·b + 0·r)
+        if self.is_independent:
+            eps = z
         return NoiseSample(eps=eps, base=base, residual=residual)
 
     def correlation(self) -> torch.Tensor:
@@ -258,7 +270,7 @@ def decomposed_prior(num_frames: int, schedule: str = "constant", value: float =
 
 
 def independent_prior(num_frames: int, **unused) -> IndependentNoise:
-    """I.i.d. per-frame noise: bit for bit ``torch.randn`` of the clip's shape, one draw per call."""
+    """I.i.d. per-frame noise: bit for bit ``torch.randn`` of the clip's shape."""
     return IndependentNoise(num_frames)
 
 

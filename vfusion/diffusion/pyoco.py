@@ -3,16 +3,17 @@
 With a = α / sqrt(1 + α²) and c = 1 / sqrt(1 + α²) (so a² + c² = 1) and z^i, s ~ N(0, I):
 
     mixed        ε^i = a·s + c·z^i                          ρ_ij = a² = α² / (1 + α²)   (i ≠ j)
-    progressive  ε^0 = z^0,  ε^i = a·ε^{i−1} + c·z^i        ρ_ij = a^|i−j|              (an AR(1) chain)
+    progressive  ε^0 = a·s + c·z^0,  ε^i = a·ε^{i−1} + c·z^i    ρ_ij = a^|i−j|          (an AR(1) chain)
 
 The mixed prior is PYoCo's ε_shared + ε_ind^i with ε_shared = a·s ~ N(0, α²/(1+α²)·I) and
-ε_ind^i = c·z^i ~ N(0, 1/(1+α²)·I). Every frame is N(0, I) and no frame is special (unlike
-VideoFusion's keyframe), so neither prior can drive VideoFusion's base generator.
+ε_ind^i = c·z^i ~ N(0, 1/(1+α²)·I). The progressive chain starts one step after a state s ~ N(0, I),
+so ε^0 ~ N(0, I) as in PYoCo and the chain is stationary (unit variance, ρ^|i−j| for every pair).
+Every frame is N(0, I) and no frame is special (unlike VideoFusion's keyframe), so neither prior can
+drive VideoFusion's base generator.
 
-Draw order: the per-frame tensor z of the clip's full shape is drawn first (one
-``torch.randn(shape)``), then, for the mixed prior with α > 0, the shared s (one frame). With α = 0
-(c = 1, a = 0, nothing shared is drawn) both priors return z itself: the ``independent`` prior bit for
-bit, with the generator left in the same state.
+The draws are every prior's (:func:`vfusion.diffusion.noise.draw`): z of the clip's full shape, then s
+of one frame's. With α = 0 (a = 0, c = 1) both priors return z itself: the ``independent`` prior bit
+for bit, with the generator left in the same state.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from vfusion.diffusion.noise import NoisePrior, NoisePriorError, NoiseSample, _device
+from vfusion.diffusion.noise import NoisePrior, NoisePriorError, NoiseSample, draw
 
 
 def check_alpha(alpha: float, prior: str) -> float:
@@ -53,20 +54,15 @@ class _PyocoNoise(NoisePrior):
 
 
 class PyocoMixedNoise(_PyocoNoise):
-    """ε^i = a·s + c·z^i: one shared part for every frame. ``base`` is s (B, C, 1, H, W), None at α = 0;
-    ``residual`` is z."""
+    """ε^i = a·s + c·z^i: one shared part for every frame. ``base`` is s (B, C, 1, H, W), ``residual`` z."""
 
     name = "pyoco_mixed"
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
-        b, c, t, h, w = self._check_shape(shape)
-        device = _device(device, generator)
-        z = torch.randn((b, c, t, h, w), generator=generator, device=device, dtype=dtype)
-        if self.alpha == 0.0:
-            return NoiseSample(eps=z, base=None, residual=z)
-        s = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
-        return NoiseSample(eps=self.own_coef * z + self.shared_coef * s, base=s, residual=z)
+        z, s = draw(self._check_shape(shape), generator, device, dtype)
+        eps = z if self.alpha == 0.0 else self.own_coef * z + self.shared_coef * s
+        return NoiseSample(eps=eps, base=s, residual=z)
 
     def correlation(self) -> torch.Tensor:
         corr = torch.full((self.num_frames, self.num_frames), self.shared_coef ** 2, dtype=torch.float64)
@@ -75,19 +71,20 @@ class PyocoMixedNoise(_PyocoNoise):
 
 
 class PyocoProgressiveNoise(_PyocoNoise):
-    """ε^i = a·ε^{i−1} + c·z^i from ε^0 = z^0. ``base`` is None; ``residual`` is z (the innovations)."""
+    """ε^i = a·ε^{i−1} + c·z^i from ε^{−1} = s. ``base`` is None; ``residual`` is z (the innovations)."""
 
     name = "pyoco_progressive"
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
         shape = self._check_shape(shape)
-        z = torch.randn(shape, generator=generator, device=_device(device, generator), dtype=dtype)
+        z, s = draw(shape, generator, device, dtype)
         if self.alpha == 0.0:
             return NoiseSample(eps=z, base=None, residual=z)
-        frames = [z[:, :, 0]]
-        for i in range(1, shape[2]):
-            frames.append(self.shared_coef * frames[-1] + self.own_coef * z[:, :, i])
+        prev, frames = s[:, :, 0], []
+        for i in range(shape[2]):
+            prev = self.shared_coef * prev + self.own_coef * z[:, :, i]
+            frames.append(prev)
         return NoiseSample(eps=torch.stack(frames, dim=2), base=None, residual=z)
 
     def correlation(self) -> torch.Tensor:
