@@ -73,10 +73,14 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """The noise prior (``vfusion.diffusion.priors``) and the λ schedule of the decomposed prior."""
+    """The noise prior (``vfusion.diffusion.priors``): the λ schedule of the decomposed prior, α of PYoCo's."""
 
-    # decomposed | independent (see vfusion/diffusion/priors.py)
+    # decomposed | independent | pyoco_mixed | pyoco_progressive (see vfusion/diffusion/priors.py);
+    # VideoFusion needs decomposed (its keyframe noise is the shared base)
     prior: str = "decomposed"
+    # PYoCo's α (pyoco_mixed: frame correlation α²/(1+α²); pyoco_progressive: (α/sqrt(1+α²))^|i−j|);
+    # null: the prior's default (mixed 1, progressive 2). Only the PYoCo priors take it.
+    alpha: Optional[float] = None
     # constant | linear | exponential | cosine | list
     schedule: str = "constant"
     # constant: λ of every non-key frame; decays: λ of the keyframe's neighbours
@@ -271,6 +275,14 @@ class SampleConfig:
     use_ema: bool = True
     fps: int = 8
     seed: int = 0
+    # FreeInit (Wu et al. 2024), any model: after a full sampling pass, diffuse the result back to the
+    # first timestep, keep its low space-time frequencies, take the high ones from fresh prior noise and
+    # sample again, free_init_iters times (0: off). Costs (free_init_iters + 1)x the sampling time.
+    free_init_iters: int = 0
+    # the Butterworth low-pass: its order and normalised cut-offs in space (d_s) and time (d_t), in (0, 1]
+    free_init_order: int = 4
+    free_init_ds: float = 0.25
+    free_init_dt: float = 0.25
 
 
 @dataclass
@@ -377,6 +389,22 @@ def validate(cfg: DictConfig) -> None:
     _check_choice(cfg.model.base.arch, UNET_ARCHS, "model.base.arch")
     _check_choice(cfg.model.residual.arch, UNET_ARCHS, "model.residual.arch")
     _check_choice(cfg.sample.sampler, sampler_names(), "sample.sampler")
+    from vfusion.diffusion.priors import ALPHA_PRIORS, KEYFRAME_BASE_PRIORS
+
+    if cfg.model.name == "videofusion" and cfg.noise.prior not in KEYFRAME_BASE_PRIORS:
+        raise ConfigError(f"config key 'noise.prior' is '{cfg.noise.prior}', but VideoFusion needs a prior with a "
+                          "shared keyframe base: use noise.prior=decomposed (noise.value=0 for independent noise off "
+                          f"the keyframe), or a baseline (model.name=video_unet or dit) for '{cfg.noise.prior}'")
+    if cfg.noise.alpha is not None and cfg.noise.prior not in ALPHA_PRIORS:
+        raise ConfigError(f"config key 'noise.alpha' is set, but prior '{cfg.noise.prior}' does not use it (only "
+                          f"{', '.join(ALPHA_PRIORS)} do); remove it (noise.alpha=null)")
+    s = cfg.sample
+    if s.free_init_iters < 0 or s.free_init_order < 1:
+        raise ConfigError(f"config keys 'sample.free_init_iters' ({s.free_init_iters}) and 'sample.free_init_order' "
+                          f"({s.free_init_order}) must be >= 0 and >= 1")
+    for key in ("free_init_ds", "free_init_dt"):
+        if not 0.0 < s[key] <= 1.0:
+            raise ConfigError(f"config key 'sample.{key}' is {s[key]}; expected a normalised cut-off in (0, 1]")
     if cfg.diffusion.prediction_type is not None:
         _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
     if cfg.diffusion.kind is not None:

@@ -8,9 +8,17 @@ For a clip of T frames with keyframe k = T // 2 and a per-frame share λ^i ∈ [
 ``b`` has one frame's shape and is shared by every frame; ``r^i`` is drawn per
 frame. Every ε^i is N(0, I) and Cov(ε^i, ε^j) = sqrt(λ^i λ^j) I for i ≠ j.
 λ ≡ 0 reproduces independent per-frame noise exactly (the same random draws
-give the same ε as plain ``randn``), so the independent-noise baselines are the
-λ = 0 case of this code, not a copy of it.
+give the same ε as plain ``randn``, and leave the generator in the same state),
+so the independent-noise baselines are the λ = 0 case of this code, not a copy of it.
 
+Every prior draws in the same order (:func:`draw`): one standard normal tensor z of the
+clip's shape, then one of a single frame's shape, s, each prior using s in its own way (here:
+the keyframe's residual) or not at all (``independent``). So at zero correlation every prior
+is the ``independent`` prior bit for bit, also over the many draws of a sampling loop.
+
+This module also holds what every noise prior shares (:class:`NoisePrior`, the
+:class:`NoiseSample` result), the ``independent`` prior and the registry's factory
+:func:`build_noise_prior`; the PYoCo priors are in :mod:`vfusion.diffusion.pyoco`.
 Everything here is a pure function of its inputs (plus an explicit generator).
 """
 
@@ -27,7 +35,11 @@ from vfusion.errors import UserError
 from vfusion.layout import keyframe_index
 
 
-class LambdaScheduleError(UserError, ValueError):
+class NoisePriorError(UserError, ValueError):
+    """A noise prior that cannot be built or used as asked."""
+
+
+class LambdaScheduleError(NoisePriorError):
     """An invalid λ schedule."""
 
 
@@ -100,15 +112,84 @@ def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -
 
 @dataclass(frozen=True)
 class NoiseSample:
-    eps: torch.Tensor       # (B, C, T, H, W)
-    base: torch.Tensor      # (B, C, 1, H, W)
-    residual: torch.Tensor  # (B, C, T, H, W)
+    """One draw of a noise prior. ``eps`` is the noise; ``base`` / ``residual`` are its parts where the
+    prior has them (``eps = sqrt(λ)·base + sqrt(1 − λ)·residual`` for the decomposed prior), else None."""
+
+    eps: torch.Tensor                 # (B, C, T, H, W)
+    base: Optional[torch.Tensor]      # (B, C, 1, H, W): the part shared by every frame
+    residual: Optional[torch.Tensor]  # (B, C, T, H, W): the per-frame part
 
     def __iter__(self):  # allows ``eps, base, residual = noise.sample(...)``
         return iter((self.eps, self.base, self.residual))
 
 
-class DecomposedNoise:
+class NoisePrior:
+    """What every noise prior offers: ``sample`` -> :class:`NoiseSample`, ``__call__`` -> ε alone (the
+    noise sampler the sampling loop calls), ``correlation()`` and ``num_frames``."""
+
+    num_frames: int
+
+    def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+        raise NotImplementedError
+
+    def correlation(self) -> torch.Tensor:
+        """The theoretical frame-by-frame correlation matrix, ``(T, T)`` float64."""
+        raise NotImplementedError
+
+    def __call__(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Just ``eps`` (a noise sampler callable for the schedulers)."""
+        return self.sample(shape, generator=generator, device=device, dtype=dtype).eps
+
+    def _check_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        if len(shape) != 5:
+            raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
+        if shape[2] != self.num_frames:
+            raise ValueError(f"shape has {shape[2]} frames but the {type(self).__name__} prior has {self.num_frames}")
+        return tuple(int(v) for v in shape)
+
+
+def _device(device, generator):
+    return generator.device if device is None and generator is not None else device
+
+
+def draw(shape: Sequence[int], generator, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two draws every prior makes, in this order: ``z`` of ``shape`` (B, C, T, H, W), then ``s`` of one
+    frame's shape (B, C, 1, H, W)."""
+    b, c, _, h, w = shape
+    device = _device(device, generator)
+    z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    s = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+    return z, s
+
+
+class IndependentNoise(NoisePrior):
+    """I.i.d. per-frame noise: ε is ``torch.randn(shape, generator=g)`` bit for bit.
+
+    The second, one-frame draw of :func:`draw` is made and unused, as it always was (the
+    ``independent`` prior was the decomposed prior at λ ≡ 0), so runs sample as they did before
+    and the other priors at zero correlation leave the generator where this one does.
+    ``base`` is None and ``residual`` is ε itself (all of it is per-frame)."""
+
+    def __init__(self, num_frames: int):
+        if num_frames < 1:
+            raise NoisePriorError(f"num_frames must be >= 1, got {num_frames}")
+        self.num_frames = int(num_frames)
+
+    def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+        eps, _ = draw(self._check_shape(shape), generator, device, dtype)
+        return NoiseSample(eps=eps, base=None, residual=eps)
+
+    def correlation(self) -> torch.Tensor:
+        return torch.eye(self.num_frames, dtype=torch.float64)
+
+    def __repr__(self) -> str:
+        return f"IndependentNoise(num_frames={self.num_frames})"
+
+
+class DecomposedNoise(NoisePrior):
     """Sampler of decomposed video noise for a fixed λ schedule and frame count.
 
     >>> noise = DecomposedNoise.constant(16, 0.5)
@@ -151,34 +232,22 @@ class DecomposedNoise:
                device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
         """Draw ``(eps, base, residual)`` for ``shape = (B, C, T, H, W)``.
 
-        One standard normal tensor ``z`` of the full shape is drawn; its keyframe
-        slice is the base noise ``b`` and its other frames are the residuals ``r^i``.
-        The keyframe's residual (multiplied by sqrt(1 − 1) = 0) is a second, independent
-        draw. Hence with λ ≡ 0 off the keyframe, ``eps`` is bit-for-bit
+        The draws of :func:`draw`: the keyframe slice of ``z`` is the base noise ``b`` and
+        its other frames are the residuals ``r^i``; ``s`` is the keyframe's residual (multiplied by
+        sqrt(1 − 1) = 0). Hence with λ ≡ 0 off the keyframe, ``eps`` is bit-for-bit
         ``torch.randn(shape, generator=g)``: independent noise exactly.
         """
-        if len(shape) != 5:
-            raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
-        b, c, t, h, w = shape
-        if t != self.num_frames:
-            raise ValueError(f"shape has {t} frames but the λ schedule has {self.num_frames}")
-        if device is None and generator is not None:
-            device = generator.device
+        b, c, t, h, w = self._check_shape(shape)
         k = self.keyframe
-        z = torch.randn((b, c, t, h, w), generator=generator, device=device, dtype=dtype)
+        z, s = draw((b, c, t, h, w), generator, device, dtype)
         base = z[:, :, k:k + 1].clone()
         residual = z.clone()
-        residual[:, :, k:k + 1] = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+        residual[:, :, k:k + 1] = s
         eps = compose(base, residual, self.lambdas)
         eps[:, :, k:k + 1] = base  # exact (no rounding from sqrt(1)·b + 0·r)
         if self.is_independent:
             eps = z
         return NoiseSample(eps=eps, base=base, residual=residual)
-
-    def __call__(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Just ``eps`` (a noise sampler callable for the schedulers)."""
-        return self.sample(shape, generator=generator, device=device, dtype=dtype).eps
 
     def correlation(self) -> torch.Tensor:
         """The theoretical inter-frame correlation matrix, sqrt(λ^i λ^j) off the diagonal."""
@@ -200,20 +269,21 @@ def decomposed_prior(num_frames: int, schedule: str = "constant", value: float =
                                            values=list(per_frame) if per_frame is not None else None))
 
 
-def independent_prior(num_frames: int, **unused) -> DecomposedNoise:
+def independent_prior(num_frames: int, **unused) -> IndependentNoise:
     """I.i.d. per-frame noise: bit for bit ``torch.randn`` of the clip's shape."""
-    return DecomposedNoise.independent(num_frames)
+    return IndependentNoise(num_frames)
 
 
-def build_noise_prior(name: str, num_frames: int, **params) -> DecomposedNoise:
-    """The prior registered as ``name`` (see :mod:`vfusion.diffusion.priors`) for clips of ``num_frames``."""
+def build_noise_prior(name: str, num_frames: int, **params) -> NoisePrior:
+    """The prior registered as ``name`` (see :mod:`vfusion.diffusion.priors`) for clips of ``num_frames``;
+    ``params`` are the config's ``noise`` keys (each prior reads its own: the λ keys, ``alpha``)."""
     from vfusion.diffusion.priors import NOISE_PRIORS
     from vfusion.utils.registry import choose, load_entry
 
     return load_entry(choose(NOISE_PRIORS, name, "noise.prior"))(num_frames, **params)
 
 
-def noise_prior_from_config(noise_cfg, num_frames: int) -> DecomposedNoise:
+def noise_prior_from_config(noise_cfg, num_frames: int) -> NoisePrior:
     """The prior of an experiment's ``noise`` section (or the same keys as a dict): ``prior`` plus its parameters."""
     params = dict(noise_cfg)
     name = params.pop("prior")
@@ -222,6 +292,25 @@ def noise_prior_from_config(noise_cfg, num_frames: int) -> DecomposedNoise:
     return build_noise_prior(name, num_frames, **params)
 
 
+def keyframe_lambdas(prior) -> torch.Tensor:
+    """The per-frame λ of a prior with a shared keyframe base (what VideoFusion composes with), or a
+    :class:`NoisePriorError` naming the fix."""
+    lam = getattr(prior, "lambdas", None)
+    if lam is None:
+        raise NoisePriorError(f"VideoFusion needs a noise prior with a shared keyframe base, not {prior!r}; use "
+                              "noise.prior=decomposed (noise.value=0: independent noise off the keyframe)")
+    return lam
+
+
 def lambdas_from_config(noise_cfg, num_frames: int) -> torch.Tensor:
-    """The per-frame λ of an experiment's noise prior (λ ≡ 0 off the keyframe for ``independent``)."""
-    return noise_prior_from_config(noise_cfg, num_frames).lambdas
+    """The per-frame λ of an experiment's noise prior (λ ≡ 0 off the keyframe for ``independent``).
+
+    The PYoCo priors have no per-frame λ (no frame is special): a :class:`NoisePriorError`."""
+    prior = noise_prior_from_config(noise_cfg, num_frames)
+    if isinstance(prior, IndependentNoise):
+        return lambda_schedule(num_frames, "constant", value=0.0)
+    lam = getattr(prior, "lambdas", None)
+    if lam is None:
+        raise NoisePriorError(f"noise prior '{dict(noise_cfg)['prior']}' has no per-frame λ; its frame "
+                              "correlation is prior.correlation()")
+    return lam

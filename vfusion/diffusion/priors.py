@@ -1,9 +1,20 @@
 """The noise-prior registry: ``noise.prior`` -> the function that builds it.
 
 Torch-free (config validation reads the names); the builders live in
-:mod:`vfusion.diffusion.noise` and take ``(num_frames, **params)`` with the parameter
-names of the config's ``noise`` section. Every prior is a callable noise sampler with
-``sample(shape, generator)`` returning ``(eps, base, residual)`` and ``correlation()``.
+:mod:`vfusion.diffusion.noise` and :mod:`vfusion.diffusion.pyoco` and take
+``(num_frames, **params)`` with the parameter names of the config's ``noise`` section (a
+builder ignores the keys of other priors). Every prior is a callable noise sampler
+(``prior(shape, generator=, device=, dtype=)`` -> ε of shape (B, C, T, H, W)) with
+``sample(...)`` returning ``(eps, base, residual)`` (None where the prior has no such part),
+``correlation()`` (the theoretical T×T frame-by-frame correlation, float64) and ``num_frames``.
+Every frame of every prior is N(0, I); they differ only in how frames are correlated:
+
+    independent         ρ_ij = 0
+    decomposed          ρ_ij = sqrt(λ^i λ^j)             (VideoFusion; λ keys, λ^{T//2} = 1)
+    pyoco_mixed         ρ_ij = α² / (1 + α²)             (PYoCo, Ge et al. ICCV 2023; noise.alpha)
+    pyoco_progressive   ρ_ij = (α / sqrt(1 + α²))^|i−j|  (PYoCo's AR(1) chain; noise.alpha)
+
+With λ ≡ 0 off the keyframe or α = 0 each of them is the ``independent`` prior bit for bit.
 """
 
 from __future__ import annotations
@@ -13,8 +24,17 @@ LAMBDA_SCHEDULES = ("constant", "linear", "exponential", "cosine", "list")
 
 NOISE_PRIORS: dict[str, str] = {
     "decomposed": "vfusion.diffusion.noise:decomposed_prior",    # VideoFusion: shared base + residual (λ keys)
-    "independent": "vfusion.diffusion.noise:independent_prior",  # i.i.d. per-frame noise (λ ≡ 0)
+    "independent": "vfusion.diffusion.noise:independent_prior",  # i.i.d. per-frame noise: plain randn
+    "pyoco_mixed": "vfusion.diffusion.pyoco:mixed_prior",        # PYoCo: one shared part for all frames (α)
+    "pyoco_progressive": "vfusion.diffusion.pyoco:progressive_prior",  # PYoCo: AR(1) chain over frames (α)
 }
+
+# priors whose keyframe noise is a shared base b (what VideoFusion's base generator predicts)
+KEYFRAME_BASE_PRIORS = ("decomposed",)
+
+# priors that read noise.alpha, and their α when it is unset (PYoCo's reported defaults, from a
+# third-party reimplementation: unverified)
+ALPHA_PRIORS: dict[str, float] = {"pyoco_mixed": 1.0, "pyoco_progressive": 2.0}
 
 
 def prior_names() -> tuple[str, ...]:

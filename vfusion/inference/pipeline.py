@@ -179,14 +179,20 @@ class VideoFusionPipeline(DiffusionPipeline):
                  guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
                  output_type: str = "np", return_dict: bool = True, start_index: int = 0,
                  callback: Optional[Callable[[int], None]] = None, progress: bool = True,
-                 prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None):
+                 prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None,
+                 free_init_iters: Optional[int] = None, free_init_order: Optional[int] = None,
+                 free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None):
         """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
         batch gets class (``start_index`` + j) mod K. ``prompt`` (text-conditioned bases only): free
         text for every video, or one per video. ``latents``: the initial noise (B, C, T, h, w) instead
         of a draw from the run's prior. ``callback(step)`` is called after each denoising step.
+        ``free_init_*``: FreeInit (:mod:`vfusion.diffusion.freeinit`; ``free_init_iters=0`` is off) — the
+        iterations, the Butterworth order and the spatial / temporal cut-offs; each iteration is one more
+        full sampling pass.
         """
+        from vfusion.diffusion.freeinit import FreeInit
         from vfusion.diffusion.sampling import sample_loop
 
         vc = self.video_config
@@ -214,6 +220,10 @@ class VideoFusionPipeline(DiffusionPipeline):
         sampler = sampler or defaults.get("sampler", "ddim")
         guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
         check_sampling(batch_size, steps, guidance, self.process.num_train_timesteps)
+        fi = {key: value if value is not None else defaults.get("free_init_" + key, default)
+              for key, value, default in (("iters", free_init_iters, 0), ("order", free_init_order, 4),
+                                          ("ds", free_init_ds, 0.25), ("dt", free_init_dt, 0.25))}
+        free_init = FreeInit(int(fi["iters"]), int(fi["order"]), float(fi["ds"]), float(fi["dt"]))
         if labels is None and num_classes and prompt is None:
             labels = self.default_labels(batch_size, start_index)
 
@@ -226,7 +236,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         cond = self.condition(labels, prompt, batch_size, device)
         x = sample_loop(model, process, prior, shape, sampler=sampler, steps=steps, cond=cond,
                         guidance_scale=guidance, generator=generator, device=device, progress=progress,
-                        callback=callback, latents=latents)
+                        callback=callback, latents=latents, free_init=free_init if free_init.iters else None)
         labels = labels.cpu() if labels is not None else None
         if output_type == "latent":
             return VideoFusionPipelineOutput(frames=x, class_labels=labels) if return_dict else (x, labels)

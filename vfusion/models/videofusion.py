@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from vfusion.conditioning import Cond
-from vfusion.diffusion.noise import check_lambdas
+from vfusion.diffusion.noise import check_lambdas, keyframe_lambdas
 from vfusion.layout import keyframe_index
 from vfusion.models.base_generator import BaseGenerator, base_network
 from vfusion.models.residual_generator import ResidualGenerator
@@ -82,7 +82,7 @@ class VideoFusion(nn.Module):
     def build(cls, cfg, spec: ModelSpec) -> "VideoFusion":
         base = BaseGenerator(base_network(cfg.model.base, spec), spec.num_classes, spec.base)
         residual = ResidualGenerator.from_experiment(cfg.model.residual, spec)
-        return cls(base, residual, spec.noise.lambdas, spec.process)
+        return cls(base, residual, keyframe_lambdas(spec.noise), spec.process)
 
     def pipeline_components(self) -> dict:
         return {"base": self.base.unet, "residual": self.residual}
@@ -90,4 +90,4 @@ class VideoFusion(nn.Module):
     @classmethod
     def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "VideoFusion":
         return cls(BaseGenerator(components["base"], spec.num_classes, spec.base), components["residual"],
-                   spec.noise.lambdas, spec.process)
+                   keyframe_lambdas(spec.noise), spec.process)
