@@ -11,7 +11,8 @@ from diffusers.pipelines.free_init_utils import FreeInitMixin
 from vfusion.config import ConfigError, merge_config
 from vfusion.diffusion.freeinit import FreeInit, FreeInitError, butterworth_low_pass, mix_frequencies, reinitialise
 from vfusion.diffusion.noise import build_noise_prior
-from vfusion.diffusion.process import DiffusionProcess, make_process
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.process import DiffusionProcess
 from vfusion.diffusion.sampling import sample_loop
 
 DIMS = (-3, -2, -1)
