@@ -93,11 +93,75 @@ def test_minutes_budget_lifts_the_step_limit(tmp_path):
     ({"grid": {}}, "grid"),
     ({"overrides": ["model.base.pretrained=@stage2"]}, "overrides"),
     ({"grid": {"seed": [{"label": "a"}]}}, "grid.seed"),
+    ({"budget": {"flops": 1.0e9, "steps": 2}}, "budget.flops"),
+    ({"budget": {"flops": 0}}, "budget.flops"),
 ])
 def test_bad_study_file_names_the_key(tmp_path, change, key):
     with pytest.raises(StudyError) as err:
         load_study(write_study(tmp_path / "s.yaml", **change))
     assert f"key '{key}'" in str(err.value)
+
+
+def test_flops_budget_sets_steps_once_per_cell_from_the_stage1_architecture(tmp_path, monkeypatch):
+    """floor(budget / per-step FLOPs), at least 1 step; seeds of a cell share one count; a run that loads
+    @stage1 is counted before stage 1 exists, on what stage 1 starts from (here: a fresh base)."""
+    counted = []
+
+    def fake_count(cfg, spec_info=None):
+        counted.append((cfg.model.name, cfg.model.base.pretrained))
+        return 300 if cfg.model.name == "videofusion" else 700
+
+    monkeypatch.setattr("vfusion.training.flops.run_step_flops", fake_count)
+    grid = {"model": [{"label": "vf"}, {"label": "vunet", "overrides": ["model.name=video_unet", "noise.value=0"]}]}
+    study = load_study(write_study(tmp_path / "s.yaml", budget={"flops": 1000, "minutes": 9}, grid=grid),
+                       study_dir=str(tmp_path / "sd"))
+    plans = plan_study(study)
+    assert counted == [("videofusion", None), ("video_unet", None)]  # 2 cells x 2 seeds: 2 counts
+    got = {p.run_id: (c.train.max_steps, c.train.max_minutes, p.flops) for p, c in plans}
+    assert got["vf_s1"] == (3, 9.0, {"budget": 1000, "per_step": 300, "steps": 3, "total": 900})
+    assert got["vunet_s0"] == (1, 9.0, {"budget": 1000, "per_step": 700, "steps": 1, "total": 700})
+    for p, c in plans:  # the overrides alone reproduce the config, and @stage1 is still what the run loads
+        assert f"train.max_steps={c.train.max_steps}" in p.overrides
+        assert c.model.base.pretrained == str(tmp_path / "sd" / "stage1" / "base_unet")
+    study = load_study(write_study(tmp_path / "s.yaml", budget={"flops": 100}, grid=grid))
+    assert {c.train.max_steps for _, c in plan_study(study)} == {1}  # less than one step: still one
+
+
+def test_flops_budget_gives_two_models_equal_compute(tmp_path):
+    """A 2-cell study with a FLOPs budget: VideoFusion and the video UNet cost different FLOPs per step
+    (counted for real), get different step counts, and train for the same total within one step's FLOPs;
+    per-step FLOPs, steps and total FLOPs reach status.json, results.csv and results.md."""
+    from vfusion.config import save_config
+    from vfusion.utils.io import atomic_write_json
+
+    budget = 5.0e9
+
+    def fake_fit(cfg, stage="video", resume=False, **kw):  # trains exactly train.max_steps steps
+        d = Path(cfg.run_dir)
+        save_config(cfg, d / "config.yaml")
+        atomic_write_json(d / "model_info.json", {"global_step": int(cfg.train.max_steps)})
+        return d
+
+    f = write_study(tmp_path / "s.yaml", overrides=list(TINY_OVERRIDES), budget={"flops": budget}, seeds=[0],
+                    grid={"model": [{"label": "vf"},
+                                    {"label": "vunet", "overrides": ["model.name=video_unet", "noise.value=0"]}]})
+    study = load_study(f, study_dir=str(tmp_path / "sd"))
+    hooks = StudyHooks(fit=fake_fit, write_samples=lambda *a, **k: None, spec_info=tiny_spec())
+    run_study(study, hooks, echo=lambda s: None)
+    with open(study.study_dir / "results.csv") as fh:
+        rows = {r["run_id"]: r for r in csv.DictReader(fh)}
+    per_step = {k: int(r["flops_per_step"]) for k, r in rows.items()}
+    total = {k: int(r["flops_total"]) for k, r in rows.items()}
+    steps = {k: int(r["steps"]) for k, r in rows.items()}
+    assert per_step["vunet_s0"] > per_step["vf_s0"] and steps["vunet_s0"] < steps["vf_s0"]
+    for k in rows:
+        assert total[k] == steps[k] * per_step[k] and budget - per_step[k] < total[k] <= budget
+    assert abs(total["vf_s0"] - total["vunet_s0"]) < max(per_step.values())
+    status = read_status(study.study_dir / "runs" / "vf_s0")
+    assert status["flops"] == {"budget": int(budget), "per_step": per_step["vf_s0"], "steps": steps["vf_s0"],
+                               "total": total["vf_s0"]}
+    md = (study.study_dir / "results.md").read_text()
+    assert "training FLOPs" in md and "FLOP/step" in md and "train FLOP" in md
 
 
 def test_bad_override_is_reported_with_run_and_config_key(tmp_path):

@@ -1,4 +1,5 @@
-"""Temporal pixel statistics: values on clips whose answer is known by construction."""
+"""Temporal pixel statistics (values on clips whose answer is known by construction) and the shared
+zero-initialised temporal layers of vfusion.models.temporal."""
 
 from __future__ import annotations
 
@@ -68,3 +69,57 @@ def test_study_script_pools_finished_runs_by_grid_cell(tmp_path):
     assert len(cells["still"]["frame_change"]) == 4 and len(cells["flick"]["frame_change"]) == 2
     assert max(cells["still"]["frame_change"]) < 2.0
     assert min(cells["flick"]["frame_change"]) > 150.0  # ±0.8 alternating: 204 grey levels before the codec
+
+
+# --------------------------------------------------------------------------- the shared temporal layers
+
+@pytest.mark.parametrize("kind", ["conv", "attention", "both"])
+def test_mixer_is_the_identity_bit_for_bit_at_init(kind):
+    from vfusion.models.temporal import TemporalMixer
+
+    torch.manual_seed(0)
+    mixer = TemporalMixer(16, kind, num_heads=4, norm_groups=4)
+    h = torch.randn(2 * 5, 16, 4, 4)  # (B*T, C, H, W)
+    with torch.no_grad():
+        assert torch.equal(mixer(h, num_frames=5), h)
+    assert all(not layer.weight.any() for layer in mixer.output_layers())
+
+
+def test_hook_acts_only_inside_mixing_frames():
+    from torch import nn
+
+    from vfusion.models.temporal import TemporalHook, TemporalMixer, mixing_frames
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(8, 8, 1)
+    hook = TemporalHook(TemporalMixer(8, "conv", norm_groups=4))
+    layer.register_forward_hook(hook)
+    with torch.no_grad():
+        hook.mixer.output_layers()[0].weight.normal_()
+    h = torch.randn(6, 8, 2, 2)
+    with torch.no_grad():
+        plain = layer(h)
+        with mixing_frames([hook], 3):
+            mixed = layer(h)
+        assert not torch.equal(mixed, plain) and torch.equal(layer(h), plain)
+        with pytest.raises(RuntimeError, match="boom"):
+            with mixing_frames([hook], 3):
+                raise RuntimeError("boom")
+    assert hook.num_frames is None  # reset even when the forward fails
+
+
+def test_both_models_use_the_one_temporal_module():
+    from vfusion.config import merge_config
+    from vfusion.models.residual_generator import ResidualGenerator
+    from vfusion.models.temporal import TemporalHook, TemporalMixer
+    from vfusion.models.unet2d import build_unet
+    from vfusion.models.video_unet import VideoUNet
+
+    base = merge_config({"name": "t", "model": {"base": {"block_out_channels": [8, 16], "norm_num_groups": 4}}})
+    unet = build_unet(base.model.base, 3, 3, 8)
+    video = VideoUNet(unet_config=dict(unet.config), temporal_layers="conv", unet=unet)
+    residual = ResidualGenerator(sample_size=8, num_frames=4, block_out_channels=(8, 16), norm_num_groups=4,
+                                 temporal="attention")
+    for hooks in (video.temporal, residual.temporal_layers):
+        assert len(hooks) and all(type(h) is TemporalHook and type(h.mixer) is TemporalMixer for h in hooks)
+    assert len(residual.temporal_layers) == 1  # the residual generator: one, at its bottleneck

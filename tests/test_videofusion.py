@@ -1,15 +1,17 @@
-"""The VideoFusion denoiser: composition, stop-gradient, frame conditioning, temporal mixing."""
+"""The VideoFusion denoiser: composition, stop-gradient, frame conditioning, the residual's temporal layers."""
 
+import pytest
 import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
 from tests.conftest import tiny_config
 from vfusion.conditioning import Cond
-from vfusion.config import merge_config
+from vfusion.config import ConfigError, merge_config
 from vfusion.diffusion.noise import build_noise_prior
 from vfusion.diffusion.process import DiffusionProcess
 from vfusion.models.registry import build_model
+from vfusion.models.residual_generator import ResidualGenerator
 from vfusion.models.spec import ModelSpec
 
 
@@ -98,18 +100,87 @@ def test_class_conditioning_changes_output(tmp_path):
                               model(x, t, Cond(class_labels=torch.tensor([1]))))
 
 
-def test_temporal_mixing_zero_init_then_mixes_frames(tmp_path):
-    plain, _ = _model(tmp_path)
-    mixed, _ = _model(tmp_path, 5, 3, "model.residual.temporal_mixing=true")
-    mixed.load_state_dict(plain.state_dict(), strict=False)
-    x = torch.randn(1, 3, 5, 16, 16)
-    t = torch.tensor([300])
-    assert torch.allclose(plain(x, t), mixed(x, t), atol=1e-6)  # identical at init
+# ---- temporal layers of the residual generator (model.residual.temporal) ------------------------
+
+RES = dict(in_channels=3, sample_size=16, num_frames=5, num_classes=3, frame_embed_dim=8,
+           block_out_channels=(8, 16), norm_num_groups=4)
+
+
+def _residual_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 3, 4, 16, 16, generator=g)  # the 4 non-key frames of a 5-frame clip
+    return z, torch.tensor([300, 20]), torch.tensor([0, 1, 3, 4]), Cond(class_labels=torch.tensor([2, 0]))
+
+
+def _plain_and_temporal(kind):
+    torch.manual_seed(0)
+    plain = ResidualGenerator(**RES)
+    mixed = ResidualGenerator(**RES, temporal=kind)
+    missing, unexpected = mixed.load_state_dict(plain.state_dict(), strict=False)  # the same spatial weights
+    assert not unexpected and missing and all(k.startswith("temporal_layers.0.mixer.") for k in missing)
+    return plain, mixed
+
+
+def _step_on_temporal_layers(model):
+    """One Adam step on the temporal parameters only (the zero-initialised output layer moves)."""
+    opt = torch.optim.Adam(model.temporal_layers.parameters(), lr=1e-2)
+    z, t, idx, y = _residual_inputs(1)
+    model(z, t, idx, y).square().mean().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("kind", ["conv", "attention"])
+def test_temporal_layers_start_bit_identical_to_none_then_mix_frames(kind):
+    plain, mixed = _plain_and_temporal(kind)
+    z, t, idx, y = _residual_inputs()
     with torch.no_grad():
-        mixed.residual.mixer.conv.weight.normal_(0, 0.5)
-    x2 = x.clone()
-    x2[:, :, 0] += 1.0  # change frame 0 only
-    out1, out2 = mixed(x, t), mixed(x2, t)
-    assert not torch.allclose(out1[:, :, 1], out2[:, :, 1], atol=1e-5)  # frame 1 now sees frame 0
-    p1, p2 = plain(x, t), plain(x2, t)
-    assert torch.allclose(p1[:, :, 1], p2[:, :, 1], atol=1e-6)  # without mixing it does not
+        assert torch.equal(mixed(z, t, idx, y), plain(z, t, idx, y))  # bit for bit at initialisation
+    _step_on_temporal_layers(mixed)
+    z2 = z.clone()
+    z2[:, :, 0] += 1.0  # change the first non-key frame only
+    with torch.no_grad():
+        out, out2 = mixed(z, t, idx, y), mixed(z2, t, idx, y)
+        p, p2 = plain(z, t, idx, y), plain(z2, t, idx, y)
+    assert (out - p).abs().max() > 1e-4  # the step changed the output
+    assert (out2[:, :, 1:] - out[:, :, 1:]).abs().max() > 1e-5  # the other frames see frame 0 now
+    assert torch.equal(p2[:, :, 1:], p[:, :, 1:])  # per-frame ψ: they do not
+
+
+@pytest.mark.parametrize("kind", ["conv", "attention"])
+def test_temporal_key_round_trips_through_save_and_from_pretrained(kind, tmp_path):
+    _, mixed = _plain_and_temporal(kind)
+    _step_on_temporal_layers(mixed)  # non-zero temporal weights, so loading them is checked too
+    mixed.save_pretrained(str(tmp_path / "residual"))
+    loaded = ResidualGenerator.from_pretrained(str(tmp_path / "residual"), low_cpu_mem_usage=False)
+    assert loaded.config.temporal == kind and loaded.config.temporal_heads == 4
+    assert "temporal_mixing" not in loaded.config
+    z, t, idx, y = _residual_inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(z, t, idx, y), mixed(z, t, idx, y))
+
+
+def test_a_copy_runs_its_own_temporal_layers():
+    """EMA keeps a deepcopy: its hook must call the copy's mixer, not the original's."""
+    import copy
+
+    _, mixed = _plain_and_temporal("conv")
+    ema = copy.deepcopy(mixed)
+    z, t, idx, y = _residual_inputs()
+    with torch.no_grad():
+        before = mixed(z, t, idx, y)
+    _step_on_temporal_layers(ema)
+    with torch.no_grad():
+        assert torch.equal(mixed(z, t, idx, y), before)
+        assert (ema(z, t, idx, y) - before).abs().max() > 1e-4
+
+
+def test_temporal_config_key_reaches_the_model_and_the_old_name_reads_as_conv(tmp_path):
+    for overrides, kind in [((), "none"), (("model.residual.temporal=attention",), "attention"),
+                            (("model.residual.temporal_mixing=true",), "conv")]:
+        model, _ = _model(tmp_path, 5, 3, *overrides)
+        assert model.residual.config.temporal == kind
+        assert len(model.residual.temporal_layers) == (kind != "none")
+    with pytest.raises(ConfigError, match="model.residual.temporal.*none, conv, attention"):
+        _model(tmp_path, 5, 3, "model.residual.temporal=lstm")
+    with pytest.raises(ConfigError, match="temporal_mixing"):
+        _model(tmp_path, 5, 3, "model.residual.temporal=attention", "model.residual.temporal_mixing=true")

@@ -165,7 +165,12 @@ class TextConfig:
 class ResidualGeneratorConfig(UNetConfig):
     block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     attention: bool = False
-    # zero-initialised temporal mixing across frames (an ablation; off by default)
+    # none | conv | attention: one zero-initialised temporal layer (diffusers' TemporalConvLayer or
+    # AnimateDiffTransformer3D, as in the video UNet) at the bottleneck (see vfusion.models.residual_generator)
+    temporal: str = "none"
+    # heads of the temporal attention (must divide the last block width)
+    temporal_heads: int = 4
+    # the old name of temporal: conv (kept so configs that set it, and saved run configs, still load)
     temporal_mixing: bool = False
     # embedding size of the frame index
     frame_embed_dim: int = 64

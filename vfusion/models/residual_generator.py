@@ -17,10 +17,27 @@ base's cross-attention has already put the prompt's content into b̂, which ψ o
 per frame; a pooled vector costs one matrix product per clip. The projection starts at zero,
 so a fresh ψ starts text-agnostic.
 
-Optional temporal mixing (``temporal_mixing: true``): a zero-initialised temporal
-convolution over the frame axis at the UNet's bottleneck (a forward hook on its
-mid block, :class:`vfusion.models.temporal.TemporalConvMixer`), so at initialisation
-ψ is exactly per-frame and the switch can be ablated cleanly. Off by default.
+Temporal modelling (``model.residual.temporal: none | conv | attention``, default none):
+one :class:`vfusion.models.temporal.TemporalMixer` (the same diffusers temporal conv /
+temporal attention as the video-UNet baseline) after the UNet's mid block, run by a
+:class:`~vfusion.models.temporal.TemporalHook`. Its output layer starts at zero, so a fresh
+ψ with temporal layers is bit for bit the per-frame ψ and the switch can be ablated cleanly.
+
+Why at the bottleneck only, not after every spatial unit as in the baseline: ψ runs on every
+non-key frame, so its per-frame cost is what VideoFusion saves (method.md, "Cost structure").
+Counted with ``FlopCounterMode`` (forward, 32x32 frames, 15 non-key frames), one mixer at
+the bottleneck adds 1.3 % (conv) / 2.4 % (attention) to ψ's per-frame FLOPs at the default
+widths [16, 32, 32] (1 resnet per level), where one after each of its 11 spatial units would
+add 37 % / 68 %; at [32, 64, 64] with 2 resnets per level: 0.9 % / 1.6 % against 42 % / 77 %
+(17 units). The bottleneck is also where mixing is cheapest per unit of context: each of
+its positions sees a large patch of the frame, the scale of the motion ψ has to keep
+consistent, while the content the frames share is already in the base's b̂. Whether ψ needs its neighbours at all is the question the ablation answers; more
+placements are worth their cost only if it says yes.
+
+ψ sees the T-1 non-key frames (the keyframe is b̂ alone), so the temporal layers see that
+sequence: the keyframe's neighbours k-1 and k+1 are adjacent for the conv kernel and the
+attention's sinusoidal positions; each frame's true index still enters through the frame
+embedding.
 
 It is a diffusers ``ModelMixin``: ``save_pretrained`` / ``from_pretrained`` write and read
 it as a pipeline component (config.json + safetensors), built from its config alone.
@@ -37,18 +54,25 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vfusion.conditioning import Cond, label_ids
+from vfusion.config import ConfigError
 from vfusion.layout import fold_frames, unfold_frames
-from vfusion.models.temporal import TemporalConvMixer
+from vfusion.models.temporal import TemporalHook, TemporalMixer, mixing_frames
 from vfusion.models.unet2d import build_unet, time_embed_dim, unet_forward
+
+
+# ``model.residual.temporal``: kinds of temporal layer ψ can have ("none": per-frame ψ)
+RESIDUAL_TEMPORAL = ("none", "conv", "attention")
 
 
 class ResidualGenerator(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
-                 frame_embed_dim: int = 64, temporal_mixing: bool = False, arch: str = "unet2d",
+                 frame_embed_dim: int = 64, temporal: str = "none", temporal_heads: int = 4, arch: str = "unet2d",
                  block_out_channels: Sequence[int] = (16, 32, 32), layers_per_block: int = 1,
                  attention: bool = False, norm_num_groups: int = 8, text_dim: int = 0):
         super().__init__()
+        if temporal not in RESIDUAL_TEMPORAL:
+            raise ValueError(f"model.residual.temporal is '{temporal}'; expected one of {', '.join(RESIDUAL_TEMPORAL)}")
         unet_cfg = SimpleNamespace(arch=arch, block_out_channels=list(block_out_channels),
                                    layers_per_block=layers_per_block, attention=attention,
                                    norm_num_groups=norm_num_groups)
@@ -63,12 +87,14 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
         if self.text_proj is not None:
             nn.init.zeros_(self.text_proj.weight)
             nn.init.zeros_(self.text_proj.bias)
-        self.mixer: Optional[TemporalConvMixer] = None
-        if temporal_mixing:
-            if getattr(self.unet, "mid_block", None) is None:
-                raise ValueError("temporal_mixing needs a UNet with a mid block")
-            self.mixer = TemporalConvMixer(self.unet.config.block_out_channels[-1])
-            self.unet.mid_block.register_forward_hook(lambda _m, _inp, out: self.mixer(out))
+        # not "temporal": a submodule named like a config key would be shadowed by it (ModelMixin.__getattr__)
+        self.temporal_layers = nn.ModuleList()
+        if temporal != "none":
+            mixer = TemporalMixer(int(block_out_channels[-1]), temporal, temporal_heads, norm_num_groups,
+                                  max(32, num_frames), heads_key="model.residual.temporal_heads")
+            hook = TemporalHook(mixer)
+            self.unet.mid_block.register_forward_hook(hook)
+            self.temporal_layers.append(hook)
 
     @classmethod
     def from_experiment(cls, res_cfg, spec) -> "ResidualGenerator":
@@ -76,7 +102,7 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
         text_dim = int(spec.base.get("text_dim", 0)) if spec.base.get("text") else 0
         return cls(in_channels=spec.in_channels, sample_size=spec.sample_size, num_frames=spec.num_frames,
                    num_classes=spec.num_classes, text_dim=text_dim, frame_embed_dim=int(res_cfg.frame_embed_dim),
-                   temporal_mixing=bool(res_cfg.temporal_mixing), arch=res_cfg.arch,
+                   temporal=temporal_kind(res_cfg), temporal_heads=int(res_cfg.temporal_heads), arch=res_cfg.arch,
                    block_out_channels=[int(c) for c in res_cfg.block_out_channels],
                    layers_per_block=int(res_cfg.layers_per_block), attention=bool(res_cfg.attention),
                    norm_num_groups=int(res_cfg.norm_num_groups))
@@ -98,7 +124,20 @@ class ResidualGenerator(ModelMixin, ConfigMixin):
             w = mask.to(states.dtype).unsqueeze(-1) if mask is not None else torch.ones_like(states[..., :1])
             pooled = (states * w).sum(1) / w.sum(1).clamp(min=1)                 # (B, D)
             emb = emb + self.text_proj(pooled.to(emb.dtype)).repeat_interleave(tp, dim=0)
-        if self.mixer is not None:
-            self.mixer.num_frames = tp
-        out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), emb.to(z.dtype))
+        with mixing_frames(self.temporal_layers, tp):
+            out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), emb.to(z.dtype))
         return unfold_frames(out, tp)
+
+
+def temporal_kind(res_cfg) -> str:
+    """``model.residual.temporal``, with the replaced ``temporal_mixing: true`` read as ``conv``."""
+    kind = str(res_cfg.temporal)
+    if kind not in RESIDUAL_TEMPORAL:
+        raise ConfigError(f"config key 'model.residual.temporal' is '{kind}'; expected one of "
+                          f"{', '.join(RESIDUAL_TEMPORAL)}")
+    if res_cfg.get("temporal_mixing"):
+        if kind == "attention":
+            raise ConfigError("config keys 'model.residual.temporal_mixing: true' (the old name of temporal: conv) "
+                              "and 'model.residual.temporal: attention' disagree; drop temporal_mixing")
+        kind = "conv"
+    return kind

@@ -1,14 +1,16 @@
 """Zero-initialised temporal layers for networks that see frames folded into the batch.
 
-Two kinds live here: :class:`TemporalMixer` (diffusers' temporal conv / attention, the
-video-UNet baseline's layers) and :class:`TemporalConvMixer` (one small temporal conv at
-the residual generator's bottleneck, its ``temporal_mixing`` ablation switch).
+One module, :class:`TemporalMixer`, serves every model that mixes frames: the video-UNet
+baseline (after each spatial unit, :mod:`vfusion.models.video_unet`) and VideoFusion's
+residual generator (at its bottleneck, ``model.residual.temporal``,
+:mod:`vfusion.models.residual_generator`). :class:`TemporalHook` runs one as a forward hook
+of the layer it follows.
 
 A 2D network processes ``(B*T, C, H, W)`` (frames folded by :func:`vfusion.layout.fold_frames`);
 a :class:`TemporalMixer` placed after one of its spatial layers mixes information across
 the T frames of each clip and returns the same layout. It is a residual layer whose last
-projection starts at zero, so at initialisation it is exactly the identity and the
-inflated network equals the image network applied per frame.
+projection starts at zero, so at initialisation it is exactly the identity (``h + 0``, bit
+for bit) and the inflated network equals the image network applied per frame.
 
 Both mixers are diffusers' own layers, not re-implementations:
 
@@ -23,6 +25,9 @@ Both mixers are diffusers' own layers, not re-implementations:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
 import torch
 from diffusers.models.resnet import TemporalConvLayer
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -35,13 +40,14 @@ class TemporalMixer(nn.Module):
     """Temporal conv and/or temporal attention on ``(B*T, C, H, W)``; identity at init."""
 
     def __init__(self, channels: int, kind: str = "both", num_heads: int = 4, norm_groups: int = 32,
-                 max_frames: int = 32):
+                 max_frames: int = 32, heads_key: str = "model.video_unet.attention_heads"):
+        """``heads_key``: the config key of ``num_heads``, named when it does not divide ``channels``."""
         super().__init__()
         if kind not in TEMPORAL_KINDS:
             raise ValueError(f"temporal layer kind '{kind}'; expected one of {', '.join(TEMPORAL_KINDS)}")
-        if channels % num_heads:
+        if kind != "conv" and channels % num_heads:
             raise ValueError(f"temporal attention: {channels} channels are not divisible by {num_heads} heads "
-                             "(set model.video_unet.attention_heads to a divisor of every block's width)")
+                             f"(set {heads_key} to a divisor of every width a temporal layer follows)")
         if channels % norm_groups:
             raise ValueError(f"temporal layers: {channels} channels are not divisible by {norm_groups} norm groups")
         self.conv = TemporalConvLayer(channels, channels, norm_num_groups=norm_groups) if kind != "attention" else None
@@ -72,25 +78,36 @@ class TemporalMixer(nn.Module):
         return layers
 
 
-class TemporalConvMixer(nn.Module):
-    """x + Conv1d_T(SiLU(GroupNorm(x))) over frames, output conv zero-initialised.
+class TemporalHook(nn.Module):
+    """Forward hook running a :class:`TemporalMixer` on a spatial unit's ``(B*T, C, H, W)`` output.
 
-    Works on folded features ``(B*T, C, H, W)``; ``num_frames`` is set by the caller
-    before each forward.
+    The owning model sets ``num_frames`` for the duration of its forward (and back to None
+    after it); with ``num_frames`` None the hook leaves the output alone, so the wrapped 2D
+    network called on its own is the per-frame image network. A module rather than a closure,
+    so ``copy.deepcopy`` (EMA) and pickling keep each copy's hook on its own mixer.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, groups: int = 8):
+    def __init__(self, mixer: TemporalMixer):
         super().__init__()
-        self.norm = nn.GroupNorm(min(groups, channels), channels)
-        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
-        nn.init.zeros_(self.conv.weight)
-        nn.init.zeros_(self.conv.bias)
-        self.num_frames = 1
+        self.mixer = mixer
+        self.num_frames: Optional[int] = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.num_frames
-        bt, c, h, w = x.shape
-        y = torch.nn.functional.silu(self.norm(x))
-        y = y.reshape(bt // t, t, c, h, w).permute(0, 3, 4, 2, 1).reshape(-1, c, t)  # (B*H*W, C, T)
-        y = self.conv(y).reshape(bt // t, h, w, c, t).permute(0, 4, 3, 1, 2).reshape(bt, c, h, w)
-        return x + y
+    def forward(self, module: nn.Module, args, output):
+        if self.num_frames is None:
+            return None  # plain image-model call: leave the output alone
+        if isinstance(output, tuple):  # e.g. Transformer2DModel(return_dict=False)
+            return (self.mixer(output[0], self.num_frames),) + tuple(output[1:])
+        return self.mixer(output, self.num_frames)
+
+
+@contextmanager
+def mixing_frames(hooks, num_frames: int) -> Iterator[None]:
+    """``with mixing_frames(hooks, T):`` every hook mixes T frames inside the block, none after it."""
+    hooks = list(hooks)
+    for hook in hooks:
+        hook.num_frames = int(num_frames)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.num_frames = None

@@ -26,9 +26,10 @@ So one light inflation serves both UNet classes: each mixer is registered as a f
 hook of the spatial unit it follows. The image UNet's module tree and state-dict keys stay
 unchanged (``unet.*``; its weights can be saved back as an image model), and the mixers
 are the same diffusers layers ``UNetMotionModel`` (``AnimateDiffTransformer3D``) and
-``UNet3DConditionModel`` (``TemporalConvLayer``) use. The hooks are ``nn.Module``s, not
-closures, so ``copy.deepcopy`` (EMA) and pickling keep each copy's hooks on its own
-mixers. Outside :meth:`VideoUNet.forward` the hooks are inactive: ``model.unet`` called
+``UNet3DConditionModel`` (``TemporalConvLayer``) use. The hooks
+(:class:`vfusion.models.temporal.TemporalHook`, shared with the residual generator) are
+``nn.Module``s, not closures, so ``copy.deepcopy`` (EMA) and pickling keep each copy's hooks
+on its own mixers. Outside :meth:`VideoUNet.forward` the hooks are inactive: ``model.unet`` called
 directly is the per-frame image model.
 """
 
@@ -45,7 +46,7 @@ from vfusion.conditioning import Cond, label_ids
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
-from vfusion.models.temporal import TEMPORAL_KINDS, TemporalMixer
+from vfusion.models.temporal import TEMPORAL_KINDS, TemporalHook, TemporalMixer, mixing_frames
 from vfusion.models.unet2d import UNET_CLASSES, count_parameters, unet_forward
 
 
@@ -65,22 +66,6 @@ def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
             channels = block.resnets[min(j, len(block.resnets) - 1)].out_channels
             units.append((f"{name}.{kind}.{j}", layer, channels))
     return units
-
-
-class TemporalHook(nn.Module):
-    """Forward hook running a :class:`TemporalMixer` on a spatial unit's ``(B*T, C, H, W)`` output."""
-
-    def __init__(self, mixer: TemporalMixer):
-        super().__init__()
-        self.mixer = mixer
-        self.num_frames: Optional[int] = None  # set by VideoUNet.forward only
-
-    def forward(self, module: nn.Module, args, output):
-        if self.num_frames is None:
-            return None  # plain image-model call: leave the output alone
-        if isinstance(output, tuple):  # e.g. Transformer2DModel(return_dict=False)
-            return (self.mixer(output[0], self.num_frames),) + tuple(output[1:])
-        return self.mixer(output, self.num_frames)
 
 
 class VideoUNet(ModelMixin, ConfigMixin):
@@ -119,13 +104,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
         labels = label_ids(cond, self.num_classes, b, x_t.device)
         labels = repeat_per_frame(labels, frames) if labels is not None else None  # (B*T,)
         context = cond.repeat_interleave(frames).text_states() if cond is not None else None
-        for hook in self.temporal:
-            hook.num_frames = frames
-        try:
+        with mixing_frames(self.temporal, frames):
             out = unet_forward(self.unet, fold_frames(x_t), repeat_per_frame(t, frames), labels, context)
-        finally:
-            for hook in self.temporal:
-                hook.num_frames = None
         return unfold_frames(out, frames)
 
     def parameter_counts(self) -> dict:

@@ -245,6 +245,8 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
     for p in PHASES:  # status files of older versions / hand edits
         status["phases"].setdefault(p, {"done": False, "seconds": 0.0, "sessions": 0})
     d.mkdir(parents=True, exist_ok=True)
+    if plan.flops is not None:  # a FLOPs budget: what one step costs and how many steps it buys
+        status["flops"] = dict(plan.flops)
     if not status["phases"]["train"]["done"]:
         resumed = (d / "checkpoints" / "last.ckpt").is_file()
         echo(f"[{plan.run_id}] training {cfg.model.name} ({'resuming' if resumed else 'from scratch'})")
@@ -288,21 +290,22 @@ def write_plan(study: Study, plans: list) -> None:
             a: [{"label": v.label, "overrides": v.overrides} for v in vs] for a, vs in study.axes.items()}},
         "cli_overrides": study.cli_overrides,
         "runs": [{"run_id": p.run_id, "seed": p.seed, "labels": p.labels, "run_dir": str(p.run_dir),
-                  "overrides": p.overrides} for p, _ in plans],
+                  "overrides": p.overrides, **({"flops": p.flops} if p.flops else {})} for p, _ in plans],
         "written": now(),
     })
 
 
 def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[list[str]] = None,
               keep_going: bool = False, echo: Callable[[str], None] = print) -> dict:
-    """Run every unfinished run of the study, then write the results and plots.
+    """Run every unfinished run of the study, then write the results and plots (``hooks.spec_info``
+    also serves a FLOPs budget's count, :func:`vfusion.studies.spec.plan_study`).
 
     Returns ``{"done": [...], "skipped": [...], "failed": {run_id: error}}``. Without
     ``keep_going`` the first failing run stops the study (after the report is written
     for what is finished) and its exception propagates.
     """
     hooks = (hooks or StudyHooks()).resolved()
-    plans = plan_study(study)
+    plans = plan_study(study, hooks.spec_info)
     selected = select(plans, only)
     refresh = {}
     for plan, cfg in selected:  # fail before touching anything when the study file changed under a run
@@ -375,7 +378,8 @@ def dry_run_lines(study: Study, only: Optional[list[str]] = None) -> list[str]:
                          f"max_minutes={s1.pretrain.max_minutes}, seed={s1.seed})")
         st = read_status(plan.run_dir)
         state = st.get("state", "?") if st else "new"
+        flops = f" ({plan.flops['per_step']:.3e} FLOP/step, {plan.flops['total']:.3e} in all)" if plan.flops else ""
         lines.append(f"  {plan.run_id:<32} [{state}] model={cfg.model.name} noise={cfg.noise.schedule}:"
-                     f"{cfg.noise.value} budget: steps={cfg.train.max_steps} minutes={cfg.train.max_minutes}")
+                     f"{cfg.noise.value} budget: steps={cfg.train.max_steps}{flops} minutes={cfg.train.max_minutes}")
         lines.append(f"      {' '.join(plan.variant_overrides) or '(no variant overrides)'}")
     return lines

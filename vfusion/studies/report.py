@@ -2,7 +2,8 @@
 
 Per run the row holds the grid labels, the seed, what the run is (model, λ schedule,
 mean λ of the non-key frames), what it cost (optimizer steps, training wall time
-summed over sessions, mean time per training step, parameters) and how it did: the
+summed over sessions, mean time per training step, parameters; with a FLOPs budget also the
+FLOPs of one step and of all the steps done) and how it did: the
 last logged value and the mean of the last ``results.loss_window`` logged values of
 ``train/loss``, ``train/loss_base`` and ``train/loss_residual`` (read from the run's
 TensorBoard event files), every metric of ``metrics.json`` (e.g. ``flicker64_16f`` next to
@@ -111,6 +112,11 @@ def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dic
            "params": total, "params_trainable": trainable,
            "sample_s": phases.get("sample", {}).get("seconds"),
            "eval_s": phases.get("evaluate", {}).get("seconds")}
+    flops = status.get("flops") or plan.flops  # what the run was trained with, else what the plan counts
+    if flops:
+        done = row["steps"]
+        row["flops_per_step"] = int(flops["per_step"])
+        row["flops_total"] = int(flops["per_step"]) * int(done) if done is not None else None
     curves = tb_scalars(d, LOSS_TAGS) if (d / "tb").is_dir() else {}
     for tag in LOSS_TAGS:
         short = tag.split("/", 1)[1]
@@ -183,6 +189,9 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+FLOPS_HEADERS = {"flops_per_step": "FLOP/step", "flops_total": "train FLOP"}
+
+
 def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = None, plots: list[str] = ()) -> str:
     window = int(study.spec.results.loss_window)
     spec = study.spec
@@ -192,6 +201,8 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
                  if any(r.get(c) is not None for r in rows)]
     b = spec.budget
     limits = [x for x in (f"{b.steps} steps" if b.steps is not None else "",
+                          f"{_fmt(float(b.flops))} training FLOPs (steps = floor(budget / FLOPs of one step, counted "
+                          "with FlopCounterMode))" if b.flops is not None else "",
                           f"{b.minutes:g} min of training wall clock" if b.minutes else "") if x]
     budget = " or ".join(limits) + (" (whichever comes first)" if len(limits) > 1 else "")
     out = [f"# Study `{study.name}`", ""]
@@ -204,7 +215,9 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
             f"- table: mean ± sample std over the seeds of each cell (n = runs done); losses are the mean of the "
             f"last {window} logged values (a convergence check: across λ the regression target changes, so "
             "losses do not rank sample quality)", ""]
+    flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
     header = list(study.axes) + ["model.name", "λ̄ (non-key)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
+    header += [FLOPS_HEADERS[c] for c in flops_cols]
     header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
     body = []
     for key, group in group_rows(study, rows):
@@ -214,7 +227,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
         for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
             m, s, _ = mean_std([r.get(col) for r in done])
             cells.append(_fmt_ms(m, s, scale))
-        for col in loss_cols + metric_cols:
+        for col in flops_cols + loss_cols + metric_cols:
             m, s, _ = mean_std([r.get(col) for r in done])
             cells.append(_fmt_ms(m, s))
         body.append(cells)
@@ -224,12 +237,13 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
                 + ", ".join(f"{k} = {_fmt(v)}" for k, v in floor["metrics"].items() if isinstance(v, (int, float))), ""]
     # per run
     header = ["run", "seed", "state", "λ schedule", "steps", "train [min]", "step [ms]"] + \
+        [FLOPS_HEADERS[c] for c in flops_cols] + \
         [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
     body = []
     for r in rows:
         body.append([r["run_id"], str(r["seed"]), r["state"], r["noise_schedule"], _fmt(r.get("steps"), 6),
                      _fmt_ms(r.get("train_s"), None, 1 / 60), _fmt_ms(r.get("mean_step_s"), None, 1000)]
-                    + [_fmt(r.get(c)) for c in loss_cols + metric_cols])
+                    + [_fmt(r.get(c)) for c in flops_cols + loss_cols + metric_cols])
     out += ["## Runs", "", _md_table(header, body), ""]
     bad = [r for r in rows if r["state"] in ("failed", "interrupted")]
     if bad:

@@ -8,6 +8,7 @@ A study YAML (``configs/studies/*.yaml``)::
     overrides: [model.base.pretrained=@stage1]   # key=value for every run
     budget: {steps: 1500}                # equal per run -> train.max_steps / train.max_minutes
                                          # (minutes alone: no step limit; both: the first reached)
+                                         # or {flops: 2.0e15}: training FLOPs per run (below)
     seeds: [0, 1]
     grid:                                # axis -> variants; runs = product over axes x seeds
       lam:
@@ -27,6 +28,17 @@ stage 1 runs only when some run asks for it (a variant can opt out of a study-le
 ``@stage1`` with ``model.base.pretrained=null``). Stage 1 uses the base YAML, the study
 and command-line overrides (without ``@stage1`` ones), ``stage1.overrides`` and the
 stage-1 budget (``pretrain.max_steps`` / ``pretrain.max_minutes``).
+
+A FLOPs budget (``budget: {flops: N}``) is equal compute that a loaded machine cannot
+change: :func:`plan_study` counts the FLOPs of one training step of each run's model
+(:func:`vfusion.training.flops.run_step_flops`: forward + backward of the diffusion loss on
+one batch of the run's batch size, every device) and sets ``train.max_steps =
+max(1, floor(N / per_step))``, so every run trains for at most N FLOPs and at least
+N − per_step. The count is made once per grid cell (seeds share it); a run that uses
+``@stage1`` is counted on the architecture stage 1 trains (its starting base), so no
+training has to happen first. ``budget.minutes`` may be added as a safety cap (a run it stops
+says so); ``budget.steps`` may not (both would set the step count). The per-step FLOPs, the
+steps and the total are recorded in each run's ``status.json`` and the results table.
 """
 
 from __future__ import annotations
@@ -47,7 +59,8 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
 AXIS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # columns of results.csv besides the axes (plus loss_* and metric:*): no axis may take these names
 RESERVED_COLUMNS = ("run_id", "seed", "state", "model_name", "noise_schedule", "lambda_mean", "steps", "train_s",
-                    "train_sessions", "mean_step_s", "params", "params_trainable", "sample_s", "eval_s")
+                    "train_sessions", "mean_step_s", "params", "params_trainable", "sample_s", "eval_s",
+                    "flops_per_step", "flops_total")
 # stage 1 must train the same base UNet the runs load: these keys have to agree
 STAGE1_MATCH_KEYS = ("model.base.arch", "model.base.block_out_channels", "model.base.layers_per_block",
                      "model.base.attention", "model.base.norm_num_groups", "data.resolution", "data.vae_path",
@@ -72,6 +85,8 @@ class Budget:
 
     steps: Optional[int] = None
     minutes: Optional[float] = None
+    # training FLOPs per run (forward + backward, all devices): sets each run's train.max_steps
+    flops: Optional[float] = None
 
 
 @dataclass
@@ -150,6 +165,8 @@ class RunPlan:
     run_dir: Path
     stage1_dir: Optional[Path]  # set when the run uses @stage1
     variant_overrides: list[str] = field(default_factory=list)  # the grid's part of ``overrides``
+    # a FLOPs budget: {"budget", "per_step", "steps", "total"} (set by plan_study)
+    flops: Optional[dict] = None
 
 
 # --------------------------------------------------------------------------- loading
@@ -246,8 +263,14 @@ def load_study(path: str | Path, cli_overrides: Optional[list[str]] = None, stud
     if len(set(spec.seeds)) != len(spec.seeds):
         raise _fail(path, "seeds", f"repeated seeds in {list(spec.seeds)}")
     b = spec.budget
-    if b.steps is None and not b.minutes:
-        raise _fail(path, "budget", "set budget.steps and/or budget.minutes (the equal training budget of each run)")
+    if b.steps is None and not b.minutes and b.flops is None:
+        raise _fail(path, "budget", "set budget.steps, budget.minutes and/or budget.flops (the equal training budget "
+                    "of each run)")
+    if b.flops is not None and b.steps is not None:
+        raise _fail(path, "budget.flops", "budget.flops sets each run's step count, and so does budget.steps; keep one "
+                    "(budget.minutes may stay as a cap)")
+    if b.flops is not None and not b.flops >= 1:
+        raise _fail(path, "budget.flops", f"{b.flops}; expected the training FLOPs of each run (>= 1, e.g. 2.0e15)")
     if b.steps is not None and b.steps < 1:
         raise _fail(path, "budget.steps", f"{b.steps}; expected >= 1")
     if b.minutes is not None and b.minutes < 0:
@@ -316,8 +339,9 @@ def stage1_seed(study: Study, seed: int) -> int:
 def _budget_overrides(study: Study) -> list[str]:
     b = study.spec.budget
     out = []
-    # a minutes-only budget: no step limit (Lightning's max_steps=-1)
-    out.append(f"train.max_steps={int(b.steps) if b.steps is not None else -1}")
+    if b.flops is None:  # a FLOPs budget's train.max_steps comes from the run's count (plan_study)
+        # a minutes-only budget: no step limit (Lightning's max_steps=-1)
+        out.append(f"train.max_steps={int(b.steps) if b.steps is not None else -1}")
     out.append(f"train.max_minutes={float(b.minutes or 0.0)}")
     return out
 
@@ -411,9 +435,10 @@ def check_stage1_compatible(study: Study, plan: RunPlan, cfg: DictConfig) -> Non
                              "stage1.overrides so both agree")
 
 
-def plan_study(study: Study) -> list[tuple[RunPlan, DictConfig]]:
+def plan_study(study: Study, spec_info: Optional[dict] = None) -> list[tuple[RunPlan, DictConfig]]:
     """Every run with its resolved config (computed once per Study; do not mutate them);
-    fails early on any bad override."""
+    fails early on any bad override. A FLOPs budget counts each cell's step FLOPs here
+    (``spec_info``: the data facts, else read from the dataset)."""
     if "plan" in study.cache:
         return study.cache["plan"]
     out = []
@@ -421,6 +446,34 @@ def plan_study(study: Study) -> list[tuple[RunPlan, DictConfig]]:
         cfg = run_config(study, plan)
         if plan.stage1_dir is not None:
             check_stage1_compatible(study, plan, cfg)
+        if study.spec.budget.flops is not None:
+            cfg = _apply_flops_budget(study, plan, cfg, spec_info)
         out.append((plan, cfg))
     study.cache["plan"] = out
     return out
+
+
+def _apply_flops_budget(study: Study, plan: RunPlan, cfg: DictConfig, spec_info: Optional[dict]) -> DictConfig:
+    """``train.max_steps = max(1, floor(budget / per-step FLOPs))`` for one run (its plan records the count)."""
+    from vfusion.errors import UserError
+    from vfusion.training.flops import run_step_flops
+
+    counted = cfg.copy()
+    if plan.stage1_dir is not None:  # stage 1's output has the architecture of what stage 1 starts from
+        counted.model.base.pretrained = stage1_config(study, plan.seed).model.base.pretrained
+    counted.seed, counted.name, counted.run_dir = 0, "flops_count", None  # the seeds of a cell cost the same
+    key = ("flops", OmegaConf.to_yaml(counted, resolve=True))
+    if key not in study.cache:
+        try:
+            study.cache[key] = run_step_flops(counted, spec_info)
+        except UserError as err:
+            raise StudyError(f"study '{study.name}', run '{plan.run_id}': counting the FLOPs of a training step "
+                             f"for budget.flops: {err}") from err
+    per_step = int(study.cache[key])
+    budget = int(study.spec.budget.flops)
+    steps = max(1, budget // per_step)
+    plan.flops = {"budget": budget, "per_step": per_step, "steps": steps, "total": steps * per_step}
+    plan.overrides.insert(len(plan.overrides) - 3, f"train.max_steps={steps}")  # before seed, name, run_dir
+    cfg = cfg.copy()
+    cfg.train.max_steps = steps
+    return cfg

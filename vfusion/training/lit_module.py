@@ -86,7 +86,9 @@ class VideoDiffusionModule(L.LightningModule):
         object.__setattr__(self, "prompt_encoder", prompt_encoder)
 
     # ---- data -------------------------------------------------------------------------------
-    def _prepare(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def prepare_batch(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A loader batch ``(x, y)`` as the diffusion loss takes it: encoded to latents (a frozen VAE,
+        no gradient) and/or cut into single frames (stage 1) when the module does that."""
         x, y = batch[0], batch[1]
         if self.encode_batches:
             with torch.no_grad():
@@ -107,7 +109,7 @@ class VideoDiffusionModule(L.LightningModule):
         return loss_terms(pred, self.process.target(x, eps, t), self.keyframe, weights)
 
     def training_step(self, batch, batch_idx):
-        x, y = self._prepare(batch)
+        x, y = self.prepare_batch(batch)
         terms = self.diffusion_loss(x, y)
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=x.shape[0])
         self.log("train/loss_base", terms["base"], batch_size=x.shape[0])

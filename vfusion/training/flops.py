@@ -1,0 +1,103 @@
+"""Training FLOPs of one optimizer step, counted by PyTorch: the compute budget of a study.
+
+``torch.utils.flop_counter.FlopCounterMode`` sees every operator that a forward + backward
+pass dispatches and adds up the FLOPs of the matrix products, convolutions and attention
+(2 FLOPs per multiply-add); elementwise work (norms, activations, the loss, the optimizer
+update, EMA) is not counted, as in the usual 6·N·D accounting. It counts what autograd
+actually runs: a linear layer costs 2·B·in·out forward and 4·B·in·out backward (the
+gradients of its input and of its weight), except where its input needs no gradient (the
+first layer, which sees the data), whose backward skips the input gradient.
+
+For these models a step's FLOPs depend on shapes only, not on values (no data-dependent
+control flow), so one step on a batch of the run's shape, counted once per run, fixes the
+step count of a FLOPs budget (:mod:`vfusion.studies.spec`). What a step costs is the
+denoiser's loss, forward and backward: turning a pixel batch into VAE latents (frozen, no
+gradient) is data preparation, as with ``data.cache: latents``, and is not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vfusion.config import ConfigError
+
+
+def _loss(module: nn.Module, batch) -> torch.Tensor:
+    if hasattr(module, "diffusion_loss"):  # the VideoDiffusionModule: its training loss
+        return module.diffusion_loss(*batch)["total"]
+    return module(batch).square().mean()
+
+
+def train_step_flops(module: nn.Module, batch, loss: Optional[Callable[[nn.Module, object], torch.Tensor]] = None
+                     ) -> int:
+    """FLOPs of forward + backward of one training step of ``module`` on ``batch``.
+
+    ``module``: a :class:`~vfusion.training.lit_module.VideoDiffusionModule` (``batch`` is a loader
+    batch ``(x, y)``; the step is its diffusion loss) or any module, whose step is
+    ``loss(module, batch)`` (default: the mean square of ``module(batch)``). The module is left as
+    it was: its gradients, train/eval mode and the random number generators are restored.
+    """
+    loss = loss or _loss
+    params = list(module.parameters())
+    grads = [p.grad for p in params]
+    was_training = module.training
+    if hasattr(module, "prepare_batch"):
+        with torch.no_grad():
+            batch = module.prepare_batch(batch)
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    cuda = [first.device.index or 0] if first.is_cuda else []
+    counter = FlopCounterMode(display=False)
+    try:
+        for p in params:
+            p.grad = None
+        module.train()
+        with torch.random.fork_rng(devices=cuda), counter:
+            loss(module, batch).backward()
+    finally:
+        for p, g in zip(params, grads):
+            p.grad = g
+        module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def device_count(train_cfg: DictConfig) -> int:
+    """How many processes train together (each on its own batch of ``data.batch_size``)."""
+    devices = train_cfg.devices
+    if isinstance(devices, (list, tuple, ListConfig)):
+        n = len(devices)
+    elif isinstance(devices, int) or str(devices).isdigit():
+        n = int(devices)
+    elif str(train_cfg.accelerator) == "cpu":
+        n = 1  # Lightning's "auto" / -1 on the CPU accelerator: one process
+    else:
+        raise ConfigError(f"config key 'train.devices' is {devices!r}: a FLOPs budget counts every device's work, "
+                          "so give the number of devices (or a list of them)")
+    return n * int(train_cfg.num_nodes)
+
+
+def run_step_flops(cfg: DictConfig, spec_info: Optional[dict] = None) -> int:
+    """FLOPs of one training step (all devices) of the stage-2 run that ``cfg`` describes.
+
+    Builds the run's module as :func:`vfusion.training.runner.fit` does (its base folder adopted;
+    ``spec_info``: the data facts, read from the dataset when None) and counts one step on a batch
+    of zeros of the shape the loader gives it: ``data.batch_size`` clips, in latent shape when the
+    run works on VAE latents.
+    """
+    from vfusion.backbones.adopt import adopt_backbone
+    from vfusion.training.runner import build_module, spec_info_for
+
+    cfg = adopt_backbone(cfg)
+    if spec_info is None:
+        spec_info, _ = spec_info_for(cfg)
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+        module = build_module(cfg, spec_info, codec=None)  # the batch below is in the shape the model sees
+    b = int(cfg.data.batch_size)
+    x = torch.zeros(b, int(spec_info["in_channels"]), int(spec_info["num_frames"]), int(spec_info["sample_size"]),
+                    int(spec_info["sample_size"]))
+    y = torch.zeros(b, dtype=torch.long)
+    return train_step_flops(module, (x, y)) * device_count(cfg.train)
