@@ -31,10 +31,12 @@ inputs = partial(model_inputs, S, T)
 
 
 def per_frame(unet, x, t, y, num_classes=5):
-    """The image UNet applied to every frame independently (``y``: a Cond or None; its label-table ids)."""
+    """The image UNet applied to every frame independently (``y``: a Cond or None; its label-table ids
+    and text states)."""
     ids = label_ids(y, num_classes, x.shape[0], x.device)
     yy = repeat_per_frame(ids, T) if ids is not None else None
-    return unfold_frames(unet_forward(unet, fold_frames(x), repeat_per_frame(t, T), yy), T)
+    context = y.repeat_interleave(T).text_states() if y is not None else None
+    return unfold_frames(unet_forward(unet, fold_frames(x), repeat_per_frame(t, T), yy, context), T)
 
 
 def perturb_temporal(model, std=0.2):
@@ -165,11 +167,12 @@ def test_inflates_a_cross_attention_unet():
     model = VideoUNet(unet_config=dict(unet.config), num_classes=0, unet=unet)
     assert any(".attentions." in n for n in model.temporal_names)
     x, t, _ = inputs(c=4, num_classes=0)
+    text = Cond(text_embeds=torch.randn(x.shape[0], 3, 8, generator=torch.Generator().manual_seed(1)))
     with torch.no_grad():
-        expected = per_frame(reference, x, t, None, num_classes=0)
-        assert (model(x, t, None) - expected).abs().max() < 1e-5
+        expected = per_frame(reference, x, t, text, num_classes=0)
+        assert (model(x, t, text) - expected).abs().max() < 1e-5
         perturb_temporal(model)
-        assert (model(x, t, None) - expected).abs().max() > 1e-3
+        assert (model(x, t, text) - expected).abs().max() > 1e-3
 
 
 def test_base_without_attention():
