@@ -75,6 +75,7 @@ def test_sd15_style_folder_trains_samples_exports_with_its_own_process_vae_and_t
     assert samples["prompt"] == "a cat" and samples["labels"] is None  # free text, not the classes
 
 
+@pytest.mark.slow
 def test_sd2_v_prediction_folder_trains_v_and_sample_through_the_pipeline(tmp_path):
     from vfusion.inference.generate import load_pipeline
 
@@ -242,6 +243,7 @@ def test_a_resolution_the_vae_and_model_cannot_take(tmp_path, capsys):
     assert "9x9" in err and "not divisible by 2" in err  # 18 px -> 9x9 latents, DiT patches of 2
 
 
+@pytest.mark.slow
 def test_flow_matching_folder_selects_rectified_flow(tmp_path):
     from tests.backbone_folders import flow_folder
     from vfusion.inference.generate import load_pipeline
@@ -255,6 +257,7 @@ def test_flow_matching_folder_selects_rectified_flow(tmp_path):
     assert load_pipeline(tmp_path / "exported", "cpu").process.kind == "flow"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("process", ["diffusion.prediction_type=sample", "diffusion.prediction_type=v_prediction",
                                      "diffusion.kind=flow"])
 def test_prediction_types_and_flow_train_through_the_cli_with_the_projects_own_base(tmp_path, process):
@@ -278,6 +281,7 @@ def test_prediction_types_and_flow_train_through_the_cli_with_the_projects_own_b
         pipe(prompt="a cat", num_inference_steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_pixart_folder_text_transformer_trains_samples_exports(tmp_path):
     from tests.backbone_folders import pixart_folder
     from vfusion.inference.generate import load_pipeline
