@@ -84,22 +84,19 @@ class Cond:
 
     def text_states(self) -> Optional[torch.Tensor]:
         """Text encoder states with the null text in the unconditional rows (None without text)."""
-        if self.text_embeds is None:
-            return None
-        if self.uncond is None or self.null_text_embeds is None:
-            return self.text_embeds
-        null = self.null_text_embeds.to(self.text_embeds).expand_as(self.text_embeds)
-        return torch.where(self.uncond.view(-1, 1, 1), null, self.text_embeds)
+        return self._null_rows(self.text_embeds, self.null_text_embeds)
 
 
     def attention_mask(self) -> Optional[torch.Tensor]:
         """The text mask with the null text's mask in the unconditional rows (None without a mask)."""
-        if self.text_mask is None:
-            return None
-        if self.uncond is None or self.null_text_mask is None:
-            return self.text_mask
-        null = self.null_text_mask.to(self.text_mask).expand_as(self.text_mask)
-        return torch.where(self.uncond.view(-1, 1), null, self.text_mask)
+        return self._null_rows(self.text_mask, self.null_text_mask)
+
+    def _null_rows(self, values: Optional[torch.Tensor], null: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``values`` with ``null`` (one row, broadcast) in the unconditional rows."""
+        if values is None or self.uncond is None or null is None:
+            return values
+        rows = self.uncond.view(-1, *([1] * (values.dim() - 1)))
+        return torch.where(rows, null.to(values).expand_as(values), values)
 
 
 class Conditioner(torch.nn.Module):

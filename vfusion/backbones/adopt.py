@@ -94,12 +94,12 @@ def _adopt_vae(cfg: DictConfig, folder: BackboneFolder) -> None:
                             f"{folder.model_dir} takes {folder.in_channels} channels; use the model's own VAE")
 
 
-def _vae_root(path) -> "Path":
-    from pathlib import Path
+def _vae_root(path):
+    """The AutoencoderKL folder ``data.vae_path`` names (a model dir, or a pipeline dir's ``vae/``)."""
+    from vfusion.data.latents import vae_dir
 
-    p = Path(path).expanduser()
-    return (p / "vae").resolve() if not (p / "config.json").is_file() and (p / "vae" / "config.json").is_file() \
-        else p.resolve()
+    root, subfolder = vae_dir(path)
+    return (root / subfolder if subfolder else root).resolve()
 
 
 def text_dim(folder: BackboneFolder) -> int:

@@ -39,15 +39,19 @@ class BackboneError(UserError):
     """A pretrained folder that cannot serve as the base generator as asked."""
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``, or one error naming the file."""
+def read_json(path: Path, error: type = None, what: str = "JSON file", fix: str = "folder") -> dict:
+    """A JSON object from ``path``, or one ``error`` (default BackboneError) naming the file.
+
+    ``what`` names the file in the message, ``fix`` what to re-save (the model folder's config reader,
+    :func:`vfusion.models.unet2d.read_model_config`, uses this too)."""
+    error = error or BackboneError
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BackboneError(f"{path} is not a readable JSON file ({' '.join(str(err).split())[:200]}); re-save the "
-                            "folder with save_pretrained or fix the file") from err
+        raise error(f"{path} is not a readable {what} ({' '.join(str(err).split())[:200]}); re-save the "
+                    f"{fix} with save_pretrained or fix the file") from err
     if not isinstance(data, dict):
-        raise BackboneError(f"{path} holds {type(data).__name__}, not a JSON object")
+        raise error(f"{path} holds {type(data).__name__}, not a {what} (a JSON object)")
     return data
 
 

@@ -47,7 +47,7 @@ from typing import Any, Optional
 
 import torch
 
-from vfusion.diffusion.process import CONFIG_NAME, FLOW_SCHEDULERS, ProcessError, check_sampler, read_config
+from vfusion.diffusion.process import FLOW_SCHEDULERS, ProcessError, SavedProcess, check_sampler, read_config
 from vfusion.diffusion.samplers import FLOW_PREDICTION
 
 SCHEDULER_CLASS = "FlowMatchEulerDiscreteScheduler"
@@ -70,7 +70,7 @@ def _scheduler_keys() -> set[str]:
     return set(inspect.signature(FlowMatchEulerDiscreteScheduler.__init__).parameters) - {"self"}
 
 
-class FlowProcess:
+class FlowProcess(SavedProcess):
     """Rectified flow with velocity prediction, configured by a ``FlowMatchEulerDiscreteScheduler`` config.
 
     Offers the interface of :class:`~vfusion.diffusion.process.DiffusionProcess` (see there). Keys of
@@ -117,14 +117,6 @@ class FlowProcess:
     def from_pretrained(cls, path: str | Path) -> "FlowProcess":
         """From a flow-matching ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it)."""
         return cls(read_config(path))
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``folder/scheduler_config.json`` (atomically)."""
-        from vfusion.utils.io import atomic_write_json
-
-        out = Path(folder) / CONFIG_NAME
-        atomic_write_json(out, self.to_json_dict())
-        return out
 
     def to_json_dict(self) -> dict:
         import json

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import torch
 
-from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, SamplerSpec, sampler_spec, samplers_for
+from vfusion.diffusion.samplers import PREDICTION_TYPES, SamplerSpec, sampler_spec, samplers_for
 from vfusion.errors import UserError
 
 CONFIG_NAME = "scheduler_config.json"
@@ -75,7 +75,20 @@ def check_sampler(name: str, kind: str, fix: str) -> SamplerSpec:
     return spec
 
 
-class DiffusionProcess:
+class SavedProcess:
+    """What both process kinds share: they are written as ``scheduler_config.json`` (``to_json_dict``)."""
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``folder/scheduler_config.json`` (atomically)."""
+        from vfusion.utils.io import atomic_write_json
+
+        out = Path(folder) / CONFIG_NAME
+        atomic_write_json(out, self.to_json_dict())
+        return out
+
+
+
+class DiffusionProcess(SavedProcess):
     """Variance-preserving diffusion with a diffusers noise schedule and a prediction type.
 
     The interface every process kind offers (:class:`vfusion.diffusion.flow.FlowProcess` is the
@@ -136,14 +149,6 @@ class DiffusionProcess:
         """From a variance-preserving ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it);
         :func:`vfusion.diffusion.factory.load_process` reads either kind."""
         return cls(read_config(path))
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``folder/scheduler_config.json`` (atomically)."""
-        from vfusion.utils.io import atomic_write_json
-
-        out = Path(folder) / CONFIG_NAME
-        atomic_write_json(out, self.to_json_dict())
-        return out
 
     def to_json_dict(self) -> dict:
         from diffusers import DDIMScheduler

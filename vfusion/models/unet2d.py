@@ -9,7 +9,6 @@ UNet's own class embedding with ``num_classes + 1`` entries: the last one is the
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -45,15 +44,9 @@ def find_unet_dir(path: str | Path, subfolder: Optional[str] = None) -> Path:
 
 def read_model_config(unet_dir: Path) -> dict:
     """``config.json`` of a diffusers model folder, or an error naming the file."""
-    path = Path(unet_dir) / "config.json"
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not a readable diffusers config ({' '.join(str(err).split())[:200]}); "
-                              "re-save the model with save_pretrained or fix the file") from err
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} holds {type(cfg).__name__}, not a diffusers model config (a JSON object)")
-    return cfg
+    from vfusion.backbones.folder import read_json
+
+    return read_json(Path(unet_dir) / "config.json", CheckpointError, "diffusers config", "model")
 
 
 def unet_class_of(unet_dir: Path) -> type:
