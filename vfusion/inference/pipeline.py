@@ -181,7 +181,10 @@ class VideoFusionPipeline(DiffusionPipeline):
                  callback: Optional[Callable[[int], None]] = None, progress: bool = True,
                  prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None,
                  free_init_iters: Optional[int] = None, free_init_order: Optional[int] = None,
-                 free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None):
+                 free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None,
+                 known_frames: Optional[torch.Tensor] = None, known_mask: Optional[torch.Tensor] = None,
+                 resample_jumps: int = 0, video: Optional[torch.Tensor] = None, strength: float = 1.0,
+                 inversion: bool = False):
         """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
@@ -191,8 +194,20 @@ class VideoFusionPipeline(DiffusionPipeline):
         ``free_init_*``: FreeInit (:mod:`vfusion.diffusion.freeinit`; ``free_init_iters=0`` is off) — the
         iterations, the Butterworth order and the spatial / temporal cut-offs; each iteration is one more
         full sampling pass.
+
+        Conditioning on given frames (:mod:`vfusion.inference.tasks` builds these for image-to-video,
+        extension and interpolation): ``known_frames`` (B, C, T, H, W) in [-1, 1] and ``known_mask`` (T,)
+        or (B, T) bool, the frames that are given (the others' values are ignored); they are held at
+        their forward-noised versions all along (:mod:`vfusion.diffusion.known`) and come back unchanged.
+        ``resample_jumps``: RePaint's resampling, that many extra passes per step.
+
+        Editing (SDEdit, :mod:`vfusion.diffusion.edit`): ``video`` (B, C, T, H, W) in [-1, 1] and
+        ``strength`` in [0, 1] (0 returns it, 1 is unconditional sampling from the same seed);
+        ``inversion=True`` reaches the start by DDIM inversion instead of the prior's noise.
         """
+        from vfusion.diffusion.edit import check_strength
         from vfusion.diffusion.freeinit import FreeInit
+        from vfusion.diffusion.known import KnownFrames
         from vfusion.diffusion.sampling import sample_loop
 
         vc = self.video_config
@@ -213,8 +228,9 @@ class VideoFusionPipeline(DiffusionPipeline):
             batch_size = labels.numel()
         if prompt is not None and not isinstance(prompt, str) and batch_size is None:
             batch_size = len(prompt)
-        if latents is not None and batch_size is None:
-            batch_size = int(latents.shape[0])
+        for given in (latents, known_frames, video):
+            if given is not None and batch_size is None:
+                batch_size = int(given.shape[0])
         batch_size = int(batch_size if batch_size is not None else defaults.get("batch_size", 1))
         steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
         sampler = sampler or defaults.get("sampler", "ddim")
@@ -234,9 +250,23 @@ class VideoFusionPipeline(DiffusionPipeline):
         shape = (batch_size, int(vc["in_channels"]), int(vc["num_frames"]), int(vc["sample_size"]),
                  int(vc["sample_size"]))
         cond = self.condition(labels, prompt, batch_size, device)
+        known = init = None
+        if known_frames is not None or known_mask is not None:
+            if known_frames is None or known_mask is None:
+                raise UserError("known_frames and known_mask go together: the frames and which of them are given")
+            known = KnownFrames(self._to_model_space(known_frames, shape, "known_frames"),
+                                torch.as_tensor(known_mask, dtype=torch.bool), resample_jumps)
+        elif resample_jumps:
+            raise UserError("resample_jumps needs known frames (known_frames and known_mask)")
+        if video is not None:
+            init = self._to_model_space(video, shape, "video")
+            check_strength(strength)
+        elif strength != 1.0 or inversion:
+            raise UserError("strength and inversion edit a given clip: pass video=")
         x = sample_loop(model, process, prior, shape, sampler=sampler, steps=steps, cond=cond,
                         guidance_scale=guidance, generator=generator, device=device, progress=progress,
-                        callback=callback, latents=latents, free_init=free_init if free_init.iters else None)
+                        callback=callback, latents=latents, free_init=free_init if free_init.iters else None,
+                        known=known, init=init, strength=strength, inversion=inversion)
         labels = labels.cpu() if labels is not None else None
         if output_type == "latent":
             return VideoFusionPipelineOutput(frames=x, class_labels=labels) if return_dict else (x, labels)
@@ -249,6 +279,32 @@ class VideoFusionPipeline(DiffusionPipeline):
         if not return_dict:
             return (frames, labels)
         return VideoFusionPipelineOutput(frames=frames, class_labels=labels)
+
+    def pixel_shape(self, batch_size: int) -> tuple[int, int, int, int, int]:
+        """The shape (B, C, T, H, W) of the clips this pipeline makes, in pixels (after the VAE)."""
+        vc = self.video_config
+        if self.vae is None:
+            c, size = int(vc["in_channels"]), int(vc["sample_size"])
+        else:
+            c = int(self.vae.config.in_channels)
+            size = int((vc.get("trained") or {}).get("resolution") or
+                       int(vc["sample_size"]) * 2 ** (len(self.vae.config.block_out_channels) - 1))
+        return (int(batch_size), c, int(vc["num_frames"]), size, size)
+
+    def _to_model_space(self, clip: torch.Tensor, shape, name: str) -> torch.Tensor:
+        """A clip (B, C, T, H, W) in [-1, 1] -> the sampler's space (the VAE's latents for a latent model)."""
+        clip = torch.as_tensor(clip, dtype=torch.float32)
+        expected = self.pixel_shape(shape[0])
+        if tuple(clip.shape) != expected:
+            raise UserError(f"{name} has shape {tuple(clip.shape)} but this model makes clips of {expected} "
+                            f"(batch, channels, frames, height, width); resize the input to "
+                            f"{expected[3]}x{expected[4]}")
+        clip = clip.to(self.device)
+        if self.vae is not None:
+            from vfusion.data.latents import LatentCodec
+
+            clip = LatentCodec(self.vae, self.video_config.get("vae_scaling_factor")).encode(clip)
+        return clip
 
 
 def format_frames(videos: torch.Tensor, output_type: str):

@@ -1,0 +1,71 @@
+"""Editing a video: SDEdit's partial sampling and DDIM inversion, for either process kind.
+
+SDEdit (Meng et al., ICLR 2022) at strength s ∈ [0, 1] with a sampler of N steps runs the last
+n = floor(N·s) steps of the sampler's schedule (as diffusers' img2img pipelines count them). The start is
+the input noised to the first of them with noise drawn from the run's prior, z = add_noise(x, ε, t_start),
+or, with ``inversion``, the input carried there deterministically by DDIM inversion. s = 0 runs no step
+and returns the input; s = 1 runs every step from the prior's noise itself (not add_noise(x, ε, T), which
+would keep a trace sqrt(ᾱ_T)·x of the input), so it is exactly unconditional sampling from the same seed.
+
+DDIM inversion walks the deterministic sampler backwards from the clean input to t_start:
+
+- VP process: diffusers' ``DDIMInverseScheduler`` on the run's own scheduler config; its first n
+  timesteps are the reverse of the sampler's last n. As in diffusers, the network is called with the
+  timestep of the level being moved to.
+- rectified flow: the Euler step of the flow ODE run backwards on the sampler's σ grid,
+  z(σ') = z(σ) + (σ' − σ)·v̂(z(σ), σ), the network called at the level being left.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from vfusion.errors import UserError
+
+Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z, model timesteps (B,)) -> prediction
+
+
+class EditError(UserError, ValueError):
+    """Edit settings that cannot be used."""
+
+
+def check_strength(strength: float) -> float:
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise EditError(f"strength must be a number in [0, 1], got {strength!r}") from None
+    if not math.isfinite(s) or not 0.0 <= s <= 1.0:
+        raise EditError(f"strength must be in [0, 1] (0 returns the input, 1 ignores it), got {strength}")
+    return s
+
+
+def steps_to_run(steps: int, strength: float) -> int:
+    """How many of the sampler's ``steps`` an edit of ``strength`` runs: floor(steps·strength)."""
+    return min(int(steps * check_strength(strength)), int(steps))
+
+
+def invert(predict: Predict, process, x0: torch.Tensor, steps: int, n: int, device) -> torch.Tensor:
+    """``x0`` carried by DDIM inversion to the level of the first of the sampler's last ``n`` of ``steps``
+    steps (module docstring)."""
+    b = x0.shape[0]
+    z = x0.clone()
+    if process.kind == "flow":
+        scheduler = process.scheduler("euler")
+        scheduler.set_timesteps(steps, device=device)
+        sigmas = scheduler.sigmas.to(torch.float64)  # σ_0 = 1 > ... > σ_{N-1} > σ_N = 0
+        for j in range(steps - 1, steps - n - 1, -1):
+            here, there = float(sigmas[j + 1]), float(sigmas[j])
+            v = predict(z, process.model_timesteps(here * process.num_train_timesteps, b, device))
+            z = z + (there - here) * v
+        return z
+    from diffusers import DDIMInverseScheduler
+
+    inverse = DDIMInverseScheduler.from_config(process.config)
+    inverse.set_timesteps(steps, device=device)
+    for t in inverse.timesteps[:n]:
+        pred = predict(z, process.model_timesteps(t, b, device))
+        z = inverse.step(pred, t, z).prev_sample
+    return z

@@ -1,0 +1,105 @@
+"""Known frames during sampling: image-to-video, extension and interpolation (replacement, RePaint-style).
+
+A :class:`KnownFrames` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a
+latent model) and a per-frame mask (B, T). During sampling the model's prediction for the known frames
+is replaced by the *oracle* prediction, the one a perfect denoiser would make given their clean values:
+
+    ε_known = (z_t − α_t·x) / σ_t,        prediction = process.target(x, ε_known, t)
+
+Handing that to the scheduler step moves the known frames to z_s = α_s·x + σ_s·ε', their forward-noised
+version at the next level: with a deterministic sampler ε' = ε_known, the noise they started from; with
+a stochastic one the step's fresh noise, drawn from the run's prior together with the unknown frames.
+So the known frames are always a forward-noised copy of the given frames whose noise is the same
+prior draw as the unknown frames' (the prior's frame correlation is kept), and the network sees them
+through its temporal layers, or, for VideoFusion with the keyframe known, through the base generator's
+b̂: the keyframe is the given image noised with the clip's own shared base noise b. After the last step
+the known frames are set to ``x`` exactly (what the method promises; the oracle trajectory already ends
+within float error of it).
+
+RePaint's resampling (Lugmayr et al., CVPR 2022), ``jumps`` times per step except the last: after the
+step t → s, the whole clip is noised back from s to t,
+
+    z_t = (α_t / α_s)·z_s + sqrt(σ_t² − (α_t / α_s)²·σ_s²)·ε,      ε from the run's prior,
+
+(the forward process from level s to level t, for the VP process and for rectified flow alike) and the
+step is taken again, which gives the unknown frames more chances to agree with the known ones. A
+multistep scheduler's history is restored before each repeat (the scheduler is copied before the step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vfusion.errors import UserError
+
+
+class KnownFramesError(UserError, ValueError):
+    """Known frames that do not fit the clip being sampled."""
+
+
+@dataclass
+class KnownFrames:
+    """Clean values ``x`` (B, C, T, H, W) and ``mask`` (B, T) bool: which frames are given."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    jumps: int = 0
+
+    def __post_init__(self):
+        if self.x.dim() != 5:
+            raise KnownFramesError(f"known frames must be (B, C, T, H, W), got shape {tuple(self.x.shape)}")
+        mask = torch.as_tensor(self.mask, dtype=torch.bool, device=self.x.device)
+        if mask.dim() == 1:
+            mask = mask.expand(self.x.shape[0], -1)
+        if tuple(mask.shape) != (self.x.shape[0], self.x.shape[2]):
+            raise KnownFramesError(f"the known-frame mask has shape {tuple(mask.shape)}; expected (B, T) = "
+                                   f"{(self.x.shape[0], self.x.shape[2])}")
+        if int(self.jumps) != self.jumps or self.jumps < 0:
+            raise KnownFramesError(f"resampling jumps must be an integer >= 0, got {self.jumps}")
+        self.mask, self.jumps = mask, int(self.jumps)
+
+    @classmethod
+    def frames(cls, x: torch.Tensor, indices, jumps: int = 0) -> "KnownFrames":
+        """Frames ``indices`` (the same for every video) of ``x`` are known."""
+        t = x.shape[2]
+        bad = [int(i) for i in indices if not 0 <= int(i) < t]
+        if bad:
+            raise KnownFramesError(f"known frame indices {bad} are outside 0..{t - 1}")
+        mask = torch.zeros(t, dtype=torch.bool)
+        mask[list(int(i) for i in indices)] = True
+        return cls(x, mask, jumps)
+
+    def check(self, shape) -> None:
+        if tuple(self.x.shape) != tuple(shape):
+            raise KnownFramesError(f"the known frames have shape {tuple(self.x.shape)} but the sample is "
+                                   f"{tuple(shape)} (batch, channels, frames, height, width)")
+        if bool(self.mask.all()):
+            raise KnownFramesError("every frame is known: nothing is left to generate")
+
+    def _frame_mask(self, like: torch.Tensor) -> torch.Tensor:
+        return self.mask.to(like.device)[:, None, :, None, None]  # (B, 1, T, 1, 1)
+
+    def oracle(self, pred: torch.Tensor, z: torch.Tensor, t: torch.Tensor, process) -> torch.Tensor:
+        """``pred`` with the known frames' entries replaced by the prediction that recovers ``x`` exactly."""
+        x = self.x.to(device=z.device, dtype=z.dtype)
+        shape = (-1,) + (1,) * (z.dim() - 1)
+        a = process.alpha(t).to(z.dtype).view(shape)
+        s = process.sigma(t).to(z.dtype).view(shape)
+        eps = (z - a * x) / s
+        return torch.where(self._frame_mask(z), process.target(x, eps, t).to(pred.dtype), pred)
+
+    def paste(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` with the known frames set to their clean values."""
+        return torch.where(self._frame_mask(z), self.x.to(device=z.device, dtype=z.dtype), z)
+
+
+def renoise(z: torch.Tensor, s: torch.Tensor, t: torch.Tensor, process, noise: torch.Tensor) -> torch.Tensor:
+    """The forward process from level ``s`` to the noisier level ``t`` (both (B,) model timesteps)."""
+    shape = (-1,) + (1,) * (z.dim() - 1)
+    a_s, a_t = process.alpha(s).view(shape), process.alpha(t).view(shape)
+    s_s, s_t = process.sigma(s).view(shape), process.sigma(t).view(shape)
+    ratio = a_t / a_s
+    std = (s_t ** 2 - ratio ** 2 * s_s ** 2).clamp(min=0.0).sqrt()
+    return (ratio.to(z.dtype) * z + std.to(z.dtype) * noise.to(z.dtype))

@@ -1,0 +1,219 @@
+"""Sora's tasks through a :class:`~vfusion.inference.pipeline.VideoFusionPipeline`: image-to-video,
+extension, interpolation and editing, for every model of the registry.
+
+Each task builds the pipeline's own arguments (``known_frames`` / ``known_mask`` for the frames it is
+given, ``video`` / ``strength`` for an edit) and returns a ``VideoFusionPipelineOutput``. Inputs are in
+the project's layout and range: images (B, C, H, W) or (C, H, W), clips (B, C, T, H, W) or (C, T, H, W),
+values in [-1, 1], at the model's resolution; a single image or clip is used for every video of the
+batch. The keyword arguments ``**call`` go to the pipeline (``batch_size``, ``class_labels``, ``prompt``,
+``num_inference_steps``, ``sampler``, ``guidance_scale``, ``generator``, ``output_type``, ...).
+
+- :func:`image_to_video`: the image as VideoFusion's keyframe (the middle frame: the base generator
+  denoises it, noised with the clip's shared base noise b) or as the first frame (any model).
+- :func:`extend`: forwards (the clip's last k frames start each new chunk) or backwards (its first k end
+  it), in chunks to any length; VideoFusion can keep one shared base noise b for all chunks.
+- :func:`interpolate`: given first and last frames (images or clips), the frames between.
+- :func:`edit`: SDEdit at a strength, with the prior's noise or DDIM inversion.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from vfusion.errors import UserError
+
+TASKS = ("i2v", "extend", "interpolate", "edit")
+I2V_PLACES = ("auto", "keyframe", "first")
+
+
+class TaskError(UserError, ValueError):
+    """Task inputs that do not fit the model."""
+
+
+def _batch(x: torch.Tensor, dims: int, name: str, batch_size: Optional[int]) -> torch.Tensor:
+    """``x`` with a batch dimension (``dims`` = the dims of one item), repeated to ``batch_size``."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.dim() == dims:
+        x = x.unsqueeze(0)
+    if x.dim() != dims + 1:
+        raise TaskError(f"{name} has shape {tuple(x.shape)}; expected {dims} dims, or {dims + 1} with a batch")
+    if batch_size is not None and x.shape[0] != batch_size:
+        if x.shape[0] != 1:
+            raise TaskError(f"{name} holds {x.shape[0]} items for a batch of {batch_size}")
+        x = x.expand(batch_size, *x.shape[1:])
+    return x.contiguous()
+
+
+def _clip_shape(pipe, batch: int):
+    return pipe.pixel_shape(batch)
+
+
+def _check_frame(pipe, frames: torch.Tensor, name: str) -> None:
+    """``frames`` (B, C, T, H, W) must have the model's channels and size."""
+    _, c, _, h, w = _clip_shape(pipe, frames.shape[0])
+    if tuple(frames.shape[1:2]) + tuple(frames.shape[3:]) != (c, h, w):
+        raise TaskError(f"{name} has frames of {tuple(frames.shape[1:2]) + tuple(frames.shape[3:])} (channels, "
+                        f"height, width) but the model makes {(c, h, w)}; resize it to {h}x{w}")
+
+
+def _known(pipe, batch: int, placed: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``known_frames`` / ``known_mask`` with frame i set to ``placed[i]`` (B, C, H, W)."""
+    shape = _clip_shape(pipe, batch)
+    frames = torch.zeros(shape)
+    mask = torch.zeros(shape[2], dtype=torch.bool)
+    for i, f in placed.items():
+        frames[:, :, i] = f
+        mask[i] = True
+    return frames, mask
+
+
+def _pt(call: dict) -> tuple[dict, str]:
+    """The call's arguments with output_type "pt" (tasks assemble clips first), and the one asked for."""
+    call = dict(call)
+    return call, call.pop("output_type", "np")
+
+
+def _output(frames: torch.Tensor, labels, output_type: str):
+    from vfusion.inference.pipeline import VideoFusionPipelineOutput, format_frames
+
+    if output_type == "latent":
+        raise TaskError("tasks return pixels; use output_type pt, np or pil")
+    return VideoFusionPipelineOutput(frames=format_frames(frames.float().clamp(-1, 1).cpu(), output_type),
+                                     class_labels=labels)
+
+
+def _num_frames(pipe) -> int:
+    return int(pipe.video_config["num_frames"])
+
+
+def is_videofusion(pipe) -> bool:
+    return pipe.video_config.get("model") == "videofusion"
+
+
+def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: int = 0, **call):
+    """A clip that contains ``image``: as VideoFusion's keyframe (``at="keyframe"``, the middle frame
+    k = T // 2) or as the first frame (``at="first"``, any model). ``auto``: the keyframe for VideoFusion,
+    else the first frame."""
+    if at not in I2V_PLACES:
+        raise TaskError(f"image-to-video places the image at one of {', '.join(I2V_PLACES)}, not '{at}'")
+    if at == "auto":
+        at = "keyframe" if is_videofusion(pipe) else "first"
+    if at == "keyframe" and not is_videofusion(pipe):
+        raise TaskError(f"only VideoFusion has a keyframe; this pipeline is '{pipe.video_config.get('model')}': "
+                        "use at='first' (--at first)")
+    image = _batch(image, 3, "the image", call.pop("batch_size", None))
+    _check_frame(pipe, image.unsqueeze(2), "the image")
+    index = _num_frames(pipe) // 2 if at == "keyframe" else 0
+    frames, mask = _known(pipe, image.shape[0], {index: image})
+    call, out_type = _pt(call)
+    out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
+    return _output(out.frames, out.class_labels, out_type)
+
+
+def _frames_of(x: torch.Tensor, name: str, batch_size: Optional[int]) -> torch.Tensor:
+    """An image (C, H, W), images (B, C, H, W) or clips (B, C, t, H, W) -> clips (B, C, t, H, W)."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.dim() in (3, 4):
+        x = x.unsqueeze(-3)
+    if x.dim() == 4:  # one image became (C, 1, H, W)
+        x = x.unsqueeze(0)
+    if x.dim() != 5:
+        raise TaskError(f"{name} has shape {tuple(x.shape)}; give an image (C, H, W), images (B, C, H, W) or "
+                        "clips (B, C, t, H, W)")
+    return _batch(x, 4, name, batch_size)
+
+
+def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: int = 0, **call):
+    """The frames between ``first`` and ``last`` (each an image (C, H, W), images (B, C, H, W) or clips
+    (B, C, t, H, W)), placed at the start and the end of one clip of the model's length: that clip."""
+    bs = call.pop("batch_size", None)
+    first = _frames_of(first, "the first frames", bs)
+    last = _frames_of(last, "the last frames", bs)
+    if first.shape[0] != last.shape[0]:
+        n = max(first.shape[0], last.shape[0])
+        first, last = _batch(first, 4, "the first frames", n), _batch(last, 4, "the last frames", n)
+    for name, x in (("the first frames", first), ("the last frames", last)):
+        _check_frame(pipe, x, name)
+    t = _num_frames(pipe)
+    a, b = first.shape[2], last.shape[2]
+    if a + b >= t:
+        raise TaskError(f"{a} first + {b} last frames leave nothing to generate in a clip of {t}; give fewer "
+                        "context frames")
+    placed = {i: first[:, :, i] for i in range(a)}
+    placed.update({t - b + j: last[:, :, j] for j in range(b)})
+    frames, mask = _known(pipe, first.shape[0], placed)
+    call, out_type = _pt(call)
+    out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
+    return _output(out.frames, out.class_labels, out_type)
+
+
+def extend(pipe, video: torch.Tensor, context: int = 4, direction: str = "forward", chunks: int = 1,
+           reuse_base: bool = False, resample_jumps: int = 0, generator: Optional[torch.Generator] = None, **call):
+    """``video`` (B, C, t, H, W) extended by ``chunks`` clips of T − ``context`` new frames each.
+
+    Forwards, each chunk starts with the last ``context`` frames made so far; backwards, it ends with the
+    first ones. The result is the input and the new frames, in time order. ``reuse_base`` (VideoFusion
+    with the decomposed prior): every chunk's initial noise keeps the first chunk's shared base b (its
+    residuals are fresh), so the chunks share their base noise as the frames of one clip do.
+    """
+    from vfusion.diffusion.noise import compose
+
+    if direction not in ("forward", "backward"):
+        raise TaskError(f"direction must be forward or backward, not '{direction}'")
+    if int(chunks) != chunks or chunks < 1:
+        raise TaskError(f"chunks must be an integer >= 1, got {chunks}")
+    t = _num_frames(pipe)
+    if not 1 <= int(context) < t:
+        raise TaskError(f"context must be between 1 and {t - 1} frames (the model makes clips of {t}), got {context}")
+    context = int(context)
+    video = _batch(video, 4, "the video", call.pop("batch_size", None))
+    _check_frame(pipe, video, "the video")
+    if video.shape[2] < context:
+        raise TaskError(f"the video has {video.shape[2]} frames, fewer than the {context} context frames; give a "
+                        f"longer video or a smaller context")
+    prior = pipe.spec().noise
+    if reuse_base and getattr(prior, "lambdas", None) is None:
+        raise TaskError(f"reuse_base keeps VideoFusion's shared base noise, which the {prior!r} prior does not have; "
+                        "use a decomposed prior or reuse_base=False")
+    bsz = video.shape[0]
+    vc = pipe.video_config
+    shape = (bsz, int(vc["in_channels"]), t, int(vc["sample_size"]), int(vc["sample_size"]))
+    call, out_type = _pt(call)
+    if "latents" in call:
+        raise TaskError("extend draws each chunk's initial noise itself; it takes no latents")
+    made, base, labels = video, None, None
+    for _ in range(int(chunks)):
+        given = made[:, :, -context:] if direction == "forward" else made[:, :, :context]
+        placed = range(context) if direction == "forward" else range(t - context, t)
+        frames, mask = _known(pipe, bsz, {i: given[:, :, j] for j, i in enumerate(placed)})
+        draw = prior.sample(shape, generator=generator, device=pipe.device)
+        latents = draw.eps
+        if reuse_base:
+            if base is None:
+                base = draw.base
+            else:
+                latents = compose(base, draw.residual, prior.lambdas.to(device=base.device, dtype=base.dtype)
+                                  .view(1, 1, -1, 1, 1))
+                k = prior.keyframe
+                latents[:, :, k:k + 1] = base
+        out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, latents=latents,
+                   generator=generator, output_type="pt", **call)
+        new = out.frames.to(made.dtype)
+        labels = out.class_labels
+        made = torch.cat([made, new[:, :, context:]], dim=2) if direction == "forward" else \
+            torch.cat([new[:, :, :t - context], made], dim=2)
+    return _output(made, labels, out_type)
+
+
+def edit(pipe, video: torch.Tensor, strength: float = 0.5, inversion: bool = False, **call):
+    """SDEdit of ``video`` (B, C, T, H, W) at ``strength`` towards the class / prompt given in ``call``."""
+    video = _batch(video, 4, "the video", call.pop("batch_size", None))
+    _check_frame(pipe, video, "the video")
+    t = _num_frames(pipe)
+    if video.shape[2] != t:
+        raise TaskError(f"the video has {video.shape[2]} frames; an edit takes a clip of the model's {t} frames")
+    call, out_type = _pt(call)
+    out = pipe(video=video, strength=strength, inversion=inversion, output_type="pt", **call)
+    return _output(out.frames, out.class_labels, out_type)
