@@ -61,9 +61,12 @@ def invert(predict: Predict, process, x0: torch.Tensor, steps: int, n: int, devi
             v = predict(z, process.model_timesteps(here * process.num_train_timesteps, b, device))
             z = z + (there - here) * v
         return z
+    import inspect
+
     from diffusers import DDIMInverseScheduler
 
-    inverse = DDIMInverseScheduler.from_config(process.config)
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters  # (it has no thresholding)
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in process.config.items() if k in accepted})
     inverse.set_timesteps(steps, device=device)
     for t in inverse.timesteps[:n]:
         pred = predict(z, process.model_timesteps(t, b, device))

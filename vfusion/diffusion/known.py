@@ -1,8 +1,9 @@
 """Known frames during sampling: image-to-video, extension and interpolation (replacement, RePaint-style).
 
 A :class:`KnownFrames` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a
-latent model) and a per-frame mask (B, T). During sampling the model's prediction for the known frames
-is replaced by the *oracle* prediction, the one a perfect denoiser would make given their clean values:
+latent model) and a per-frame mask (B, T). The known frames start as their forward-noised version at the
+first timestep, with their part of the clip's initial noise (drawn from the run's prior with the rest).
+During sampling the model's prediction for the known frames is replaced by the *oracle* prediction, the one a perfect denoiser would make given their clean values:
 
     ε_known = (z_t − α_t·x) / σ_t,        prediction = process.target(x, ε_known, t)
 
@@ -89,6 +90,12 @@ class KnownFrames:
         s = process.sigma(t).to(z.dtype).view(shape)
         eps = (z - a * x) / s
         return torch.where(self._frame_mask(z), process.target(x, eps, t).to(pred.dtype), pred)
+
+    def start(self, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, process) -> torch.Tensor:
+        """The initial ``z`` with the known frames noised to the first timestep ``t`` with their part of the
+        initial ``noise`` (the scheduler starts the others from the noise itself)."""
+        noised = process.add_noise(self.x.to(device=z.device, dtype=z.dtype), noise.to(z.dtype), t)
+        return torch.where(self._frame_mask(z), noised, z)
 
     def paste(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` with the known frames set to their clean values."""

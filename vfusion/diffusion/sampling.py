@@ -107,6 +107,8 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                 x = process.add_noise(init, start, t_start)
         elif p == 0:
             x = start * init_sigma
+            if known is not None and init_sigma == 1.0:
+                x = known.start(x, start, process.model_timesteps(timesteps[0], b, device), process)
         else:  # FreeInit: x_0 back to the first timestep, its low frequencies + fresh high ones
             if init_sigma != 1.0:
                 raise ValueError(f"FreeInit needs a sampler that starts from z_t itself (init_noise_sigma = 1), "
