@@ -23,6 +23,14 @@ def test_odd_sizes_are_padded_for_the_codec(tmp_path):
     assert back.shape[-2:] == (16, 18)
 
 
+def test_widths_decord_cannot_copy_out_are_read(tmp_path):
+    for w in (16, 24):
+        v = torch.zeros(3, 3, 16, w)
+        v[1, :, :, : w // 2] = 0.6
+        back = read_video(write_mp4(tmp_path / f"w{w}.mp4", v))
+        assert back.shape == (3, 3, 16, w) and (back - v).abs().mean() < 0.05
+
+
 def test_grid_gif(tmp_path):
     videos = torch.rand(5, 3, 4, 8, 8) * 2 - 1
     grid = make_grid_frames(videos)

@@ -18,6 +18,7 @@ from vfusion.utils.registry import register_from
 
 COMMAND_MODULES = (
     "vfusion.training.commands",   # pretrain-base, train, sample, export
+    "vfusion.inference.tasks_cli",  # generate (image-to-video, extend, interpolate, edit)
     "vfusion.data.commands",       # data check / data cache
     "vfusion.evaluation.commands",  # evaluate, weights fetch / check
     "vfusion.studies.commands",    # study, pipeline (the main job)

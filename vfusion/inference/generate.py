@@ -98,6 +98,33 @@ def from_uint8(frames: np.ndarray) -> torch.Tensor:
     return torch.stack([from_uint8_frames(f) for f in frames])
 
 
+def write_previews(out_dir: str | Path, videos: torch.Tensor, fps: int) -> None:
+    """``grid.gif`` (the first 64 of ``videos`` (B, C, T, H, W) in [-1, 1], tiled) and ``filmstrip.png``
+    (the first 16, a row each) in ``out_dir``."""
+    from vfusion.utils.video import filmstrip, make_grid_frames, write_gif, write_png
+
+    out_dir = Path(out_dir)
+    write_gif(out_dir / "grid.gif", make_grid_frames(videos[:64]), fps=fps, scale=2)
+    write_png(out_dir / "filmstrip.png", filmstrip(videos[:16]))
+
+
+def write_videos(out_dir: str | Path, videos: torch.Tensor, fps: int,
+                 labels: Optional[list[int]] = None) -> list[Path]:
+    """Videos held in memory, (B, C, T, H, W) in [-1, 1], as a samples folder writes them (without its
+    manifest): ``video_*.mp4`` per video, ``videos.npy`` (uint8 (B, T, H, W, C)), ``grid.gif`` and
+    ``filmstrip.png``. Returns the mp4 paths."""
+    from vfusion.utils.io import atomic_path
+    from vfusion.utils.video import save_videos
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = save_videos(videos, out_dir, fps=fps, labels=labels)
+    with atomic_path(out_dir / FRAMES_FILE) as tmp:
+        np.save(tmp, to_uint8(videos))
+    write_previews(out_dir, videos, fps)
+    return paths
+
+
 def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress: bool = True,
                   describe: Optional[dict] = None) -> tuple[Path, float, list[Path]]:
     """Per-video mp4 files, ``videos.npy``, ``grid.gif``, ``filmstrip.png`` and ``samples.json``.
@@ -106,7 +133,7 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
     without it (an interrupted sampling) is never taken for a finished one.
     """
     from vfusion.utils.io import atomic_path, atomic_write_json
-    from vfusion.utils.video import filmstrip, make_grid_frames, save_videos, write_gif, write_png
+    from vfusion.utils.video import save_videos
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,9 +156,7 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
                 shown.append(videos)
         store.flush()
         del store
-    grid = torch.cat(shown)[:64]
-    write_gif(out_dir / "grid.gif", make_grid_frames(grid), fps=settings.fps, scale=2)
-    write_png(out_dir / "filmstrip.png", filmstrip(grid[:16]))
+    write_previews(out_dir, torch.cat(shown), fps=settings.fps)
     secs = time.perf_counter() - start
     labels = [int(i) % int(vc["num_classes"]) for i in range(done)] if vc.get("num_classes") and settings.prompt is None \
         else None

@@ -149,12 +149,13 @@ def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: i
     return _output(out.frames, out.class_labels, out_type)
 
 
-def extend(pipe, video: torch.Tensor, context: int = 4, direction: str = "forward", chunks: int = 1,
+def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: str = "forward", chunks: int = 1,
            reuse_base: bool = False, resample_jumps: int = 0, generator: Optional[torch.Generator] = None, **call):
     """``video`` (B, C, t, H, W) extended by ``chunks`` clips of T − ``context`` new frames each.
 
     Forwards, each chunk starts with the last ``context`` frames made so far; backwards, it ends with the
-    first ones. The result is the input and the new frames, in time order. ``reuse_base`` (VideoFusion
+    first ones (``context`` unset: half the model's clip length). The result is the input and the new
+    frames, in time order. ``reuse_base`` (VideoFusion
     with the decomposed prior): every chunk's initial noise keeps the first chunk's shared base b (its
     residuals are fresh), so the chunks share their base noise as the frames of one clip do.
     """
@@ -165,6 +166,7 @@ def extend(pipe, video: torch.Tensor, context: int = 4, direction: str = "forwar
     if int(chunks) != chunks or chunks < 1:
         raise TaskError(f"chunks must be an integer >= 1, got {chunks}")
     t = _num_frames(pipe)
+    context = t // 2 if context is None else context
     if not 1 <= int(context) < t:
         raise TaskError(f"context must be between 1 and {t - 1} frames (the model makes clips of {t}), got {context}")
     context = int(context)
@@ -215,5 +217,6 @@ def edit(pipe, video: torch.Tensor, strength: float = 0.5, inversion: bool = Fal
     if video.shape[2] != t:
         raise TaskError(f"the video has {video.shape[2]} frames; an edit takes a clip of the model's {t} frames")
     call, out_type = _pt(call)
+    call.setdefault("free_init_iters", 0)  # FreeInit restarts from pure noise: not an edit (a run may default to it)
     out = pipe(video=video, strength=strength, inversion=inversion, output_type="pt", **call)
     return _output(out.frames, out.class_labels, out_type)

@@ -112,11 +112,29 @@ def read_video(path: str | Path) -> torch.Tensor:
         with Image.open(path) as im:
             frames = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
     else:
-        import decord
-
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+        frames = _decode_video(path)
     return from_uint8_frames(frames)
+
+
+def _decode_video(path: Path) -> np.ndarray:
+    """Every frame of a video file, ``(T, H, W, 3)`` uint8: decord, or imageio's ffmpeg reader for the files
+    decord opens but cannot copy out (some frame widths, e.g. 16, 24 and 48 pixels)."""
+    import decord
+
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    try:
+        return vr.get_batch(list(range(len(vr)))).asnumpy()
+    except decord.DECORDError as err:
+        import imageio.v2 as imageio
+
+        try:
+            reader = imageio.get_reader(str(path), format="FFMPEG")
+            try:
+                return np.stack([np.asarray(f)[..., :3] for f in reader])
+            finally:
+                reader.close()
+        except Exception:
+            raise err from None
 
 
 def save_videos(videos: torch.Tensor, out_dir: str | Path, fps: int = 8, prefix: str = "video",
