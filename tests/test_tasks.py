@@ -261,8 +261,27 @@ def test_extension_length_and_seam(pipes):
     back = tasks.extend(pipe, video, context=1, direction="backward", num_inference_steps=2, generator=_gen(),
                         output_type="pt", progress=False).frames
     assert back.shape[2] == 4 + 3 and torch.equal(back[:, :, -4:], video)
-    # the seam is smooth in the sense the method promises: each chunk starts from the frames before it,
-    # so the frame after the seam is generated knowing them (the chunk's known frames are the input's)
+    # at each seam the new chunk was generated knowing the frames just before it: its known frames are the
+    # previous chunk's last frames, and its first new frame follows them in the output
+    seen = []
+    call = type(pipe).__call__
+
+    def spy(self, *a, **k):
+        out = call(self, *a, **k)
+        seen.append((k["known_frames"].clone(), k["known_mask"].clone(), out.frames.clone()))
+        return out
+
+    type(pipe).__call__ = spy
+    try:
+        out2 = tasks.extend(pipe, video, context=2, chunks=2, num_inference_steps=2, generator=_gen(),
+                            output_type="pt", progress=False).frames
+    finally:
+        type(pipe).__call__ = call
+    for j, (known, mask, chunk) in enumerate(seen):
+        assert mask.tolist() == [True, True, False, False]
+        start = 2 + 2 * j                                # where chunk j's context sits in the output
+        assert torch.equal(known[:, :, :2], out2[:, :, start:start + 2])
+        assert torch.equal(chunk, out2[:, :, start:start + 4])
     with pytest.raises(tasks.TaskError, match="fewer than the 3 context frames"):
         tasks.extend(pipe, video[:, :, :2], context=3, num_inference_steps=2, progress=False)
     with pytest.raises(tasks.TaskError, match="context must be between 1 and 3"):
