@@ -140,6 +140,7 @@ def test_broken_base_model_folders_name_the_file(tmp_path):
             load_unet(d)
 
 
+@pytest.mark.slow  # several CLI processes: ~30-45 s; the fast suite stays under 5 minutes
 def test_no_traceback_in_a_real_process_and_debug_shows_it(tmp_path):
     cmd = [sys.executable, "-m", "vfusion", "train", "--config", BASE, "noise.value=1.5", f"run_dir={tmp_path / 'r'}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -168,6 +169,7 @@ NOISE = ("Tip:", "litlogger", "weights_only", "LeafSpec", "accelerate", "eval mo
          "Traceback")
 
 
+@pytest.mark.slow  # a whole pipeline run in a fresh process: ~30-45 s; the fast suite stays under 5 minutes
 def test_a_normal_run_prints_no_third_party_noise(tmp_path):
     """Train (fresh, then resumed) and sample through the real CLI: none of the notices users complained about."""
     small = ["data.num_frames=4", "data.resolution=16", "data.batch_size=2", "data.num_workers=0",
