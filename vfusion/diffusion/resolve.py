@@ -103,7 +103,8 @@ def resolve_process(section: dict, checkpoint: Optional[dict] = None, checkpoint
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise ProcessConflictError(
                 f"diffusion.{key} is {mine!r} in the experiment but {ck!r} in the base checkpoint's scheduler ({where})"
-                f"{more}; remove the key to use the checkpoint's value, or set diffusion.override_checkpoint=true")
+                f"{more}; remove the key or set diffusion.{key}=null to use the checkpoint's value, or set "
+                "diffusion.override_checkpoint=true")
         config = dict(checkpoint)
         overridden = []
         if conflicts:
