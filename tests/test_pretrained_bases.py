@@ -31,7 +31,9 @@ def small(tmp_path, folder, *extra):
             f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}",
             "model.residual.block_out_channels=[8,8]", "model.residual.norm_num_groups=4",
             "model.residual.frame_embed_dim=8", f"model.base.pretrained={folder}",
-            "diffusion.prediction_type=null",  # the main job's config sets v-prediction for its own base
+            # the main job's config sets v-prediction and min-SNR weighting for its own base; a checkpoint
+            # brings its own prediction type, and min-SNR is not defined for rectified flow
+            "diffusion.prediction_type=null", "train.loss_weighting=none",
             "train.progress_bar=false", "train.max_minutes=0", "train.max_steps=2", "train.log_every_n_steps=1",
             "train.sample_every_n_steps=0", "sample.steps=2", "sample.batch_size=2", "sample.num_videos=2",
             f"run_dir={tmp_path / 'run'}", *extra]
