@@ -99,12 +99,11 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                 return known.paste(init) if known is not None else init.clone()
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(steps - n_run)
-            t_start = process.model_timesteps(timesteps[0], b, device)
             if inversion:
                 null = inversion_cond if inversion_cond is not None else (cond.null() if cond is not None else None)
                 x = invert(lambda z, tt: model(z, tt, null), process, init, steps, n_run, device)
             else:
-                x = process.add_noise(init, start, t_start)
+                x = process.add_noise(init, start, process.model_timesteps(timesteps[0], b, device))
         elif p == 0:
             x = start * init_sigma
             if known is not None and init_sigma == 1.0:

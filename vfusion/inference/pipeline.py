@@ -247,8 +247,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         process, prior = self.process, self.spec().noise
         device = self.device
         model.to(device).eval()
-        shape = (batch_size, int(vc["in_channels"]), int(vc["num_frames"]), int(vc["sample_size"]),
-                 int(vc["sample_size"]))
+        shape = self.sample_shape(batch_size)
         cond = self.condition(labels, prompt, batch_size, device)
         known = init = None
         if known_frames is not None or known_mask is not None:
@@ -271,24 +270,27 @@ class VideoFusionPipeline(DiffusionPipeline):
         if output_type == "latent":
             return VideoFusionPipelineOutput(frames=x, class_labels=labels) if return_dict else (x, labels)
         if self.vae is not None:
-            from vfusion.data.latents import LatentCodec
-
-            x = LatentCodec(self.vae, vc.get("vae_scaling_factor")).decode(x)
+            x = self._codec().decode(x)
         videos = x.float().clamp(-1, 1).cpu()
         frames = format_frames(videos, output_type)
         if not return_dict:
             return (frames, labels)
         return VideoFusionPipelineOutput(frames=frames, class_labels=labels)
 
+    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int, int]:
+        """The shape (B, C, T, h, w) the sampler works in (latents for a latent model)."""
+        vc = self.video_config
+        size = int(vc["sample_size"])
+        return (int(batch_size), int(vc["in_channels"]), int(vc["num_frames"]), size, size)
+
     def pixel_shape(self, batch_size: int) -> tuple[int, int, int, int, int]:
         """The shape (B, C, T, H, W) of the clips this pipeline makes, in pixels (after the VAE)."""
         vc = self.video_config
         if self.vae is None:
-            c, size = int(vc["in_channels"]), int(vc["sample_size"])
-        else:
-            c = int(self.vae.config.in_channels)
-            size = int((vc.get("trained") or {}).get("resolution") or
-                       int(vc["sample_size"]) * 2 ** (len(self.vae.config.block_out_channels) - 1))
+            return self.sample_shape(batch_size)
+        c = int(self.vae.config.in_channels)
+        size = int((vc.get("trained") or {}).get("resolution") or
+                   int(vc["sample_size"]) * 2 ** (len(self.vae.config.block_out_channels) - 1))
         return (int(batch_size), c, int(vc["num_frames"]), size, size)
 
     def _to_model_space(self, clip: torch.Tensor, shape, name: str) -> torch.Tensor:
@@ -300,11 +302,13 @@ class VideoFusionPipeline(DiffusionPipeline):
                             f"(batch, channels, frames, height, width); resize the input to "
                             f"{expected[3]}x{expected[4]}")
         clip = clip.to(self.device)
-        if self.vae is not None:
-            from vfusion.data.latents import LatentCodec
+        return self._codec().encode(clip) if self.vae is not None else clip
 
-            clip = LatentCodec(self.vae, self.video_config.get("vae_scaling_factor")).encode(clip)
-        return clip
+    def _codec(self):
+        """The VAE with the run's scaling factor (latent models)."""
+        from vfusion.data.latents import LatentCodec
+
+        return LatentCodec(self.vae, self.video_config.get("vae_scaling_factor"))
 
 
 def format_frames(videos: torch.Tensor, output_type: str):

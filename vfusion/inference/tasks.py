@@ -46,13 +46,9 @@ def _batch(x: torch.Tensor, dims: int, name: str, batch_size: Optional[int]) -> 
     return x.contiguous()
 
 
-def _clip_shape(pipe, batch: int):
-    return pipe.pixel_shape(batch)
-
-
 def _check_frame(pipe, frames: torch.Tensor, name: str) -> None:
     """``frames`` (B, C, T, H, W) must have the model's channels and size."""
-    _, c, _, h, w = _clip_shape(pipe, frames.shape[0])
+    _, c, _, h, w = pipe.pixel_shape(frames.shape[0])
     if tuple(frames.shape[1:2]) + tuple(frames.shape[3:]) != (c, h, w):
         raise TaskError(f"{name} has frames of {tuple(frames.shape[1:2]) + tuple(frames.shape[3:])} (channels, "
                         f"height, width) but the model makes {(c, h, w)}; resize it to {h}x{w}")
@@ -60,7 +56,7 @@ def _check_frame(pipe, frames: torch.Tensor, name: str) -> None:
 
 def _known(pipe, batch: int, placed: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``known_frames`` / ``known_mask`` with frame i set to ``placed[i]`` (B, C, H, W)."""
-    shape = _clip_shape(pipe, batch)
+    shape = pipe.pixel_shape(batch)
     frames = torch.zeros(shape)
     mask = torch.zeros(shape[2], dtype=torch.bool)
     for i, f in placed.items():
@@ -92,10 +88,9 @@ def is_videofusion(pipe) -> bool:
     return pipe.video_config.get("model") == "videofusion"
 
 
-def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: int = 0, **call):
-    """A clip that contains ``image``: as VideoFusion's keyframe (``at="keyframe"``, the middle frame
-    k = T // 2) or as the first frame (``at="first"``, any model). ``auto``: the keyframe for VideoFusion,
-    else the first frame."""
+def image_place(pipe, at: str = "auto") -> tuple[str, int]:
+    """Where image-to-video puts the image: ``(place, frame index)``; ``auto`` is the keyframe (the middle
+    frame T // 2) for VideoFusion, else the first frame."""
     if at not in I2V_PLACES:
         raise TaskError(f"image-to-video places the image at one of {', '.join(I2V_PLACES)}, not '{at}'")
     if at == "auto":
@@ -103,9 +98,16 @@ def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: 
     if at == "keyframe" and not is_videofusion(pipe):
         raise TaskError(f"only VideoFusion has a keyframe; this pipeline is '{pipe.video_config.get('model')}': "
                         "use at='first' (--at first)")
+    return at, (_num_frames(pipe) // 2 if at == "keyframe" else 0)
+
+
+def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: int = 0, **call):
+    """A clip that contains ``image``: as VideoFusion's keyframe (``at="keyframe"``, the middle frame
+    k = T // 2) or as the first frame (``at="first"``, any model). ``auto``: the keyframe for VideoFusion,
+    else the first frame."""
+    _, index = image_place(pipe, at)
     image = _batch(image, 3, "the image", call.pop("batch_size", None))
     _check_frame(pipe, image.unsqueeze(2), "the image")
-    index = _num_frames(pipe) // 2 if at == "keyframe" else 0
     frames, mask = _known(pipe, image.shape[0], {index: image})
     call, out_type = _pt(call)
     out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
@@ -180,8 +182,7 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
         raise TaskError(f"reuse_base keeps VideoFusion's shared base noise, which the {prior!r} prior does not have; "
                         "use a decomposed prior or reuse_base=False")
     bsz = video.shape[0]
-    vc = pipe.video_config
-    shape = (bsz, int(vc["in_channels"]), t, int(vc["sample_size"]), int(vc["sample_size"]))
+    shape = pipe.sample_shape(bsz)
     call, out_type = _pt(call)
     if "latents" in call:
         raise TaskError("extend draws each chunk's initial noise itself; it takes no latents")

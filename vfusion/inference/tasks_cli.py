@@ -345,14 +345,9 @@ def cmd_generate(args) -> int:
                 generator=torch.Generator(device=device).manual_seed(int(args.seed)), output_type="pt",
                 progress=False)
     if task == "i2v":
-        at = args.at or "auto"
-        if at == "auto":
-            at = "keyframe" if tasks.is_videofusion(pipe) else "first"
-        if at == "keyframe" and not tasks.is_videofusion(pipe):
-            raise UserError(f"only VideoFusion has a keyframe; this pipeline is a '{vc.get('model')}' model: use "
-                            "--at first (or auto)")
+        at, index = tasks.image_place(pipe, args.at or "auto")
         jumps = int(args.jumps or 0)
-        settings.update(at=at, keyframe_index=t // 2 if at == "keyframe" else 0, resample_jumps=jumps)
+        settings.update(at=at, keyframe_index=index, resample_jumps=jumps)
         total = passes * steps
         fn, task_args = tasks.image_to_video, dict(image=x["image"][:, 0], at=at, resample_jumps=jumps)
         given = x["image"]
