@@ -91,6 +91,12 @@ class NoiseConfig:
     rate: float = 0.7
     # list: one λ per frame in per_frame (keyframe entry must be 1)
     per_frame: Optional[list[float]] = None
+    # λ that depends on the noise level: the keys above give λ at t = 0, these the same schedule's λ at
+    # t = T (value_T in place of value, min_value_T of min_value; per_frame_T for a list), and λ moves
+    # linearly between them with t / (T - 1) (σ for rectified flow). null: λ is the same at every t.
+    value_T: Optional[float] = None
+    min_value_T: Optional[float] = None
+    per_frame_T: Optional[list[float]] = None
 
 
 @dataclass
@@ -400,6 +406,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"config key 'noise.prior' is '{cfg.noise.prior}', but VideoFusion needs a prior with a "
                           "shared keyframe base: use noise.prior=decomposed (noise.value=0 for independent noise off "
                           f"the keyframe), or a baseline (model.name=video_unet or dit) for '{cfg.noise.prior}'")
+    timed = [k for k in ("value_T", "min_value_T", "per_frame_T") if cfg.noise.get(k) is not None]
+    if timed and cfg.noise.prior != "decomposed":
+        raise ConfigError(f"config key 'noise.{timed[0]}' is set, but only the decomposed prior has a λ that can depend "
+                          f"on t, not '{cfg.noise.prior}'; remove it (noise.{timed[0]}=null)")
     if cfg.noise.alpha is not None and cfg.noise.prior not in ALPHA_PRIORS:
         raise ConfigError(f"config key 'noise.alpha' is set, but prior '{cfg.noise.prior}' does not use it (only "
                           f"{', '.join(ALPHA_PRIORS)} do); remove it (noise.alpha=null)")

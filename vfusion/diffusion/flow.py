@@ -140,6 +140,11 @@ class FlowProcess(SavedProcess):
         """The noise coefficient σ = t / T, ``(B,)`` float64 (callers cast to their dtype)."""
         return t.to(torch.float64) / self.num_train_timesteps
 
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        """The timestep as a level u in [0, 1]: σ itself (what a time-dependent noise prior interpolates
+        its λ with), ``(B,)`` float64."""
+        return self.sigma(t).clamp(0.0, 1.0)
+
     def _sigma_like(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self.sigma(t).to(like.dtype).view((-1,) + (1,) * (like.dim() - 1))
 

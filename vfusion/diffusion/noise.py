@@ -16,6 +16,13 @@ clip's shape, then one of a single frame's shape, s, each prior using s in its o
 the keyframe's residual) or not at all (``independent``). So at zero correlation every prior
 is the ``independent`` prior bit for bit, also over the many draws of a sampling loop.
 
+λ may also depend on the noise level: ``DecomposedNoise(lambdas, lambdas_T)`` interpolates
+linearly between λ at t = 0 (``lambdas``) and λ at t = T (``lambdas_T``), each any per-frame
+schedule, λ(u) = (1 − u)·λ_0 + u·λ_T with u = the process's normalised noise level in [0, 1]
+(``process.noise_level(t)``). Every caller that draws noise for a known level passes it
+(``sample(..., level=u)``): training at each sample's t, sampling at the first timestep, the fresh
+noise of a stochastic step at the level it is added to. The keyframe keeps λ = 1 at every level.
+
 This module also holds what every noise prior shares (:class:`NoisePrior`, the
 :class:`NoiseSample` result), the ``independent`` prior and the registry's factory
 :func:`build_noise_prior`; the PYoCo priors are in :mod:`vfusion.diffusion.pyoco`.
@@ -104,9 +111,10 @@ def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -
     """ε = sqrt(λ)·base + sqrt(1−λ)·residual, per frame.
 
     ``base``: ``(B, C, 1, H, W)`` (broadcast over frames) or ``(B, C, T, H, W)``;
-    ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``.
+    ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``, or ``(B, T)`` (one λ per sample).
     """
-    lam = lambdas.to(device=residual.device, dtype=residual.dtype).view(1, 1, -1, 1, 1)
+    lam = lambdas.to(device=residual.device, dtype=residual.dtype)
+    lam = lam.view(1, 1, -1, 1, 1) if lam.dim() == 1 else lam.view(lam.shape[0], 1, lam.shape[1], 1, 1)
     return lam.sqrt() * base + (1.0 - lam).sqrt() * residual
 
 
@@ -128,19 +136,26 @@ class NoisePrior:
     noise sampler the sampling loop calls), ``correlation()`` and ``num_frames``."""
 
     num_frames: int
+    # True when the frame correlation depends on the noise level (sample and correlation take ``level``)
+    time_dependent: bool = False
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               level=None) -> NoiseSample:
+        """``level``: the normalised noise level u in [0, 1] (a float or one per sample, ``(B,)``) the
+        noise is drawn for; only a time-dependent prior reads it."""
         raise NotImplementedError
 
-    def correlation(self) -> torch.Tensor:
-        """The theoretical frame-by-frame correlation matrix, ``(T, T)`` float64."""
+    def correlation(self, level: Optional[float] = None) -> torch.Tensor:
+        """The theoretical frame-by-frame correlation matrix, ``(T, T)`` float64 (at noise level ``level``
+        for a time-dependent prior)."""
         raise NotImplementedError
 
     def __call__(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+                 level=None) -> torch.Tensor:
         """Just ``eps`` (a noise sampler callable for the schedulers)."""
-        return self.sample(shape, generator=generator, device=device, dtype=dtype).eps
+        return self.sample(shape, generator=generator, device=device, dtype=dtype, level=level).eps
 
     def _check_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         if len(shape) != 5:
@@ -178,11 +193,12 @@ class IndependentNoise(NoisePrior):
         self.num_frames = int(num_frames)
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               level=None) -> NoiseSample:
         eps, _ = draw(self._check_shape(shape), generator, device, dtype)
         return NoiseSample(eps=eps, base=None, residual=eps)
 
-    def correlation(self) -> torch.Tensor:
+    def correlation(self, level: Optional[float] = None) -> torch.Tensor:
         return torch.eye(self.num_frames, dtype=torch.float64)
 
     def __repr__(self) -> str:
@@ -194,12 +210,43 @@ class DecomposedNoise(NoisePrior):
 
     >>> noise = DecomposedNoise.constant(16, 0.5)
     >>> eps, base, residual = noise.sample((2, 3, 16, 32, 32))
+
+    ``lambdas_T``: λ at the noisiest level t = T; λ then moves linearly from ``lambdas`` (t = 0) to
+    it with the noise level (module docstring), and ``sample`` / ``correlation`` need ``level``.
     """
 
-    def __init__(self, lambdas: Sequence[float] | torch.Tensor):
+    def __init__(self, lambdas: Sequence[float] | torch.Tensor,
+                 lambdas_T: Optional[Sequence[float] | torch.Tensor] = None):
         lam = torch.as_tensor(lambdas, dtype=torch.float64).clone()
         check_lambdas(lam)
         self.lambdas = lam
+        self.lambdas_T = None
+        if lambdas_T is not None:
+            lam_T = torch.as_tensor(lambdas_T, dtype=torch.float64).clone()
+            check_lambdas(lam_T)
+            if lam_T.numel() != lam.numel():
+                raise LambdaScheduleError(f"λ at t = T has {lam_T.numel()} frames, λ at t = 0 has {lam.numel()}")
+            if not torch.equal(lam_T, lam):  # equal ends: the same prior as without them
+                self.lambdas_T = lam_T
+
+    @property
+    def time_dependent(self) -> bool:
+        return self.lambdas_T is not None
+
+    def lambdas_at(self, level=None) -> torch.Tensor:
+        """λ at noise level ``level`` (u in [0, 1]): ``(T,)`` for a float, ``(B, T)`` for a ``(B,)`` tensor;
+        ``lambdas`` itself for a prior that does not depend on the level."""
+        if self.lambdas_T is None:
+            return self.lambdas
+        if level is None:
+            raise NoisePriorError("this decomposed prior's λ depends on the noise level (noise.value_T / "
+                                  "per_frame_T are set): pass level= (process.noise_level(t))")
+        u = torch.as_tensor(level, dtype=torch.float64).cpu()
+        if not bool(((u >= 0) & (u <= 1)).all()):
+            raise NoisePriorError(f"noise level must be in [0, 1], got {u.tolist()}")
+        if u.dim() == 0:
+            return self.lambdas + float(u) * (self.lambdas_T - self.lambdas)
+        return self.lambdas[None] + u.reshape(-1, 1) * (self.lambdas_T - self.lambdas)[None]
 
     @classmethod
     def from_schedule(cls, num_frames: int, schedule: str = "constant", **kwargs) -> "DecomposedNoise":
@@ -224,12 +271,13 @@ class DecomposedNoise(NoisePrior):
 
     @property
     def is_independent(self) -> bool:
-        lam = self.lambdas.clone()
-        lam[self.keyframe] = 0.0
-        return bool((lam == 0).all())
+        off = [i for i in range(self.num_frames) if i != self.keyframe]
+        ends = [self.lambdas] + ([self.lambdas_T] if self.lambdas_T is not None else [])
+        return all(bool((lam[off] == 0).all()) for lam in ends)
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               level=None) -> NoiseSample:
         """Draw ``(eps, base, residual)`` for ``shape = (B, C, T, H, W)``.
 
         The draws of :func:`draw`: the keyframe slice of ``z`` is the base noise ``b`` and
@@ -243,30 +291,50 @@ class DecomposedNoise(NoisePrior):
         base = z[:, :, k:k + 1].clone()
         residual = z.clone()
         residual[:, :, k:k + 1] = s
-        eps = compose(base, residual, self.lambdas)
+        lam = self.lambdas_at(level)
+        if lam.dim() == 2 and lam.shape[0] != b:
+            raise ValueError(f"{lam.shape[0]} noise levels for a batch of {b}")
+        eps = compose(base, residual, lam)
         eps[:, :, k:k + 1] = base  # exact (no rounding from sqrt(1)·b + 0·r)
         if self.is_independent:
             eps = z
         return NoiseSample(eps=eps, base=base, residual=residual)
 
-    def correlation(self) -> torch.Tensor:
-        """The theoretical inter-frame correlation matrix, sqrt(λ^i λ^j) off the diagonal."""
-        s = self.lambdas.sqrt()
+    def correlation(self, level: Optional[float] = None) -> torch.Tensor:
+        """The theoretical inter-frame correlation matrix, sqrt(λ^i λ^j) off the diagonal (λ at ``level``)."""
+        lam = self.lambdas_at(None if level is None else float(level))
+        s = lam.sqrt()
         corr = s[:, None] * s[None, :]
         corr.fill_diagonal_(1.0)
         return corr
 
     def __repr__(self) -> str:
-        return f"DecomposedNoise(lambdas={[round(float(v), 4) for v in self.lambdas]})"
+        ends = f", lambdas_T={[round(float(v), 4) for v in self.lambdas_T]}" if self.lambdas_T is not None else ""
+        return f"DecomposedNoise(lambdas={[round(float(v), 4) for v in self.lambdas]}{ends})"
 
 
 # --------------------------------------------------------------------------- the prior registry
 
 def decomposed_prior(num_frames: int, schedule: str = "constant", value: float = 0.5, min_value: float = 0.0,
-                     rate: float = 0.7, per_frame: Optional[Sequence[float]] = None, **unused) -> DecomposedNoise:
-    """VideoFusion's decomposed noise with a λ schedule (the ``noise`` section's λ keys)."""
-    return DecomposedNoise(lambda_schedule(num_frames, schedule=schedule, value=value, min_value=min_value, rate=rate,
-                                           values=list(per_frame) if per_frame is not None else None))
+                     rate: float = 0.7, per_frame: Optional[Sequence[float]] = None, value_T: Optional[float] = None,
+                     min_value_T: Optional[float] = None, per_frame_T: Optional[Sequence[float]] = None,
+                     **unused) -> DecomposedNoise:
+    """VideoFusion's decomposed noise with a λ schedule (the ``noise`` section's λ keys). ``value_T``
+    (``min_value_T``; ``per_frame_T`` for a list) give the same schedule's λ at t = T, making λ depend
+    on the noise level; unset, λ is the same at every level."""
+    lam = lambda_schedule(num_frames, schedule=schedule, value=value, min_value=min_value, rate=rate,
+                          values=list(per_frame) if per_frame is not None else None)
+    if schedule == "list" and (value_T is not None or min_value_T is not None):
+        raise LambdaScheduleError("λ schedule 'list' takes its λ at t = T from per_frame_T, not value_T/min_value_T")
+    if schedule != "list" and per_frame_T is not None:
+        raise LambdaScheduleError(f"per_frame_T is for λ schedule 'list'; schedule '{schedule}' takes value_T "
+                                  "(and min_value_T)")
+    if value_T is None and min_value_T is None and per_frame_T is None:
+        return DecomposedNoise(lam)
+    lam_T = lambda_schedule(num_frames, schedule=schedule, value=value if value_T is None else value_T,
+                            min_value=min_value if min_value_T is None else min_value_T, rate=rate,
+                            values=list(per_frame_T) if per_frame_T is not None else None)
+    return DecomposedNoise(lam, lam_T)
 
 
 def independent_prior(num_frames: int, **unused) -> IndependentNoise:
@@ -287,8 +355,9 @@ def noise_prior_from_config(noise_cfg, num_frames: int) -> NoisePrior:
     """The prior of an experiment's ``noise`` section (or the same keys as a dict): ``prior`` plus its parameters."""
     params = dict(noise_cfg)
     name = params.pop("prior")
-    if params.get("per_frame") is not None:
-        params["per_frame"] = list(params["per_frame"])
+    for key in ("per_frame", "per_frame_T"):
+        if params.get(key) is not None:
+            params[key] = list(params[key])
     return build_noise_prior(name, num_frames, **params)
 
 

@@ -10,7 +10,8 @@ builder ignores the keys of other priors). Every prior is a callable noise sampl
 Every frame of every prior is N(0, I); they differ only in how frames are correlated:
 
     independent         ρ_ij = 0
-    decomposed          ρ_ij = sqrt(λ^i λ^j)             (VideoFusion; λ keys, λ^{T//2} = 1)
+    decomposed          ρ_ij = sqrt(λ^i λ^j)             (VideoFusion; λ keys, λ^{T//2} = 1; λ may move
+                                                      with the noise level: value_T / per_frame_T)
     pyoco_mixed         ρ_ij = α² / (1 + α²)             (PYoCo, Ge et al. ICCV 2023; noise.alpha)
     pyoco_progressive   ρ_ij = (α / sqrt(1 + α²))^|i−j|  (PYoCo's AR(1) chain; noise.alpha)
 
@@ -39,3 +40,30 @@ ALPHA_PRIORS: dict[str, float] = {"pyoco_mixed": 1.0, "pyoco_progressive": 2.0}
 
 def prior_names() -> tuple[str, ...]:
     return tuple(NOISE_PRIORS)
+
+
+def describe(noise) -> str:
+    """A short name of an experiment's noise prior (its ``noise`` section, or the same keys as a
+    dict): the λ schedule for ``decomposed`` (``constant 0.5``, ``linear 0.9->0.1``), the prior
+    with its α for PYoCo's (``pyoco_progressive α=2``), ``independent``."""
+    n = dict(noise)
+    prior = n.get("prior", "decomposed")
+    if prior in ALPHA_PRIORS:
+        alpha = n.get("alpha")
+        return f"{prior} α={ALPHA_PRIORS[prior] if alpha is None else alpha:g}"
+    if prior != "decomposed":
+        return str(prior)
+    schedule = n.get("schedule", "constant")
+    if schedule == "constant":
+        text = f"constant {n['value']:g}"
+    elif schedule in ("linear", "cosine"):
+        text = f"{schedule} {n['value']:g}->{n['min_value']:g}"
+    elif schedule == "exponential":
+        text = f"exponential {n['value']:g}x{n['rate']:g}^d"
+    else:
+        text = "list " + ",".join(f"{v:g}" for v in (n.get("per_frame") or []))
+    ends = {k: n.get(k) for k in ("value_T", "min_value_T", "per_frame_T") if n.get(k) is not None}
+    if ends:  # λ that depends on t: its value at t = T
+        text += " (t=T: " + ", ".join(f"{k[:-2]} {','.join(f'{x:g}' for x in v) if k == 'per_frame_T' else f'{v:g}'}"
+                                      for k, v in ends.items()) + ")"
+    return text

@@ -180,6 +180,11 @@ class DiffusionProcess(SavedProcess):
         """σ_t = sqrt(1 − ᾱ_t), ``(B,)`` float64 (callers cast to their dtype)."""
         return self._table("sigma", t.device)[t]
 
+    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
+        """The timestep as a level u in [0, 1]: t / (T − 1), 0 at the cleanest training timestep and 1 at
+        the noisiest (what a time-dependent noise prior interpolates its λ with), ``(B,)`` float64."""
+        return (t.to(torch.float64) / max(self.num_train_timesteps - 1, 1)).clamp(0.0, 1.0)
+
     def _coefs(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (-1,) + (1,) * (like.dim() - 1)
         return self.alpha(t).to(like.dtype).view(shape), self.sigma(t).to(like.dtype).view(shape)

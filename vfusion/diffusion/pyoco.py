@@ -59,12 +59,13 @@ class PyocoMixedNoise(_PyocoNoise):
     name = "pyoco_mixed"
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               level=None) -> NoiseSample:
         z, s = draw(self._check_shape(shape), generator, device, dtype)
         eps = z if self.alpha == 0.0 else self.own_coef * z + self.shared_coef * s
         return NoiseSample(eps=eps, base=s, residual=z)
 
-    def correlation(self) -> torch.Tensor:
+    def correlation(self, level: Optional[float] = None) -> torch.Tensor:
         corr = torch.full((self.num_frames, self.num_frames), self.shared_coef ** 2, dtype=torch.float64)
         corr.fill_diagonal_(1.0)
         return corr
@@ -76,7 +77,8 @@ class PyocoProgressiveNoise(_PyocoNoise):
     name = "pyoco_progressive"
 
     def sample(self, shape: Sequence[int], generator: Optional[torch.Generator] = None,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> NoiseSample:
+               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+               level=None) -> NoiseSample:
         shape = self._check_shape(shape)
         z, s = draw(shape, generator, device, dtype)
         if self.alpha == 0.0:
@@ -87,7 +89,7 @@ class PyocoProgressiveNoise(_PyocoNoise):
             frames.append(prev)
         return NoiseSample(eps=torch.stack(frames, dim=2), base=None, residual=z)
 
-    def correlation(self) -> torch.Tensor:
+    def correlation(self, level: Optional[float] = None) -> torch.Tensor:
         powers = torch.tensor([self.shared_coef ** d for d in range(self.num_frames)], dtype=torch.float64)
         idx = torch.arange(self.num_frames)
         return powers[(idx[:, None] - idx[None, :]).abs()]  # ρ^|i−j|, exactly symmetric with a unit diagonal

@@ -66,14 +66,10 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
     """
     spec = sampler_spec(sampler)
     b = shape[0]
-    if latents is not None:
-        if tuple(latents.shape) != tuple(shape):
-            from vfusion.errors import UserError
+    if latents is not None and tuple(latents.shape) != tuple(shape):
+        from vfusion.errors import UserError
 
-            raise UserError(f"latents have shape {tuple(latents.shape)} but the sample is {tuple(shape)}")
-        start = latents.to(device=device, dtype=dtype)
-    else:
-        start = noise(shape, generator=generator, device=device, dtype=dtype)
+        raise UserError(f"latents have shape {tuple(latents.shape)} but the sample is {tuple(shape)}")
     if known is not None:
         known.check(shape)
     n_run = steps
@@ -85,6 +81,23 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                             "use free_init_iters=0 with a strength")
         n_run = steps_to_run(steps, strength)
         init = init.to(device=device, dtype=dtype)
+    timed = getattr(noise, "time_dependent", False)
+
+    def draw_noise(t_level) -> torch.Tensor:
+        """A draw of the prior, for the noise level of the scheduler timestep ``t_level`` (None: level 0)
+        when the prior's correlation depends on it."""
+        if not timed:
+            return noise(shape, generator=generator, device=device, dtype=dtype)
+        tt = process.model_timesteps(t_level, b, device) if t_level is not None else None
+        level = process.noise_level(tt) if tt is not None else torch.zeros(b, dtype=torch.float64)
+        return noise(shape, generator=generator, device=device, dtype=dtype, level=level)
+
+    if latents is not None:
+        start = latents.to(device=device, dtype=dtype)
+    else:  # the first draw of the generator, at the level of the first timestep that runs
+        first = process.scheduler(sampler)
+        first.set_timesteps(steps, device=device)
+        start = draw_noise(first.timesteps[steps - n_run] if n_run > 0 else None)
     passes = 1 + (free_init.iters if free_init is not None else 0)
     x = None
     for p in range(passes):
@@ -112,7 +125,7 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
             if init_sigma != 1.0:
                 raise ValueError(f"FreeInit needs a sampler that starts from z_t itself (init_noise_sigma = 1), "
                                  f"not {type(scheduler).__name__}")
-            fresh = noise(shape, generator=generator, device=device, dtype=dtype)
+            fresh = draw_noise(timesteps[0])
             t0 = process.model_timesteps(timesteps[0], b, device)
             x = reinitialise(x, start, fresh, process, t0, free_init.mask(*shape[2:], device=device))
         step_kwargs = dict(spec.step_kwargs)
@@ -127,13 +140,14 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                 if r > 0:  # RePaint: back from the level just reached to t, and the step again
                     scheduler = copy.deepcopy(snapshot)
                     here = process.model_timesteps(timesteps[i + 1], b, device)
-                    x = renoise(x, here, tt, process, noise(shape, generator=generator, device=device, dtype=dtype))
+                    x = renoise(x, here, tt, process, draw_noise(t))
                 x_in = scale_input(x, t) if scale_input is not None else x
                 pred = guided(model, x_in, tt, cond, guidance_scale)
                 if known is not None:
                     pred = known.oracle(pred, x, tt, process)
                 if spec.stochastic:
-                    step_kwargs["variance_noise"] = noise(shape, generator=generator, device=device, dtype=dtype)
+                    # the step's fresh noise lands at the next timestep's level
+                    step_kwargs["variance_noise"] = draw_noise(None if last else timesteps[i + 1])
                 x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
             if callback is not None:
                 callback(p * len(timesteps) + i)

@@ -178,6 +178,9 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
         raise TaskError(f"the video has {video.shape[2]} frames, fewer than the {context} context frames; give a "
                         f"longer video or a smaller context")
     prior = pipe.spec().noise
+    if getattr(prior, "time_dependent", False):
+        raise TaskError("extend draws each chunk's initial noise itself, which it cannot do yet for a prior whose λ "
+                        "depends on t (noise.value_T); extend a run whose λ is the same at every t")
     if reuse_base and getattr(prior, "lambdas", None) is None:
         raise TaskError(f"reuse_base keeps VideoFusion's shared base noise, which the {prior!r} prior does not have; "
                         "use a decomposed prior or reuse_base=False")

@@ -17,6 +17,9 @@ velocity space, v̂^i = sqrt(λ^i)·b̂ + ψ^i (derivation in :mod:`vfusion.diff
 prediction p̂^k, not a round trip through ε, so with a frozen base and a deterministic sampler the
 middle frame is exactly the image model's own sample (tests/test_keyframe_equivalence.py).
 
+With a time-dependent prior (``noise.value_T``), λ^i above is λ^i(t), read at each sample's own
+noise level (``process.noise_level(t)``), the same λ the training noise was drawn with.
+
 ψ is not run on the keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0.
 The base generator still learns through its own term sqrt(λ^i)·b̂ and the keyframe;
 the stop-gradient only cuts the path through z'.
@@ -38,7 +41,8 @@ from vfusion.models.spec import ModelSpec
 
 
 class VideoFusion(nn.Module):
-    def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor, process):
+    def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor, process,
+                 lambdas_T: Optional[torch.Tensor] = None):
         super().__init__()
         lambdas = torch.as_tensor(lambdas, dtype=torch.float64)
         check_lambdas(lambdas)
@@ -55,6 +59,13 @@ class VideoFusion(nn.Module):
         self.keyframe = keyframe_index(self.num_frames)
         others = [i for i in range(self.num_frames) if i != self.keyframe]
         self.register_buffer("lambdas", lambdas.float(), persistent=False)
+        # a time-dependent prior: λ moves linearly from ``lambdas`` (t = 0) to ``lambdas_T`` with the noise level
+        if lambdas_T is None:
+            self.lambdas_T = None
+        else:
+            lambdas_T = torch.as_tensor(lambdas_T, dtype=torch.float64)
+            check_lambdas(lambdas_T)
+            self.register_buffer("lambdas_T", lambdas_T.float(), persistent=False)
         self.register_buffer("other_frames", torch.tensor(others, dtype=torch.long), persistent=False)
 
     def base_parameters(self):
@@ -69,6 +80,9 @@ class VideoFusion(nn.Module):
         key_pred = self.base(z_key, t, cond)                                           # the process's target
         b_hat = self.process.to_eps(key_pred, z_key, t).unsqueeze(2)                   # (B, C, 1, H, W)
         lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)       # (1, 1, T-1, 1, 1)
+        if self.lambdas_T is not None:                                                 # λ at each sample's level
+            u = self.process.noise_level(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
+            lam = lam + u * (self.lambdas_T.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1) - lam)
         sigma = self.process.sigma(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
         z_other = x_t.index_select(2, self.other_frames)                               # (B, C, T-1, H, W)
         z_prime = z_other - lam.sqrt() * sigma * b_hat.detach()
@@ -82,7 +96,7 @@ class VideoFusion(nn.Module):
     def build(cls, cfg, spec: ModelSpec) -> "VideoFusion":
         base = BaseGenerator(base_network(cfg.model.base, spec), spec.num_classes, spec.base)
         residual = ResidualGenerator.from_experiment(cfg.model.residual, spec)
-        return cls(base, residual, keyframe_lambdas(spec.noise), spec.process)
+        return cls(base, residual, keyframe_lambdas(spec.noise), spec.process, getattr(spec.noise, "lambdas_T", None))
 
     def pipeline_components(self) -> dict:
         return {"base": self.base.unet, "residual": self.residual}
@@ -90,4 +104,4 @@ class VideoFusion(nn.Module):
     @classmethod
     def from_pipeline_components(cls, components: dict, spec: ModelSpec) -> "VideoFusion":
         return cls(BaseGenerator(components["base"], spec.num_classes, spec.base), components["residual"],
-                   keyframe_lambdas(spec.noise), spec.process)
+                   keyframe_lambdas(spec.noise), spec.process, getattr(spec.noise, "lambdas_T", None))

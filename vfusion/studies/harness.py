@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vfusion.config import merge_config, save_config, to_dict
+from vfusion.diffusion.priors import describe
 from vfusion.rundir import RunDir
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
 from vfusion.utils.io import atomic_write_json
@@ -379,7 +380,7 @@ def dry_run_lines(study: Study, only: Optional[list[str]] = None) -> list[str]:
         st = read_status(plan.run_dir)
         state = st.get("state", "?") if st else "new"
         flops = f" ({plan.flops['per_step']:.3e} FLOP/step, {plan.flops['total']:.3e} in all)" if plan.flops else ""
-        lines.append(f"  {plan.run_id:<32} [{state}] model={cfg.model.name} noise={cfg.noise.schedule}:"
-                     f"{cfg.noise.value} budget: steps={cfg.train.max_steps}{flops} minutes={cfg.train.max_minutes}")
+        lines.append(f"  {plan.run_id:<32} [{state}] model={cfg.model.name} noise={describe(cfg.noise)}"
+                     f" budget: steps={cfg.train.max_steps}{flops} minutes={cfg.train.max_minutes or 'no cap'}")
         lines.append(f"      {' '.join(plan.variant_overrides) or '(no variant overrides)'}")
     return lines

@@ -8,6 +8,12 @@
 - ``loss_curves.png``: ``train/loss``, ``train/loss_base``, ``train/loss_residual`` per
   run against the optimizer step (EMA-smoothed), one colour per grid cell, one line
   style per seed.
+- ``metric_by_cell.png``: each metric per grid cell, every seed as a dot and the mean as a bar,
+  with the real reference as a dashed line where there is one (the real-vs-real floor of
+  FVD/KVD, the real clips' value of flicker/drift). Drawn for studies with two or more cells.
+- ``metric_vs_steps.png``: each metric against the optimizer steps the run did (log scale),
+  one colour per model: with a FLOPs budget every run has the same compute, so this is the
+  per-step view of the same runs. Drawn when the runs did different step counts.
 - ``samples.png``: each finished run's ``samples/filmstrip.png`` side by side (a column
   per grid cell, a row per seed).
 """
@@ -113,6 +119,73 @@ def plot_metric_vs_lambda(study: Study, rows: list[dict], path: Path) -> Path | 
     return _save(fig, path)
 
 
+def _metric_keys(done: list[dict]) -> list[str]:
+    return sorted({k for r in done for k in r if k.startswith("metric:") and not k.endswith(("_std", "_real"))})
+
+
+def plot_metric_by_cell(study: Study, rows: list[dict], floor: dict | None, path: Path) -> Path | None:
+    groups = [(k, [r for r in g if r["state"] == "done"]) for k, g in group_rows(study, rows)]
+    groups = [(k, g) for k, g in groups if g]
+    done = [r for _, g in groups for r in g]
+    ys = _metric_keys(done)
+    if len(groups) < 2 or not ys:
+        return None
+    floor_metrics = (floor or {}).get("metrics", {})
+    colors = dict(zip(dict.fromkeys(g[0]["model_name"] for _, g in groups), _colors(len(groups))))
+    fig = _figure(max(4.0, 0.45 * len(groups) + 1.5) * min(len(ys), 2), 3.6 * ((len(ys) + 1) // 2))
+    for j, y in enumerate(ys):
+        ax = fig.add_subplot((len(ys) + 1) // 2, min(len(ys), 2), j + 1)
+        for i, (key, group) in enumerate(groups):
+            vals = [r[y] for r in group if r.get(y) is not None]
+            if not vals:
+                continue
+            m, _, _ = mean_std(vals)
+            color = colors[group[0]["model_name"]]
+            ax.bar(i, m, color=color, alpha=0.35, width=0.7)
+            ax.scatter([i] * len(vals), vals, color=color, s=14, zorder=3)
+        name = y.split(":", 1)[1]
+        ref = floor_metrics.get(name)
+        reals = [r.get(f"metric:{name}_real") for r in done if r.get(f"metric:{name}_real") is not None]
+        label = "real vs real" if ref is not None else "real clips"
+        ref = ref if ref is not None else (sum(reals) / len(reals) if reals else None)
+        if ref is not None:
+            ax.axhline(ref, color="k", linestyle="--", linewidth=1, label=label)
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(["_".join(k) for k, _ in groups], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{study.name}: each seed a dot, the bar their mean")
+    return _save(fig, path)
+
+
+def plot_metric_vs_steps(study: Study, rows: list[dict], path: Path) -> Path | None:
+    done = [r for r in rows if r["state"] == "done" and r.get("steps")]
+    ys = _metric_keys(done)
+    if len({int(r["steps"]) for r in done}) < 2 or not ys:
+        return None
+    groups = group_rows(study, rows)
+    colors = dict(zip([k for k, _ in groups], _colors(len(groups))))
+    fig = _figure(4.6 * len(ys), 3.8)
+    for j, y in enumerate(ys):
+        ax = fig.add_subplot(1, len(ys), j + 1)
+        for key, group in groups:
+            pts = [(int(r["steps"]), r[y]) for r in group if r in done and r.get(y) is not None]
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors[key], s=18, label="_".join(key))
+        ax.set_xscale("log")
+        ax.set_xlabel("optimizer steps done")
+        ax.set_ylabel(y.split(":", 1)[1])
+        ax.grid(alpha=0.3)
+        if j == 0:
+            ax.legend(fontsize=6)
+    flops = {r.get("flops_total") for r in done}
+    note = "" if None in flops else " (training FLOPs per run: " + ", ".join(f"{f:.2g}" for f in sorted(flops)[:3]) + \
+        (" ..." if len(flops) > 3 else "") + ")"
+    fig.suptitle(f"{study.name}: metrics against steps{note}", fontsize=9)
+    return _save(fig, path)
+
+
 def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], path: Path) -> Path | None:
     tags = [t for t in LOSS_TAGS if any(t in c for c in curves.values())]
     if not tags:
@@ -172,10 +245,12 @@ def plot_samples(study: Study, rows: list[dict], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(study: Study, rows: list[dict], curves: dict, out_dir: Path) -> dict[str, Path]:
+def write_plots(study: Study, rows: list[dict], curves: dict, out_dir: Path, floor: dict | None = None) -> dict[str, Path]:
     out_dir = Path(out_dir)
     made = {}
     for name, fn in (("metric_vs_lambda", lambda p: plot_metric_vs_lambda(study, rows, p)),
+                     ("metric_by_cell", lambda p: plot_metric_by_cell(study, rows, floor, p)),
+                     ("metric_vs_steps", lambda p: plot_metric_vs_steps(study, rows, p)),
                      ("loss_curves", lambda p: plot_loss_curves(study, rows, curves, p)),
                      ("samples", lambda p: plot_samples(study, rows, p))):
         p = fn(out_dir / f"{name}.png")

@@ -1,7 +1,8 @@
 """Study results: one row per run (``results.csv``), seeds pooled (``results.md``), plots.
 
-Per run the row holds the grid labels, the seed, what the run is (model, λ schedule,
-mean λ of the non-key frames), what it cost (optimizer steps, training wall time
+Per run the row holds the grid labels, the seed, what the run is (model, noise prior,
+mean λ of the non-key frames where the prior has λ, mean correlation of two frames' noise under
+the prior), what it cost (optimizer steps, training wall time
 summed over sessions, mean time per training step, parameters; with a FLOPs budget also the
 FLOPs of one step and of all the steps done) and how it did: the
 last logged value and the mean of the last ``results.loss_window`` logged values of
@@ -56,28 +57,40 @@ def tb_scalars(run_dir: Path, tags: Optional[tuple[str, ...]] = None) -> dict[st
 
 
 def noise_description(cfg: DictConfig) -> str:
-    n = cfg.noise
-    if n.schedule == "constant":
-        return f"constant {n.value:g}"
-    if n.schedule in ("linear", "cosine"):
-        return f"{n.schedule} {n.value:g}->{n.min_value:g}"
-    if n.schedule == "exponential":
-        return f"exponential {n.value:g}x{n.rate:g}^d"
-    return "list " + ",".join(f"{v:g}" for v in (n.per_frame or []))
+    from vfusion.diffusion.priors import describe
+
+    return describe(cfg.noise)
 
 
 def mean_nonkey_lambda(cfg: DictConfig) -> Optional[float]:
-    """Mean λ over the non-key frames: one number that places any schedule on the λ axis."""
+    """Mean λ over the non-key frames: one number that places any schedule on the λ axis (None for the
+    PYoCo priors, which have no λ; 0 for ``independent``)."""
     from vfusion.diffusion.noise import lambdas_from_config
+    from vfusion.diffusion.priors import ALPHA_PRIORS
     from vfusion.layout import keyframe_index
 
     t = int(cfg.data.num_frames)
-    if t < 2:
+    if t < 2 or cfg.noise.prior in ALPHA_PRIORS:
         return None
     lam = lambdas_from_config(cfg.noise, t)
     k = keyframe_index(t)
     rest = [float(v) for i, v in enumerate(lam.tolist()) if i != k]
     return sum(rest) / len(rest)
+
+
+def mean_frame_correlation(cfg: DictConfig) -> Optional[float]:
+    """Mean correlation of the noise of two different frames under the run's prior (the off-diagonal mean
+    of ``prior.correlation()``, averaged over the noise levels when λ depends on t): one number that places
+    every prior, λ or α, on one axis."""
+    from vfusion.diffusion.noise import noise_prior_from_config
+
+    t = int(cfg.data.num_frames)
+    if t < 2:
+        return None
+    prior = noise_prior_from_config(cfg.noise, t)
+    levels = [i / 10 for i in range(11)] if getattr(prior, "time_dependent", False) else [None]  # mean over t
+    corr = sum(prior.correlation(level=u) for u in levels) / len(levels)
+    return float((corr.sum() - corr.diagonal().sum()) / (t * (t - 1)))
 
 
 def _read_json(path: Path) -> dict:
@@ -104,7 +117,7 @@ def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dic
     total, trainable = _params(info)
     row = {"run_id": plan.run_id, **plan.labels, "seed": plan.seed, "state": status.get("state", "not started"),
            "model_name": cfg.model.name, "noise_schedule": noise_description(cfg),
-           "lambda_mean": mean_nonkey_lambda(cfg),
+           "lambda_mean": mean_nonkey_lambda(cfg), "frame_corr": mean_frame_correlation(cfg),
            "steps": phases.get("train", {}).get("global_step", info.get("global_step")),
            "train_s": phases.get("train", {}).get("seconds"),
            "train_sessions": phases.get("train", {}).get("sessions"),
@@ -216,14 +229,15 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
             f"last {window} logged values (a convergence check: across λ the regression target changes, so "
             "losses do not rank sample quality)", ""]
     flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
-    header = list(study.axes) + ["model.name", "λ̄ (non-key)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
+    header = list(study.axes) + ["model.name", "noise", "λ̄ (non-key)", "ρ̄ (frames)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
     header += [FLOPS_HEADERS[c] for c in flops_cols]
     header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
     body = []
     for key, group in group_rows(study, rows):
         done = [r for r in group if r["state"] == "done"]
         first = group[0]
-        cells = list(key) + [str(first["model_name"]), _fmt(first["lambda_mean"], 3), f"{len(done)}/{len(group)}"]
+        cells = list(key) + [str(first["model_name"]), str(first["noise_schedule"]), _fmt(first["lambda_mean"], 3),
+                             _fmt(first["frame_corr"], 3), f"{len(done)}/{len(group)}"]
         for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
             m, s, _ = mean_std([r.get(col) for r in done])
             cells.append(_fmt_ms(m, s, scale))
@@ -236,7 +250,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
         out += ["Real-vs-real floor (two disjoint halves of the real clips): "
                 + ", ".join(f"{k} = {_fmt(v)}" for k, v in floor["metrics"].items() if isinstance(v, (int, float))), ""]
     # per run
-    header = ["run", "seed", "state", "λ schedule", "steps", "train [min]", "step [ms]"] + \
+    header = ["run", "seed", "state", "noise", "steps", "train [min]", "step [ms]"] + \
         [FLOPS_HEADERS[c] for c in flops_cols] + \
         [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
     body = []
@@ -270,8 +284,8 @@ def write_report(study: Study, echo: Callable[[str], None] = print) -> dict[str,
     rows, curves, plans = collect(study)
     paths = {"csv": study.study_dir / "results.csv", "md": study.study_dir / "results.md"}
     write_csv(paths["csv"], rows)
-    made = plots.write_plots(study, rows, curves, study.study_dir / "plots")
     floor = _read_json(study.study_dir / "real_vs_real.json")
+    made = plots.write_plots(study, rows, curves, study.study_dir / "plots", floor)
     rel = [str(p.relative_to(study.study_dir)) for p in made.values()]
     atomic_write_text(paths["md"], results_markdown(study, rows, floor, rel))
     paths.update({f"plot:{k}": p for k, p in made.items()})

@@ -58,7 +58,7 @@ STAGE1 = "@stage1"
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
 AXIS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # columns of results.csv besides the axes (plus loss_* and metric:*): no axis may take these names
-RESERVED_COLUMNS = ("run_id", "seed", "state", "model_name", "noise_schedule", "lambda_mean", "steps", "train_s",
+RESERVED_COLUMNS = ("run_id", "seed", "state", "model_name", "noise_schedule", "lambda_mean", "frame_corr", "steps", "train_s",
                     "train_sessions", "mean_step_s", "params", "params_trainable", "sample_s", "eval_s",
                     "flops_per_step", "flops_total")
 # stage 1 must train the same base UNet the runs load: these keys have to agree
@@ -453,6 +453,11 @@ def plan_study(study: Study, spec_info: Optional[dict] = None) -> list[tuple[Run
     return out
 
 
+def flops_budget_steps(budget: float, per_step: int) -> int:
+    """Optimizer steps of a FLOPs budget: as many whole steps as fit, at least one."""
+    return max(1, int(budget) // int(per_step))
+
+
 def _apply_flops_budget(study: Study, plan: RunPlan, cfg: DictConfig, spec_info: Optional[dict]) -> DictConfig:
     """``train.max_steps = max(1, floor(budget / per-step FLOPs))`` for one run (its plan records the count)."""
     from vfusion.errors import UserError
@@ -471,7 +476,7 @@ def _apply_flops_budget(study: Study, plan: RunPlan, cfg: DictConfig, spec_info:
                              f"for budget.flops: {err}") from err
     per_step = int(study.cache[key])
     budget = int(study.spec.budget.flops)
-    steps = max(1, budget // per_step)
+    steps = flops_budget_steps(budget, per_step)
     plan.flops = {"budget": budget, "per_step": per_step, "steps": steps, "total": steps * per_step}
     plan.overrides.insert(len(plan.overrides) - 3, f"train.max_steps={steps}")  # before seed, name, run_dir
     cfg = cfg.copy()

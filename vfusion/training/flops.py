@@ -80,6 +80,38 @@ def device_count(train_cfg: DictConfig) -> int:
     return n * int(train_cfg.num_nodes)
 
 
+def _run_module(cfg: DictConfig, spec_info: Optional[dict]):
+    from vfusion.backbones.adopt import adopt_backbone
+    from vfusion.training.runner import build_module, spec_info_for
+
+    cfg = adopt_backbone(cfg)
+    if spec_info is None:
+        spec_info, _ = spec_info_for(cfg)
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+        module = build_module(cfg, spec_info, codec=None)  # the batches below are in the shape the model sees
+    return cfg, spec_info, module
+
+
+def _zeros_batch(spec_info: dict, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.zeros(b, int(spec_info["in_channels"]), int(spec_info["num_frames"]), int(spec_info["sample_size"]),
+                    int(spec_info["sample_size"]))
+    return x, torch.zeros(b, dtype=torch.long)
+
+
+def denoise_flops(cfg: DictConfig, spec_info: Optional[dict] = None, batch_size: int = 1) -> int:
+    """FLOPs of one forward pass of the run's denoiser on ``batch_size`` clips: the cost of one sampling
+    step per clip (twice that with classifier-free guidance, which runs the model without the label too)."""
+    cfg, spec_info, module = _run_module(cfg, spec_info)
+    x, y = _zeros_batch(spec_info, batch_size)
+    t = module.process.sample_timesteps(batch_size, generator=torch.Generator().manual_seed(0))  # shapes only
+    cond = module.conditioner(y if module.conditional else None, batch_size)
+    counter = FlopCounterMode(display=False)
+    module.eval()
+    with torch.no_grad(), counter:
+        module.model(x, t, cond)
+    return int(counter.get_total_flops())
+
+
 def run_step_flops(cfg: DictConfig, spec_info: Optional[dict] = None) -> int:
     """FLOPs of one training step (all devices) of the stage-2 run that ``cfg`` describes.
 
@@ -88,16 +120,5 @@ def run_step_flops(cfg: DictConfig, spec_info: Optional[dict] = None) -> int:
     of zeros of the shape the loader gives it: ``data.batch_size`` clips, in latent shape when the
     run works on VAE latents.
     """
-    from vfusion.backbones.adopt import adopt_backbone
-    from vfusion.training.runner import build_module, spec_info_for
-
-    cfg = adopt_backbone(cfg)
-    if spec_info is None:
-        spec_info, _ = spec_info_for(cfg)
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
-        module = build_module(cfg, spec_info, codec=None)  # the batch below is in the shape the model sees
-    b = int(cfg.data.batch_size)
-    x = torch.zeros(b, int(spec_info["in_channels"]), int(spec_info["num_frames"]), int(spec_info["sample_size"]),
-                    int(spec_info["sample_size"]))
-    y = torch.zeros(b, dtype=torch.long)
-    return train_step_flops(module, (x, y)) * device_count(cfg.train)
+    cfg, spec_info, module = _run_module(cfg, spec_info)
+    return train_step_flops(module, _zeros_batch(spec_info, int(cfg.data.batch_size))) * device_count(cfg.train)

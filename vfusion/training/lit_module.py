@@ -1,7 +1,7 @@
 """The one LightningModule: it receives a denoiser, a DiffusionProcess and a noise prior.
 
 Training step (method.md, "Training"):
-    ε, b, r = prior.sample(x.shape)                     independent prior: plain randn
+    ε, b, r = prior.sample(x.shape, level=u(t))         independent prior: plain randn
     z_t     = process.add_noise(x, ε, t)
     pred    = model(z_t, t, cond with condition dropout)
     L       = mean_i || process.target(x, ε, t)^i − pred^i ||²
@@ -100,7 +100,7 @@ class VideoDiffusionModule(L.LightningModule):
     # ---- training -----------------------------------------------------------------------------
     def diffusion_loss(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
         t = self.process.sample_timesteps(x.shape[0], device=x.device)
-        eps = self.noise.sample(x.shape, device=x.device, dtype=x.dtype).eps
+        eps = self.noise.sample(x.shape, device=x.device, dtype=x.dtype, level=self.process.noise_level(t)).eps
         x_t = self.process.add_noise(x, eps, t)
         cond = self.conditioner(y if self.conditional else None, x.shape[0])
         pred = self.model(x_t, t, cond.drop(self.class_dropout) if cond is not None else None)

@@ -1,0 +1,129 @@
+"""Factor effects of the factorial study: does the noise prior or the architecture explain a difference?
+
+Reads a study's ``results.csv`` (``vfusion study --config configs/studies/factorial_*.yaml`` writes it)
+and, for every metric, compares pairs of grid cells that differ in one factor only, seed by seed
+(the runs of one seed share their stage-1 base UNet and data order, so the pairing removes what
+they share):
+
+- noise within an architecture: VideoFusion λ = 0.5 − λ = 0 (each residual-temporal setting), the
+  video UNet decomposed λ = 0.5 − independent and PYoCo progressive − independent, the DiT λ = 0.5 −
+  independent;
+- VideoFusion's residual temporal layer: conv − none (each λ);
+- architecture at independent noise: video UNet − VideoFusion (λ = 0, each temporal setting), DiT −
+  VideoFusion.
+
+A difference is called **resolved** when every seed's paired difference has the same sign and their
+mean is larger than the seed-to-seed spread (the larger sample std of the two cells); otherwise it
+is **within seed noise**. With 2 or 3 seeds this is a rule of thumb, not a significance test.
+
+    python experiments/factorial_effects.py --study-dir runs/studies/factorial_embedded \\
+        --out experiments/results/factorial_embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+# (what is compared, cell minus reference): pairs of cells of the factorial study files that differ in one factor
+PAIRS = [
+    ("noise", "VideoFusion λ 0.5 − λ 0 (no temporal layer)", "vf-none-l0.5", "vf-none-l0"),
+    ("noise", "VideoFusion λ 0.5 − λ 0 (temporal conv)", "vf-conv-l0.5", "vf-conv-l0"),
+    ("noise", "video UNet decomposed λ 0.5 − independent", "vunet-l0.5", "vunet-ind"),
+    ("noise", "video UNet PYoCo progressive α 2 − independent", "vunet-pyoco2", "vunet-ind"),
+    ("noise", "DiT decomposed λ 0.5 − independent", "dit-l0.5", "dit-ind"),
+    ("temporal layer", "VideoFusion conv − none (λ 0)", "vf-conv-l0", "vf-none-l0"),
+    ("temporal layer", "VideoFusion conv − none (λ 0.5)", "vf-conv-l0.5", "vf-none-l0.5"),
+    ("architecture", "video UNet − VideoFusion, independent noise (no temporal layer)", "vunet-ind", "vf-none-l0"),
+    ("architecture", "video UNet − VideoFusion, independent noise (temporal conv)", "vunet-ind", "vf-conv-l0"),
+    ("architecture", "DiT − VideoFusion, independent noise (no temporal layer)", "dit-ind", "vf-none-l0"),
+]
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("state") == "done"]
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    names = [k.split(":", 1)[1] for k in rows[0] if k.startswith("metric:")] if rows else []
+    return [n for n in names if not n.endswith(("_std", "_real"))]
+
+
+def _values(rows, cell, metric) -> dict[int, float]:
+    out = {}
+    for r in rows:
+        v = r.get(f"metric:{metric}")
+        if r["cell"] == cell and v not in (None, ""):
+            out[int(r["seed"])] = float(v)
+    return out
+
+
+def _sd(vals) -> float:
+    return statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def effects(rows: list[dict]) -> list[dict]:
+    out = []
+    for metric in metric_names(rows):
+        for factor, what, cell, ref in PAIRS:
+            a, b = _values(rows, cell, metric), _values(rows, ref, metric)
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            diffs = [a[s] - b[s] for s in seeds]
+            mean = statistics.fmean(diffs)
+            spread = max(_sd(list(a.values())), _sd(list(b.values())))
+            same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+            out.append({"metric": metric, "factor": factor, "comparison": what, "cell": cell, "reference": ref,
+                        "seeds": seeds, "diffs": diffs, "mean_diff": mean, "cell_mean": statistics.fmean(a.values()),
+                        "reference_mean": statistics.fmean(b.values()), "seed_spread": spread,
+                        "resolved": bool(same_sign and len(seeds) > 1 and abs(mean) > spread)})
+    return out
+
+
+def markdown(found: list[dict]) -> str:
+    lines = ["# Factor effects (paired by seed; lower is better for every metric here)", "",
+             "Difference = cell − reference, per seed; **resolved**: every seed's difference has the same sign "
+             "and their mean exceeds the seed-to-seed spread (the larger sample std of the two cells); "
+             "otherwise within seed noise.", ""]
+    for metric in dict.fromkeys(e["metric"] for e in found):
+        lines += [f"## {metric}", "", "| factor | comparison | reference | cell | difference per seed | mean | "
+                  "seed spread | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for e in (e for e in found if e["metric"] == metric):
+            per = ", ".join(f"{d:+.4g}" for d in e["diffs"])
+            verdict = ("**resolved**: " + ("lower" if e["mean_diff"] < 0 else "higher")) if e["resolved"] \
+                else "within seed noise"
+            lines.append(f"| {e['factor']} | {e['comparison']} | {e['reference_mean']:.4g} | {e['cell_mean']:.4g} | "
+                         f"{per} | {e['mean_diff']:+.4g} | {e['seed_spread']:.3g} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--study-dir", required=True, help="the study directory (with results.csv)")
+    p.add_argument("--out", default=None, help="folder for effects.md and effects.json (default: the study dir)")
+    a = p.parse_args(argv)
+    csv_path = Path(a.study_dir) / "results.csv"
+    if not csv_path.is_file():
+        print(f"factorial_effects: no results.csv in {a.study_dir}; run the study (or vfusion study --report-only) "
+              "first", file=sys.stderr)
+        return 2
+    found = effects(read_rows(csv_path))
+    out = Path(a.out or a.study_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from vfusion.utils.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "effects.json", found)
+    atomic_write_text(out / "effects.md", markdown(found))
+    print(markdown(found))
+    print(f"wrote {out / 'effects.md'} and {out / 'effects.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

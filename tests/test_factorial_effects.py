@@ -1,0 +1,47 @@
+"""experiments/factorial_effects.py: paired differences per seed and the resolved / within-noise rule."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("factorial_effects", ROOT / "experiments" / "factorial_effects.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(study, values):
+    study.mkdir()
+    with open(study / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["run_id", "cell", "seed", "state", "metric:fvd64_16f", "metric:fvd64_16f_real"])
+        w.writeheader()
+        for (cell, seed), v in values.items():
+            w.writerow({"run_id": f"{cell}_s{seed}", "cell": cell, "seed": seed, "state": "done",
+                        "metric:fvd64_16f": v, "metric:fvd64_16f_real": 1.0})
+        w.writerow({"run_id": "vunet-ind_s2", "cell": "vunet-ind", "seed": 2, "state": "failed"})
+
+
+def test_paired_differences_and_verdicts(tmp_path):
+    study = tmp_path / "study"
+    _write(study, {("vf-none-l0", 0): 100.0, ("vf-none-l0", 1): 110.0,
+                   ("vf-none-l0.5", 0): 104.0, ("vf-none-l0.5", 1): 108.0,   # +4, −2: within seed noise
+                   ("vunet-ind", 0): 60.0, ("vunet-ind", 1): 70.0})          # −40, −40: resolved
+    assert _script().main(["--study-dir", str(study), "--out", str(tmp_path / "out")]) == 0
+    found = {e["comparison"]: e for e in json.loads((tmp_path / "out" / "effects.json").read_text())}
+    noise = found["VideoFusion λ 0.5 − λ 0 (no temporal layer)"]
+    assert noise["diffs"] == [4.0, -2.0] and noise["mean_diff"] == 1.0 and not noise["resolved"]
+    arch = found["video UNet − VideoFusion, independent noise (no temporal layer)"]
+    assert arch["diffs"] == [-40.0, -40.0] and arch["resolved"] and arch["seeds"] == [0, 1]
+    assert all(e["metric"] == "fvd64_16f" for e in found.values())  # the _real reference is not a metric
+    md = (tmp_path / "out" / "effects.md").read_text()
+    assert "within seed noise" in md and "**resolved**: lower" in md
+
+
+def test_missing_results_is_exit_2(tmp_path, capsys):
+    assert _script().main(["--study-dir", str(tmp_path)]) == 2
+    assert "results.csv" in capsys.readouterr().err
