@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tests.conftest import ROOT, TINY_OVERRIDES, tiny_loader, tiny_spec
 from vfusion.cli import main
 from vfusion.studies.harness import StudyHooks, read_status, run_study
-from vfusion.studies.spec import StudyError, expand, load_study, plan_study
+from vfusion.studies.spec import StudyError, expand, load_study, plan_study, run_config
 
 BASE = str(ROOT / "configs" / "embedded.yaml")
 
@@ -202,9 +202,15 @@ def test_shipped_study_files_expand(path, tmp_path):
         path = tmp_path / path.name
         path.write_text(yaml.safe_dump(raw))
     study = load_study(path)
-    plans = plan_study(study)  # every run's config merges onto the schema
+    if study.spec.budget.flops is not None:
+        # a FLOPs budget's steps come from counting each cell's step (tests/test_flops.py, on tiny studies):
+        # here only that every run's config merges onto the schema, with one minute cap
+        plans = [(p, run_config(study, p)) for p in expand(study)]
+        budgets = {c.train.max_minutes for _, c in plans}
+    else:
+        plans = plan_study(study)  # every run's config merges onto the schema
+        budgets = {(c.train.max_steps, c.train.max_minutes) for _, c in plans}
     assert len(plans) >= 2 and len({p.run_id for p, _ in plans}) == len(plans)
-    budgets = {(c.train.max_steps, c.train.max_minutes) for _, c in plans}
     assert len(budgets) == 1  # the same budget for every run
 
 
