@@ -2,10 +2,14 @@
 
 Prints clips/s through ``vfusion.data.build_dataloader`` (default worker count, training
 sampling: random start + flip) from decoding, and the same from the uint8 clip cache
-(``data.cache=clips``), plus the cache build time. Writes the figures to
-``experiments/results/bench_data.json``. Not a test: numbers depend on the machine.
+(``data.cache=clips``), plus the cache build time. With ``--train-config`` it also measures, in
+the same run and on the same machine, the clips/s that experiment's training consumes (optimizer
+steps of its model on random clips of its shape and batch, loss + backward + AdamW + EMA, no data
+loading) and prints loader / training, the head-room of the data path (target: at least 3x).
+Writes the figures to ``experiments/results/bench_data.json``. Not a test: numbers depend on the machine.
 
     python experiments/bench_data.py [--videos 24] [--frames 180] [--gop 12] [--seconds 20]
+    python experiments/bench_data.py --train-config configs/ucf101.yaml
     python experiments/bench_data.py --config configs/embedded.yaml --batch-size 8 --out ...
 """
 
@@ -73,6 +77,39 @@ def throughput(loader, seconds: float) -> tuple[float, int]:
     return clips / (time.perf_counter() - start), clips
 
 
+def training_clips_per_s(config: str, steps: int = 6, warmup: int = 2) -> tuple[float, str]:
+    """Clips per second that ``config``'s training consumes: its model's optimizer steps on random clips of
+    its batch shape (loss, backward, AdamW, EMA; no data loading), median step after a warm-up."""
+    import statistics
+
+    import torch
+
+    from vfusion.config import load_config
+    from vfusion.training.runner import build_module
+
+    cfg = load_config(config, ["model.base.pretrained=null", "train.accelerator=cpu"])
+    b, t, r = int(cfg.data.batch_size), int(cfg.data.num_frames), int(cfg.data.resolution)
+    spec = {"in_channels": 3, "sample_size": r, "num_frames": t, "num_classes": 101 if cfg.data.class_conditional else 0,
+            "class_names": []}
+    torch.manual_seed(0)
+    module = build_module(cfg, spec)
+    module.train()
+    opt = module.configure_optimizers()["optimizer"]
+    x, y = torch.rand(b, 3, t, r, r) * 2 - 1, torch.zeros(b, dtype=torch.long)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = module.diffusion_loss(x, y)["total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if module.ema is not None:
+            module.ema.step(module.model.parameters())
+        times.append(time.perf_counter() - start)
+    step = statistics.median(times[warmup:])
+    return b / step, f"{config}: {cfg.model.name}, batch {b} x {t} frames at {r} px, {step:.2f} s/step"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="/tmp/vfusion_bench_data")
@@ -83,6 +120,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--config", default=None, help="measure this experiment's data section instead "
                         "(e.g. configs/embedded.yaml)")
+    parser.add_argument("--train-config", default=None,
+                        help="also measure the clips/s this experiment's training consumes (e.g. configs/ucf101.yaml)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_data.json"))
     args = parser.parse_args()
 
@@ -127,12 +166,19 @@ def main() -> int:
     cached, n_cached = throughput(build_dataloader(cache_cfg, train=True, seed=0), args.seconds)
     print(f"clip cache  : {cached:8.1f} clips/s  ({n_cached} clips; built in {build_s:.1f} s at {path})")
     print(f"cache / decode: {cached / decode:.1f}x")
+    train = {}
+    if args.train_config:
+        consumed, what = training_clips_per_s(args.train_config)
+        print(f"training    : {consumed:8.2f} clips/s  ({what})")
+        print(f"decode / training: {decode / consumed:.1f}x (target >= 3x)")
+        train = {"train_config": args.train_config, "train_clips_per_s": round(consumed, 3), "train_what": what,
+                 "decode_over_train": round(decode / consumed, 1)}
     result = {
         "command": " ".join([Path(sys.executable).name] + sys.argv), "videos": args.videos, "frames": args.frames,
         "gop": args.gop, "clip": clip_desc, "batch_size": args.batch_size,
         "workers": workers, "cpus": os.cpu_count(), "platform": platform.platform(),
         "decode_clips_per_s": round(decode, 1), "cache_clips_per_s": round(cached, 1),
-        "cache_speedup": round(cached / decode, 1), "cache_build_s": round(build_s, 1),
+        "cache_speedup": round(cached / decode, 1), "cache_build_s": round(build_s, 1), **train,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     from vfusion.utils.io import atomic_write_json
