@@ -250,7 +250,9 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
         status["flops"] = dict(plan.flops)
     if not status["phases"]["train"]["done"]:
         resumed = (d / "checkpoints" / "last.ckpt").is_file()
-        echo(f"[{plan.run_id}] training {cfg.model.name} ({'resuming' if resumed else 'from scratch'})")
+        start = "resuming" if resumed else ("new run, base UNet from stage 1" if plan.stage1_dir is not None
+                                            else "new run")
+        echo(f"[{plan.run_id}] training {cfg.model.name} ({start})")
         with _Phase(d, status, "train", "training") as entry:
             _fit(hooks, cfg, "video")
             info = _model_info(d)
