@@ -164,6 +164,32 @@ def test_flops_budget_gives_two_models_equal_compute(tmp_path):
     assert "training FLOPs" in md and "FLOP/step" in md and "train FLOP" in md
 
 
+def test_factorial_plots_by_cell_against_steps_and_flops(tmp_path):
+    """The plots a factorial study adds: metrics per cell with the real reference, metrics against the steps
+    done, losses against training FLOPs; each drawn only when it has something to show."""
+    from vfusion.studies import plots
+
+    f = write_study(tmp_path / "s.yaml", budget={"flops": 1.0e9},
+                    grid={"cell": [{"label": "a"}, {"label": "b", "overrides": ["model.name=video_unet"]}]})
+    study = load_study(f, study_dir=str(tmp_path / "sd"))
+    rows, curves = [], {}
+    for cell, model, per_step, steps in (("a", "videofusion", 10, 100), ("b", "video_unet", 50, 20)):
+        for seed in (0, 1):
+            run = f"{cell}_s{seed}"
+            rows.append({"run_id": run, "cell": cell, "seed": seed, "state": "done", "model_name": model,
+                         "steps": steps, "flops_per_step": per_step, "flops_total": per_step * steps,
+                         "metric:fvd64_16f": 100.0 + seed + per_step, "metric:flicker64_16f": 9.0,
+                         "metric:flicker64_16f_real": 4.0})
+            curves[run] = {"train/loss": [(s, 1.0 / (s + 1)) for s in range(0, steps, 5)]}
+    made = plots.write_plots(study, rows, curves, tmp_path / "plots", floor={"metrics": {"fvd64_16f": 30.0}})
+    for name in ("metric_by_cell", "metric_vs_steps", "loss_curves", "loss_vs_flops"):
+        assert made[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one cell, one step count, no FLOPs: none of the three is drawn
+    same = [dict(r, cell="a", steps=100, flops_per_step=None, flops_total=None) for r in rows]
+    made = plots.write_plots(study, same, curves, tmp_path / "plots2")
+    assert not {"metric_by_cell", "metric_vs_steps", "loss_vs_flops"} & set(made)
+
+
 def test_bad_override_is_reported_with_run_and_config_key(tmp_path):
     f = write_study(tmp_path / "s.yaml", grid={"lam": [{"label": "l0", "overrides": ["noise.valeu=0"]}]})
     with pytest.raises(StudyError, match=r"run 'l0_s0'.*noise\.valeu"):

@@ -14,6 +14,8 @@
 - ``metric_vs_steps.png``: each metric against the optimizer steps the run did (log scale),
   one colour per model: with a FLOPs budget every run has the same compute, so this is the
   per-step view of the same runs. Drawn when the runs did different step counts.
+- ``loss_vs_flops.png``: the same curves against training FLOPs (step x the run's FLOPs per
+  step), the per-FLOP view of training; drawn when the runs' FLOPs per step are known.
 - ``samples.png``: each finished run's ``samples/filmstrip.png`` side by side (a column
   per grid cell, a row per seed).
 """
@@ -186,9 +188,10 @@ def plot_metric_vs_steps(study: Study, rows: list[dict], path: Path) -> Path | N
     return _save(fig, path)
 
 
-def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], path: Path) -> Path | None:
+def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], path: Path,
+                     per_flop: bool = False) -> Path | None:
     tags = [t for t in LOSS_TAGS if any(t in c for c in curves.values())]
-    if not tags:
+    if not tags or (per_flop and not any(r.get("flops_per_step") for r in rows)):
         return None
     groups = group_rows(study, rows)
     colors = _colors(len(groups))
@@ -202,14 +205,17 @@ def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], pa
                 if not pts:
                     continue
                 style = LINESTYLES[seeds.index(r["seed"]) % len(LINESTYLES)] if r["seed"] in seeds else "-"
-                ax.plot([s for s, _ in pts], _ema([v for _, v in pts]), color=color, linestyle=style, linewidth=1.2,
-                        label="_".join(key) if r is group[0] else None)
+                scale = float(r.get("flops_per_step") or 0) if per_flop else 1.0
+                if not scale:
+                    continue
+                ax.plot([s * scale for s, _ in pts], _ema([v for _, v in pts]), color=color, linestyle=style,
+                        linewidth=1.2, label="_".join(key) if r is group[0] else None)
         ax.set_title(tag)
-        ax.set_xlabel("optimizer step")
+        ax.set_xlabel("training FLOPs (step x FLOPs per step)" if per_flop else "optimizer step")
         ax.grid(alpha=0.3)
         if j == 0:
             ax.legend(fontsize=7, title=f"line style: seed {seeds}", title_fontsize=7)
-    fig.suptitle(f"{study.name}: training losses (EMA {SMOOTHING})")
+    fig.suptitle(f"{study.name}: training losses (EMA {SMOOTHING}){' against FLOPs' if per_flop else ''}")
     return _save(fig, path)
 
 
@@ -252,6 +258,7 @@ def write_plots(study: Study, rows: list[dict], curves: dict, out_dir: Path, flo
                      ("metric_by_cell", lambda p: plot_metric_by_cell(study, rows, floor, p)),
                      ("metric_vs_steps", lambda p: plot_metric_vs_steps(study, rows, p)),
                      ("loss_curves", lambda p: plot_loss_curves(study, rows, curves, p)),
+                     ("loss_vs_flops", lambda p: plot_loss_curves(study, rows, curves, p, per_flop=True)),
                      ("samples", lambda p: plot_samples(study, rows, p))):
         p = fn(out_dir / f"{name}.png")
         if p is not None:
