@@ -72,7 +72,7 @@ def plot_metric_vs_lambda(study: Study, rows: list[dict], path: Path) -> Path | 
     if len({round(r["lambda_mean"], 6) for r in done}) < 2:
         return None
     window = int(study.spec.results.loss_window)
-    ys = sorted({k for r in done for k in r if k.startswith("metric:") and not k.endswith("_std")})
+    ys = _metric_keys(done)
     ylabel = {k: k.split(":", 1)[1] for k in ys}
     if not ys:
         ys = [c for c in (f"loss_last{window}", f"loss_residual_last{window}")
@@ -85,6 +85,7 @@ def plot_metric_vs_lambda(study: Study, rows: list[dict], path: Path) -> Path | 
 
     def series_key(r):
         family = r["noise_schedule"].split()[0]
+        family = "constant" if family == "independent" else family  # λ ≡ 0: the constant schedule's λ = 0 end
         return (r["model_name"], family, *(r[a] for a in other))
 
     keys = list(dict.fromkeys(series_key(r) for r in done))
