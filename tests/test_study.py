@@ -438,7 +438,7 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
     # 4 frames, keyframe 2: linear 0.9 at distance 1 -> 0 at distance 2, so λ = [0, 0.9, 1, 0.9]
     assert float(rows["lin_s0"]["lambda_mean"]) == pytest.approx((0.0 + 0.9 + 0.9) / 3)
     md = (study.study_dir / "results.md").read_text()
-    assert "fvd64_16f" in md and "| c0 | videofusion | 0 | 2/2 |" in md
+    assert "fvd64_16f" in md and "| c0 | videofusion | constant 0 | 0 | 0 | 2/2 |" in md
     assert "100.5 ± 0.71" in md and "105.5 ± 0.71" in md  # mean ± sample std over the two seeds
     assert "Real-vs-real floor" in md and "fvd32_16f = 3.5" in md
     assert (study.study_dir / "plots" / "metric_vs_lambda.png").is_file()

@@ -114,7 +114,10 @@ def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -
     ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``, or ``(B, T)`` (one λ per sample).
     """
     lam = lambdas.to(device=residual.device, dtype=residual.dtype)
-    lam = lam.view(1, 1, -1, 1, 1) if lam.dim() == 1 else lam.view(lam.shape[0], 1, lam.shape[1], 1, 1)
+    if lam.dim() == 1:
+        lam = lam.view(1, 1, -1, 1, 1)
+    elif lam.dim() == 2:
+        lam = lam.view(lam.shape[0], 1, lam.shape[1], 1, 1)  # else: already broadcastable to (B, C, T, H, W)
     return lam.sqrt() * base + (1.0 - lam).sqrt() * residual
 
 
