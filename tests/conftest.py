@@ -39,6 +39,16 @@ TINY_OVERRIDES = [
 ]
 
 
+def experiment_script(name: str):
+    """``experiments/<name>.py`` loaded as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(run_dir, *overrides, name="tiny"):
     from vfusion.config import merge_config
 

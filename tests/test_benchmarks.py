@@ -1,26 +1,19 @@
 """The benchmark scripts run end to end on tiny sizes and write the figures they print (slow: each
 starts several processes or trains a few steps; the figures themselves are machine-dependent)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, experiment_script
+
 pytestmark = pytest.mark.slow
 
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_bench_peers_on_tiny_clips(tmp_path):
     out = tmp_path / "peers.json"
-    assert _script("bench_peers").main(["--config", str(ROOT / "configs" / "embedded.yaml"), "--batch", "1",
+    assert experiment_script("bench_peers").main(["--config", str(ROOT / "configs" / "embedded.yaml"), "--batch", "1",
                                         "--frames", "4", "--size", "16", "--iters", "1", "--warmup", "0",
                                         "--rounds", "1", "--json", str(out)]) == 0
     got = json.loads(out.read_text())
@@ -31,7 +24,7 @@ def test_bench_peers_on_tiny_clips(tmp_path):
 
 def test_bench_trainer_on_a_few_steps(tmp_path):
     out = tmp_path / "trainer.json"
-    assert _script("bench_trainer").main(["--config", str(ROOT / "configs" / "embedded.yaml"), "--steps", "5",
+    assert experiment_script("bench_trainer").main(["--config", str(ROOT / "configs" / "embedded.yaml"), "--steps", "5",
                                           "--warmup", "2", "--rounds", "1", "--json", str(out),
                                           "data.num_frames=4", "data.resolution=16", "data.batch_size=1"]) == 0
     got = json.loads(out.read_text())

@@ -1,18 +1,13 @@
 """experiments/factorial_effects.py: paired differences per seed and the resolved / within-noise rule."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import experiment_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("factorial_effects", ROOT / "experiments" / "factorial_effects.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_script("factorial_effects")
 
 
 def _write(study, values):

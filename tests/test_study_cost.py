@@ -1,23 +1,16 @@
 """experiments/study_cost.py: FLOPs counted per clip scale exactly with the batch, and the projection
 adds up (train steps from the budget as the study harness sets them, sampling, stage 1, GPU-hours)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_config, tiny_spec
+from tests.conftest import ROOT, experiment_script, tiny_config, tiny_spec
 from vfusion.training.flops import denoise_flops, run_step_flops
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("study_cost", ROOT / "experiments" / "study_cost.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_script("study_cost")
 
 
 @pytest.mark.parametrize("model", ["videofusion", "video_unet", "dit"])

@@ -39,14 +39,9 @@ def test_clips_must_have_a_time_axis():
 
 
 def _load_script():
-    import importlib.util
-    from pathlib import Path
+    from tests.conftest import experiment_script
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "temporal_consistency.py"
-    spec = importlib.util.spec_from_file_location("temporal_consistency", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment_script("temporal_consistency")
 
 
 def test_study_script_pools_finished_runs_by_grid_cell(tmp_path):
