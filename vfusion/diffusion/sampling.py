@@ -95,9 +95,12 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
     if latents is not None:
         start = latents.to(device=device, dtype=dtype)
     else:  # the first draw of the generator, at the level of the first timestep that runs
-        first = process.scheduler(sampler)
-        first.set_timesteps(steps, device=device)
-        start = draw_noise(first.timesteps[steps - n_run] if n_run > 0 else None)
+        first = None
+        if timed and n_run > 0:  # only a time-dependent prior needs that timestep
+            grid = process.scheduler(sampler)
+            grid.set_timesteps(steps, device=device)
+            first = grid.timesteps[steps - n_run]
+        start = draw_noise(first)
     passes = 1 + (free_init.iters if free_init is not None else 0)
     x = None
     for p in range(passes):
