@@ -30,3 +30,11 @@ def test_bench_trainer_on_a_few_steps(tmp_path):
     got = json.loads(out.read_text())
     assert set(got["median_ms"]) == {"lightning", "bare"} and all(v > 0 for v in got["median_ms"].values())
     assert got["overhead"] == pytest.approx(got["median_ms"]["lightning"] / got["median_ms"]["bare"] - 1)
+
+
+def test_bench_gpu_compiles_with_inductor(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert experiment_script("bench_gpu").main(["--tiny", "--models", "dit", "--variants", "fp32,compile",
+                                                "--steps", "3", "--warmup", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["fp32", "compile"] and all(r["loss_finite"] for r in rows)

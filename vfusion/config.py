@@ -232,6 +232,8 @@ class OptimConfig:
     # after the warm-up: constant | cosine (decays to 0 at train.max_steps)
     schedule: str = "constant"
     grad_clip: float = 1.0
+    # AdamW's fused kernel (one kernel for every parameter's update): auto = on when the weights are on CUDA
+    fused: str = "auto"
 
 
 @dataclass
@@ -252,7 +254,19 @@ class TrainConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    # 32-true | bf16-mixed | 16-mixed: the networks run under autocast; weights, optimizer state, EMA and the
+    # loss stay fp32 (vfusion.training.switches)
     precision: str = "32-true"
+    # torch.compile of the denoiser's forward for training (off by default; the first steps pay the compile)
+    compile: bool = False
+    # torch.compile mode (default | reduce-overhead | max-autotune) and backend (inductor; eager for debugging)
+    compile_mode: str = "default"
+    compile_backend: str = "inductor"
+    # gradient checkpointing per network: [] (none), [all], or the model's networks by name
+    # (videofusion: base, residual; video_unet and dit: denoiser; stage 1 keeps base)
+    gradient_checkpointing: list[str] = field(default_factory=list)
+    # convolution weights in channels-last memory order (channels_last / channels_last_3d)
+    channels_last: bool = False
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 200
     # step checkpoints (checkpoints/step*.ckpt) kept: the last K by step; last.ckpt is always kept
@@ -377,6 +391,11 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Dict
         raise ConfigError(f"{path}: {err}") from err
 
 
+# train.precision values: the trainer's, restricted to those that keep the weights, EMA and loss in fp32
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
     if value not in choices:
         raise ConfigError(f"config key '{key}' is '{value}'; expected one of {', '.join(choices)}")
@@ -445,6 +464,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("config keys 'data.num_frames' and 'data.frame_stride' must be >= 1")
     if not 0.0 <= cfg.model.class_dropout < 1.0:
         raise ConfigError(f"config key 'model.class_dropout' is {cfg.model.class_dropout}; expected a value in [0, 1)")
+    _check_choice(str(cfg.train.precision), PRECISIONS, "train.precision")
+    _check_choice(str(cfg.train.optim.fused).lower(), ("auto", "true", "false"), "train.optim.fused")
+    _check_choice(str(cfg.train.compile_mode), COMPILE_MODES, "train.compile_mode")
     if cfg.train.keep_checkpoints < 1:
         raise ConfigError(f"config key 'train.keep_checkpoints' is {cfg.train.keep_checkpoints}; keep at least 1 step "
                           "checkpoint (last.ckpt is kept besides them)")

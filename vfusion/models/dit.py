@@ -88,6 +88,8 @@ class TimestepClassEmbedding(nn.Module):
 class SpacetimeDiT(ModelMixin, ConfigMixin):
     """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``; a diffusers ModelMixin."""
 
+    _supports_gradient_checkpointing = True  # Latte's blocks checkpoint themselves
+
     @register_to_config
     def __init__(self, in_channels: int, sample_size: int, num_frames: int, num_classes: int = 0,
                  hidden_size: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 4,

@@ -56,7 +56,7 @@ from torch import nn
 from vfusion.conditioning import Cond, label_ids
 from vfusion.config import ConfigError
 from vfusion.layout import fold_frames, unfold_frames
-from vfusion.models.temporal import TemporalHook, TemporalMixer, mixing_frames
+from vfusion.models.temporal import TemporalHook, TemporalMixer, TemporalCheckpointing, mixing_frames
 from vfusion.models.unet2d import build_unet, time_embed_dim, unet_forward
 
 
@@ -64,7 +64,7 @@ from vfusion.models.unet2d import build_unet, time_embed_dim, unet_forward
 RESIDUAL_TEMPORAL = ("none", "conv", "attention")
 
 
-class ResidualGenerator(ModelMixin, ConfigMixin):
+class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
                  frame_embed_dim: int = 64, temporal: str = "none", temporal_heads: int = 4, arch: str = "unet2d",

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 import torch
+import torch.utils.checkpoint
 from diffusers.models.resnet import TemporalConvLayer
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
@@ -101,13 +102,42 @@ class TemporalHook(nn.Module):
 
 
 @contextmanager
-def mixing_frames(hooks, num_frames: int) -> Iterator[None]:
-    """``with mixing_frames(hooks, T):`` every hook mixes T frames inside the block, none after it."""
+def mixing_frames(hooks, num_frames: Optional[int]) -> Iterator[None]:
+    """``with mixing_frames(hooks, T):`` every hook mixes T frames inside the block, none after it
+    (each hook gets back the frame count it had before, so the contexts nest)."""
     hooks = list(hooks)
+    before = [hook.num_frames for hook in hooks]
     for hook in hooks:
-        hook.num_frames = int(num_frames)
+        hook.num_frames = None if num_frames is None else int(num_frames)
     try:
         yield
     finally:
-        for hook in hooks:
-            hook.num_frames = None
+        for hook, n in zip(hooks, before):
+            hook.num_frames = n
+
+
+def checkpoint_keeping_frames(module: nn.Module, *args):
+    """A diffusers ``gradient_checkpointing_func`` for networks whose units carry :class:`TemporalHook` s.
+
+    The backward pass recomputes a checkpointed unit after the model's forward has ended, when its
+    hooks' frame count is back to None; left alone the recomputation would skip the temporal mixer
+    that the forward pass ran. This runs the recomputation with the frame count of the forward pass.
+    The hooks are found on the unit itself, so a copy of the model uses its own."""
+    hooks = [h for m in module.modules() for h in m._forward_hooks.values() if isinstance(h, TemporalHook)]
+    frames = hooks[0].num_frames if hooks else None
+
+    def run(*a):
+        with mixing_frames(hooks, frames):
+            return module(*a)
+
+    return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+
+
+class TemporalCheckpointing:
+    """Mixin for a diffusers ``ModelMixin`` whose units carry :class:`TemporalHook` s: its gradient
+    checkpointing recomputes each unit through :func:`checkpoint_keeping_frames`."""
+
+    _supports_gradient_checkpointing = True
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        super().enable_gradient_checkpointing(gradient_checkpointing_func or checkpoint_keeping_frames)

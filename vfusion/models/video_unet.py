@@ -46,7 +46,8 @@ from vfusion.conditioning import Cond, label_ids
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
-from vfusion.models.temporal import TEMPORAL_KINDS, TemporalHook, TemporalMixer, mixing_frames
+from vfusion.models.temporal import (TEMPORAL_KINDS, TemporalHook, TemporalMixer, TemporalCheckpointing,
+                                     mixing_frames)
 from vfusion.models.unet2d import UNET_CLASSES, count_parameters, unet_forward
 
 
@@ -68,7 +69,7 @@ def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
     return units
 
 
-class VideoUNet(ModelMixin, ConfigMixin):
+class VideoUNet(TemporalCheckpointing, ModelMixin, ConfigMixin):
     """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``.
 
     A diffusers ``ModelMixin`` built from its config alone (``unet_config`` is the image

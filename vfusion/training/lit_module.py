@@ -26,6 +26,7 @@ from vfusion.conditioning import Conditioner
 from vfusion.diffusion.process import loss_terms
 from vfusion.errors import UserError
 from vfusion.layout import fold_frames, keyframe_index
+from vfusion.training.switches import use_fused_adamw
 
 
 class CheckpointMismatchError(UserError, RuntimeError):
@@ -80,6 +81,7 @@ class VideoDiffusionModule(L.LightningModule):
         self.max_steps = int(max_steps)  # the cosine learning-rate schedule ends here
         self.keyframe = keyframe_index(noise.num_frames)
         self._step_times: list[float] = []
+        self.switches: dict = {}  # the speed switches a training run applied (vfusion.training.switches)
         # Kept out of the module tree on purpose: the frozen VAE is not part of the model's
         # checkpoint, its EMA or its parameter count.
         object.__setattr__(self, "codec", codec)
@@ -151,7 +153,9 @@ class VideoDiffusionModule(L.LightningModule):
         else:
             groups.append({"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr,
                            "name": "model"})
-        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
+        fused = use_fused_adamw(o.get("fused", "auto"), [p for g in groups for p in g["params"]])
+        opt = torch.optim.AdamW(groups, lr=lr, betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]),
+                                fused=fused or None)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(max(int(o["warmup_steps"]), 0),
                                                                 o.get("schedule", "constant"), self.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -32,6 +32,7 @@ from vfusion.models.unet2d import count_parameters
 from vfusion.rundir import RunDir
 from vfusion.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temps
 from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
+from vfusion.training.switches import apply_switches
 from vfusion.utils.io import atomic_write_json, environment_info
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def stage1_config(cfg: DictConfig) -> DictConfig:
     c.train.optim.lr = cfg.pretrain.lr
     c.train.sample_every_n_steps = 0
     c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / cfg.data.num_frames))
+    # the image UNet's one network is stage 2's base
+    c.train.gradient_checkpointing = [n for n in cfg.train.gradient_checkpointing if n in ("all", "base")]
     from vfusion.config import merge_config
 
     return merge_config(c)
@@ -215,6 +218,7 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
         del state
     elif resume:
         log.warning("--resume: no checkpoint in %s yet, starting from scratch", run.path)
+    module.switches = apply_switches(module, train_cfg.train)  # an unknown network name is refused here
     if train_loader is None:
         from vfusion.data import build_dataloader
 
@@ -276,7 +280,7 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
     atomic_write_json(Path(run_dir) / "model_info.json", {
         "model": module.video_config["model"], "parameters": parts, "global_step": trainer.global_step,
         "mean_train_step_s": module.mean_step_time(), "fit_wall_s_this_session": wall_s,
-        "device": str(module.device), "stopped_early": stopped_early,
+        "device": str(module.device), "stopped_early": stopped_early, "switches": module.switches,
     })
 
 
