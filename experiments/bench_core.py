@@ -32,13 +32,13 @@ def _peak_rss_mb() -> float:
 
 def _build(cfg_path, overrides, frames, size):
     from vfusion.config import load_config
-    from vfusion.models.base_generator import BaseGenerator, base_unet_from_config
+    from vfusion.models.base_generator import BaseGenerator, base_network
     from vfusion.models.spec import experiment_spec
     from vfusion.models.videofusion import VideoFusion
 
     cfg = load_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
     spec = experiment_spec(cfg, 3, size, frames, 0)
-    return cfg, VideoFusion.build(cfg, spec), BaseGenerator(base_unet_from_config(cfg.model.base, spec), 0)
+    return cfg, VideoFusion.build(cfg, spec), BaseGenerator(base_network(cfg.model.base, spec), 0)
 
 
 def _per_frame(base):
@@ -80,6 +80,62 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _fwd_bwd(fn):
+    def run(*inputs):
+        out = fn(*inputs)
+        out.float().pow(2).mean().backward()
+    return run
+
+
+def breakdown(vf, base_net, b: int, n: int, s: int, device, iters: int) -> dict:
+    """Where VideoFusion's training step goes, against the base UNet on all frames (forward + backward
+    of each part, and AdamW over each model's parameters), every part timed once per round, rounds
+    interleaved so machine load hits all parts alike; medians over ``iters`` rounds, in ms.
+
+    ``base_key``: the base on the B keyframes; ``residual``: the residual generator on the B(T-1) other
+    frames; ``glue``: VideoFusion's full step minus those two (frame indexing, the ε conversion, the
+    composition and concatenation); ``base_all``: the base on all B·T frames; ``adamw_*``: one optimizer
+    step over that model's parameters (gradients set)."""
+    import statistics
+
+    from vfusion.layout import fold_frames
+    from vfusion.models.unet2d import count_parameters
+
+    vf.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, n, s, s, generator=g).to(device)
+    t = torch.randint(0, 1000, (b,), generator=g).to(device)
+    key = x[:, :, vf.keyframe].contiguous()
+    others = x.index_select(2, vf.other_frames.to(device)).contiguous()
+    frames, t_all = fold_frames(x).contiguous(), t.repeat_interleave(n)
+    parts = {
+        "videofusion": lambda: _fwd_bwd(vf)(x, t),
+        "base_key": lambda: _fwd_bwd(vf.base)(key, t),
+        "residual": lambda: _fwd_bwd(lambda z, tt: vf.residual(z, tt, vf.other_frames))(others, t),
+        "base_all": lambda: _fwd_bwd(base_net)(frames, t_all),
+    }
+    opts = {"adamw_videofusion": torch.optim.AdamW(vf.parameters(), lr=1e-4),
+            "adamw_base": torch.optim.AdamW(base_net.parameters(), lr=1e-4)}
+    for p in [*vf.parameters(), *base_net.parameters()]:
+        p.grad = torch.zeros_like(p)
+    times: dict[str, list[float]] = {k: [] for k in [*parts, *opts]}
+    for r in range(iters + 2):
+        for name, fn in [*parts.items(), *((k, o.step) for k, o in opts.items())]:
+            if name in parts:  # gradients kept allocated (zeroed), so every optimizer step updates every weight
+                vf.zero_grad(set_to_none=False)
+                base_net.zero_grad(set_to_none=False)
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if r >= 2:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    ms = {k: statistics.median(v) for k, v in times.items()}
+    ms["glue"] = ms["videofusion"] - ms["base_key"] - ms["residual"]
+    ms["params"] = {"base": count_parameters(vf.base)["total"], "residual": count_parameters(vf.residual)["total"]}
+    return ms
+
+
 def single(args) -> dict:
     """One variant's training-step time and peak memory (run in its own process on CPU)."""
     device = torch.device(args.device)
@@ -110,6 +166,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--sample-steps", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--variant", choices=("videofusion", "per_frame"), help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
@@ -173,6 +230,35 @@ def main() -> None:
           f"{pf_r['peak_mem_mb']:8.1f} MB | ratio {vf_r['peak_mem_mb'] / max(pf_r['peak_mem_mb'], 1e-9):.3f}x")
     print(f"sampling: {args.sample_steps} DDIM steps {loop:.3f} s vs {args.sample_steps} x one call "
           f"{args.sample_steps * one_call:.3f} s -> pipeline overhead {overhead * 100:+.1f}%")
+
+    # where the training step's time goes (the gap between the measured ratio and the cost model)
+    vf.train()
+    ms = breakdown(vf, base.to(device), b, n, s, device, args.iters)
+    measured = (ms["videofusion"] + ms["adamw_videofusion"]) / (ms["base_all"] + ms["adamw_base"])
+    accounted = (ms["base_key"] + ms["residual"] + ms["adamw_videofusion"]) / (ms["base_all"] + ms["adamw_base"])
+    train_model = (ms["base_all"] / n + ms["residual"]) / ms["base_all"]
+    key_eff = ms["base_key"] * n / ms["base_all"]
+    print(f"\nbreakdown of one training step, ms (median of {args.iters} interleaved rounds):")
+    for k in ("videofusion", "base_key", "residual", "glue", "adamw_videofusion", "base_all", "adamw_base"):
+        print(f"  {k:<18} {ms[k]:8.1f}")
+    print(f"  measured step ratio (fwd + bwd + AdamW)                    {measured:.3f}x")
+    print(f"  the same from its parts (base_key + residual + AdamW)      {accounted:.3f}x  (glue left out)")
+    print(f"  cost model on fwd + bwd, base at 1/T of its all-frame cost  {train_model:.3f}x")
+    print(f"  the keyframe pass costs {key_eff:.2f}x its share of the all-frame base pass (batch {b} instead of "
+          f"{b * n} images)")
+    if args.json:
+        from pathlib import Path
+
+        from vfusion.utils.io import atomic_write_json
+
+        atomic_write_json(Path(args.json), {
+            "config": args.config, "batch": b, "frames": n, "size": s, "iters": args.iters, "device": str(device),
+            "threads": torch.get_num_threads(), "c_res_over_c_base_forward": ratio, "cost_model_forward": predicted,
+            "train_step_s": {"videofusion": vf_r["train_step_s"], "per_frame": pf_r["train_step_s"]},
+            "peak_mem_mb": {"videofusion": vf_r["peak_mem_mb"], "per_frame": pf_r["peak_mem_mb"]},
+            "sampling_overhead": overhead, "breakdown_ms": ms, "measured_ratio_breakdown": measured,
+            "accounted_ratio": accounted, "cost_model_train": train_model, "keyframe_pass_vs_share": key_eff,
+            "command": "python experiments/bench_core.py " + " ".join(sys.argv[1:])})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def test_bench_trainer_on_a_few_steps(tmp_path):
     got = json.loads(out.read_text())
     assert set(got["median_ms"]) == {"lightning", "bare"} and all(v > 0 for v in got["median_ms"].values())
     assert got["overhead"] == pytest.approx(got["median_ms"]["lightning"] / got["median_ms"]["bare"] - 1)
+    assert 0 <= got["trainer_own_ms"] < got["median_ms"]["lightning"] and len(got["trainer_own_ms_per_round"]) == 1
 
 
 def test_bench_gpu_compiles_with_inductor(tmp_path):
