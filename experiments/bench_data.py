@@ -77,7 +77,7 @@ def throughput(loader, seconds: float) -> tuple[float, int]:
     return clips / (time.perf_counter() - start), clips
 
 
-def training_clips_per_s(config: str, steps: int = 6, warmup: int = 2) -> tuple[float, str]:
+def training_clips_per_s(config: str, steps: int = 6, warmup: int = 2, overrides=()) -> tuple[float, str]:
     """Clips per second that ``config``'s training consumes: its model's optimizer steps on random clips of
     its batch shape (loss, backward, AdamW, EMA; no data loading), median step after a warm-up."""
     import statistics
@@ -87,7 +87,7 @@ def training_clips_per_s(config: str, steps: int = 6, warmup: int = 2) -> tuple[
     from vfusion.config import load_config
     from vfusion.training.runner import build_module
 
-    cfg = load_config(config, ["model.base.pretrained=null", "train.accelerator=cpu"])
+    cfg = load_config(config, ["model.base.pretrained=null", "train.accelerator=cpu", *overrides])
     b, t, r = int(cfg.data.batch_size), int(cfg.data.num_frames), int(cfg.data.resolution)
     spec = {"in_channels": 3, "sample_size": r, "num_frames": t, "num_classes": 101 if cfg.data.class_conditional else 0,
             "class_names": []}
@@ -122,6 +122,9 @@ def main() -> int:
                         "(e.g. configs/embedded.yaml)")
     parser.add_argument("--train-config", default=None,
                         help="also measure the clips/s this experiment's training consumes (e.g. configs/ucf101.yaml)")
+    parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of --train-config (e.g. data.batch_size=2 where batch 8 does not fit in memory: "
+                             "the clips/s per step scale with the batch)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_data.json"))
     args = parser.parse_args()
 
@@ -168,10 +171,10 @@ def main() -> int:
     print(f"cache / decode: {cached / decode:.1f}x")
     train = {}
     if args.train_config:
-        consumed, what = training_clips_per_s(args.train_config)
+        consumed, what = training_clips_per_s(args.train_config, overrides=args.train_set)
         print(f"training    : {consumed:8.2f} clips/s  ({what})")
         print(f"decode / training: {decode / consumed:.1f}x (target >= 3x)")
-        train = {"train_config": args.train_config, "train_clips_per_s": round(consumed, 3), "train_what": what,
+        train = {"train_config": args.train_config, "train_overrides": list(args.train_set), "train_clips_per_s": round(consumed, 3), "train_what": what,
                  "decode_over_train": round(decode / consumed, 1)}
     result = {
         "command": " ".join([Path(sys.executable).name] + sys.argv), "videos": args.videos, "frames": args.frames,

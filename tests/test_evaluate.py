@@ -272,7 +272,7 @@ def test_real_vs_real_uses_disjoint_halves(tmp_path, fake_data):
     cfg = tiny_cfg(tmp_path)
     out = tmp_path / "rvr.json"
     result = E.real_vs_real(cfg, num_videos=10, detectors=tiny_detectors(), out=out, progress=False)
-    seen = fake_data[0].seen
+    seen = [i for d in fake_data for i in d.seen]
     assert len(seen) == 20 and len(set(seen)) == 20  # two halves of 10, no clip in both
     assert list(result["metrics"]) == [f"fvd10_{T}f", f"kvd10_{T}f"]
     assert np.isfinite(result["metrics"][f"fvd10_{T}f"]) and result["metrics"][f"fvd10_{T}f"] > 0
@@ -282,6 +282,24 @@ def test_real_vs_real_uses_disjoint_halves(tmp_path, fake_data):
     assert list(small["metrics"]) == [f"fvd15_{T}f"] and small["protocol"]["num_real"] == 15
     with pytest.raises(UserError, match="IS is a property of one set"):
         E.real_vs_real(cfg, num_videos=10, metrics="is", detectors=tiny_detectors())
+
+
+def test_real_vs_real_half_a_is_the_evaluations_cached_real_set(tmp_path, fake_data):
+    """Half A is the evaluation's real set: its statistics go into (and come from) the real-stats cache,
+    so a second floor, or an evaluation, reads no real clip of it again."""
+    cfg = tiny_cfg(tmp_path)
+    first = E.real_vs_real(cfg, num_videos=10, metrics="fvd,kvd,fid", detectors=tiny_detectors(), progress=False)
+    assert first["protocol"]["real"]["cache_hit"] == {"i3d_k400": False, "inception_v3": False}
+    made = len(fake_data)
+    again = E.real_vs_real(cfg, num_videos=10, metrics="fvd,kvd,fid", detectors=tiny_detectors(), progress=False)
+    assert again["protocol"]["real"]["cache_hit"] == {"i3d_k400": True, "inception_v3": True}
+    assert sum(len(d.seen) for d in fake_data[made:]) == 10           # half B only
+    assert again["metrics"] == pytest.approx(first["metrics"], rel=1e-9)
+    # the evaluation's real side of the same split and N is that cache entry
+    from vfusion.evaluation.real_stats import dataset_source
+
+    src = dataset_source(cfg.data, "test", 10, 4, E._stats_dir(cfg))
+    assert set(src.cache.load(tiny_detectors(), {"i3d_k400", "inception_v3"})) == {"i3d_k400", "inception_v3"}
 
 
 # --------------------------------------------------------------------------- the real detectors

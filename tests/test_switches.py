@@ -197,3 +197,9 @@ def test_stage1_keeps_only_the_base_from_the_checkpointing_list(tmp_path):
 def test_switch_values_are_checked(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
         tiny_config(tmp_path / "run", override)
+
+
+def test_fsdp_refuses_the_full_size_ema(tmp_path):
+    with pytest.raises(ConfigError, match="train.ema_decay=0 with fsdp"):
+        tiny_config(tmp_path / "run", "train.strategy=fsdp")
+    assert tiny_config(tmp_path / "run", "train.strategy=fsdp", "train.ema_decay=0").train.strategy == "fsdp"

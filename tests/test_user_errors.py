@@ -188,3 +188,22 @@ def test_a_normal_run_prints_no_third_party_noise(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         text = out.stdout + out.stderr
         assert not [w for w in NOISE if w in text], text[-3000:]
+
+
+def test_help_texts_are_plain_words():
+    """Every command's --help (and its sub-commands') shows no reStructuredText markup and no notes
+    meant for developers."""
+    import argparse
+
+    from vfusion.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    for p in parsers(build_parser()):
+        text = p.format_help()
+        assert "``" not in text and "CLI:" not in text and ":func:" not in text, p.prog

@@ -467,6 +467,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice(str(cfg.train.precision), PRECISIONS, "train.precision")
     _check_choice(str(cfg.train.optim.fused).lower(), ("auto", "true", "false"), "train.optim.fused")
     _check_choice(str(cfg.train.compile_mode), COMPILE_MODES, "train.compile_mode")
+    if str(cfg.train.strategy).startswith("fsdp") and cfg.train.ema_decay > 0:
+        raise ConfigError("config key 'train.strategy' is fsdp, which shards the weights across GPUs, but the EMA "
+                          "(train.ema_decay) keeps a full copy of them on every GPU; set train.ema_decay=0 with fsdp")
     if cfg.train.keep_checkpoints < 1:
         raise ConfigError(f"config key 'train.keep_checkpoints' is {cfg.train.keep_checkpoints}; keep at least 1 step "
                           "checkpoint (last.ckpt is kept besides them)")

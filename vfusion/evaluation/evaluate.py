@@ -240,8 +240,15 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
         n = min(len(idx_a), len(idx_b))
         info = dict(_real_info(cfg.data, split, protocol), source="dataset", num_available=len(dataset),
                     halves="two disjoint subsets of a seeded permutation (A: first n, B: next n)", **split_note)
-    half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers), info,
-                        desc=f"real half A ({split})", num=n)
+    if protocol != "stylegan_v" and n == num_videos:
+        # half A is the evaluation's own real set (the first n of the same permutation): its statistics
+        # come from (or go into) the same cache, so the floor reads only half B's clips
+        half_a = dataset_source(cfg.data, split, n, batch_size, _stats_dir(cfg), protocol)
+        half_a.info.update(info)
+        half_a.desc = f"real half A ({split})"
+    else:
+        half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers), info,
+                            desc=f"real half A ({split})", num=n)
     half_b = ClipSource(dataset_batches(dataset, idx_b[:n], batch_size, workers), {"source": "real half B"},
                         desc=f"real half B ({split})", num=n, what="the clips of real half B")
     return evaluate(half_a, half_b, metrics, det, out=out, kind="real_vs_real", progress=progress, start=start,

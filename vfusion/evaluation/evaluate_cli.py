@@ -23,11 +23,31 @@ import sys
 
 DEFAULT_METRICS = {"run": "fvd,kvd,fid,is", "folders": "fvd,kvd,fid", "real_vs_real": "fvd,kvd"}
 
+HELP = """Score generated videos against real ones, in one of three modes:
+
+  vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift] [--num-videos N]
+                   [--real-split test] [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
+  vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
+  vfusion evaluate --real-vs-real --config CFG [--num-videos N] [KEY=VALUE ...]
+
+--run samples the run's pipeline and compares with its dataset's real clips. --real is a folder
+of videos or a dataset config YAML (--real-config CFG is the same as --real CFG); --fake reads
+only the per-video files of a folder (video_* of a samples folder), never grid or filmstrip
+previews. --real-vs-real compares two disjoint halves of the real clips: the floor of the metric.
+
+Each metric is printed as one "name<TAB>value" line; the JSON with the full protocol goes to
+--out (default RUN_DIR/metrics.json, DIR/metrics.json, or <run dir of CFG>/real_vs_real.json).
+
+--protocol vfusion|stylegan_v (or eval.protocol=... on a config) chooses the real clips: vfusion
+a seeded subset of the evaluation split; stylegan_v StyleGAN-V's first N videos in sorted order
+at random offsets (UCF-101 train + test, other datasets train), with metric names ending in _sgv.
+"""
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help="FVD / KVD / FID / IS of a run, of two folders, or real-vs-real",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_argument_group("what to evaluate (one mode)")
     mode.add_argument("--run", metavar="RUN_DIR", help="a training run: sample --num-videos clips and evaluate them")
     mode.add_argument("--real", metavar="PATH", help="real clips: a folder of videos or a dataset config YAML")

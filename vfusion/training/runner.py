@@ -265,6 +265,10 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
     if trainer.is_global_zero:
         write_model_info(run.path, module, trainer, time.perf_counter() - start, stopped_early=early)
         module.video_config["trained"]["global_step"] = int(trainer.global_step)
+        if str(train_cfg.train.strategy).startswith("fsdp"):  # sharded weights: one process cannot gather them
+            log.warning("train.strategy=fsdp: the pipeline is not exported at the end of training; write it from the "
+                        "consolidated checkpoint with `vfusion export --run %s`", run.path)
+            return
         export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
         if train_cfg.model.name == "image_unet":
             export_base_unet(module, run.path / cfg.pretrain.output_subdir)
