@@ -34,6 +34,7 @@ def test_every_model_in_fp32_and_bf16(tmp_path):
     assert got["peaks_tflops"]["bf16"] == 2.0 and got["source"] == "--peak-tflops"
 
 
+@pytest.mark.slow
 def test_flops_per_step_is_the_counted_training_step(tmp_path):
     """The script's FLOPs are train_step_flops of the model it builds: rebuilt here from the same config."""
     from vfusion.training.flops import train_step_flops

@@ -34,6 +34,8 @@ def small(tmp_path, folder, *extra):
             # the main job's config sets v-prediction and min-SNR weighting for its own base; a checkpoint
             # brings its own prediction type, and min-SNR is not defined for rectified flow
             "diffusion.prediction_type=null", "train.loss_weighting=none",
+            # and samples with DDPM (not defined for rectified flow) and guidance 3
+            "sample.sampler=ddim", "sample.guidance_scale=1.0",
             "train.progress_bar=false", "train.max_minutes=0", "train.max_steps=2", "train.log_every_n_steps=1",
             "train.sample_every_n_steps=0", "sample.steps=2", "sample.batch_size=2", "sample.num_videos=2",
             f"run_dir={tmp_path / 'run'}", *extra]

@@ -170,6 +170,7 @@ def test_fused_adamw_is_chosen_on_cuda_only_unless_forced(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
 
 
+@pytest.mark.slow
 def test_compile_trains_resumes_and_keeps_plain_parameter_names(tmp_path):
     """torch.compile in place: the checkpoint and pipeline keep their names (eager backend: the wiring;
     the inductor backend is exercised by the GPU benchmark)."""
