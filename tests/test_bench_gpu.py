@@ -16,6 +16,7 @@ def _run(tmp_path, *args):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_every_model_in_fp32_and_bf16(tmp_path):
     got = _run(tmp_path, "--variants", "fp32,bf16")
     rows = {(r["model"], r["variant"]): r for r in got["rows"]}

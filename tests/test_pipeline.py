@@ -181,6 +181,7 @@ def test_pipeline_rejects_bad_arguments(tmp_path):
             pipe(**kwargs)
 
 
+@pytest.mark.slow  # a fresh interpreter: about 12 s
 def test_import_vfusion_stays_light():
     code = "import sys, vfusion; vfusion.VideoFusionPipeline; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", "import sys, vfusion; print('torch' in sys.modules)"],
@@ -189,6 +190,7 @@ def test_import_vfusion_stays_light():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # a fresh interpreter: about 13 s
 def test_from_pretrained_in_a_fresh_process(tmp_path):
     """diffusers imports no component module by itself; the pipeline must load with only `import vfusion`."""
     run = _train(tmp_path)
