@@ -243,9 +243,9 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
     if protocol != "stylegan_v" and n == num_videos:
         # half A is the evaluation's own real set (the first n of the same permutation): its statistics
         # come from (or go into) the same cache, so the floor reads only half B's clips
-        half_a = dataset_source(cfg.data, split, n, batch_size, _stats_dir(cfg), protocol)
+        half_a = dataset_source(cfg.data, split, n, batch_size, _stats_dir(cfg), protocol, subset=(dataset, idx_a[:n]),
+                                desc=f"real half A ({split})")
         half_a.info.update(info)
-        half_a.desc = f"real half A ({split})"
     else:
         half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers), info,
                             desc=f"real half A ({split})", num=n)

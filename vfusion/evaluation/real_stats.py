@@ -111,11 +111,14 @@ class DatasetStatsCache:
 
 
 def dataset_source(data_cfg, split: str, num_videos: int, batch_size: int, cache_dir: Optional[str | Path],
-                   protocol: str = DEFAULT_PROTOCOL, **info: Any) -> ClipSource:
+                   protocol: str = DEFAULT_PROTOCOL, subset: Optional[tuple[Any, list[int]]] = None,
+                   desc: Optional[str] = None, **info: Any) -> ClipSource:
     """``num_videos`` real clips of the split (fewer when it is smaller), statistics cached in ``cache_dir``.
 
-    ``protocol``: which clips (``protocols.py``). ``info``: extra entries of ``protocol.real``
-    (after ``source``), e.g. ``config=PATH``.
+    ``protocol``: which clips (``protocols.py``). ``subset``: ``(dataset, indices)`` already drawn by
+    :func:`dataset_subsets` (its first ``num_videos``), instead of building the dataset again (``vfusion``
+    protocol). ``desc``: the progress bar's label. ``info``: extra entries of ``protocol.real`` (after
+    ``source``), e.g. ``config=PATH``.
     """
     protocol = check_protocol(protocol)
     workers = default_num_workers(data_cfg)
@@ -126,13 +129,16 @@ def dataset_source(data_cfg, split: str, num_videos: int, batch_size: int, cache
         extra = selection_info(sel, int(data_cfg.num_frames), int(data_cfg.frame_stride))
         num_available = sel.num_kept
     else:
-        dataset, (indices,) = dataset_subsets(data_cfg, split, [num_videos])
+        if subset is None:
+            dataset, (indices,) = dataset_subsets(data_cfg, split, [num_videos])
+        else:
+            dataset, indices = subset
         selected, extra, num_available = {"num_available": len(dataset)}, {}, len(dataset)
     cache = DatasetStatsCache(data_cfg, split, num_videos, selected, cache_dir, protocol)
     description = dict(_real_info(data_cfg, split, protocol), source="dataset", **info, num_available=num_available,
                        **extra, stats_cache=str(cache_dir))
     return ClipSource(dataset_batches(dataset, indices, batch_size, workers), description,
-                      desc=f"real clips ({split})", num=len(indices), cache=cache)
+                      desc=desc or f"real clips ({split})", num=len(indices), cache=cache)
 
 
 def real_dataset_stats(data_cfg, split: str, num_videos: int, det: Detectors, need_i3d: bool,

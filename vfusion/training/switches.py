@@ -54,9 +54,9 @@ def checkpointed_networks(model: nn.Module, names: Iterable[str]) -> list[str]:
 
 def enable_gradient_checkpointing(model: nn.Module, names: Iterable[str]) -> list[str]:
     """Turn on diffusers' gradient checkpointing in the named networks; returns their names."""
-    chosen = checkpointed_networks(model, names)
+    nets, chosen = networks(model), checkpointed_networks(model, names)
     for name in chosen:
-        net = networks(model)[name]
+        net = nets[name]
         if not getattr(net, "_supports_gradient_checkpointing", False):
             raise ConfigError(f"the {name} network ({type(net).__name__}) does not support gradient checkpointing; "
                               "drop it from train.gradient_checkpointing")
