@@ -141,6 +141,9 @@ class UNetConfig:
     layers_per_block: int = 1
     # use attention in the two lowest-resolution levels
     attention: bool = True
+    # with attention: the feature-map sizes that get it, e.g. [8] for only the 8x8 level of a 32x32 model
+    # (each level halves the size; the middle block runs at the smallest); null: the two smallest levels
+    attention_resolutions: Optional[list[int]] = None
     norm_num_groups: int = 8
 
 
@@ -284,6 +287,9 @@ class PretrainConfig:
     max_minutes: float = 0.0
     lr: float = 2e-4
     batch_size: int = 64
+    # frames taken from each loaded clip (null: all data.num_frames of it): a clip's neighbouring frames are
+    # nearly the same picture, so fewer frames per clip (and more clips per batch) make a more varied batch
+    frames_per_clip: Optional[int] = None
     # where the diffusers-format base model is written (relative to the run dir)
     output_subdir: str = "base_unet"
 
@@ -518,6 +524,10 @@ def _check_ranges(cfg: DictConfig) -> None:
     _at_least(cfg, ("train.max_minutes", "pretrain.max_minutes", "train.optim.weight_decay",
                     "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
                     "train.sample_every_n_steps", "train.ema_decay"), 0.0)
+    per_clip = cfg.pretrain.frames_per_clip
+    if per_clip is not None and not 1 <= per_clip <= cfg.data.num_frames:
+        raise ConfigError(f"config key 'pretrain.frames_per_clip' is {per_clip}; expected 1 to data.num_frames "
+                          f"({cfg.data.num_frames}), or null for whole clips")
     if cfg.train.ema_decay >= 1.0:
         raise ConfigError(f"config key 'train.ema_decay' is {cfg.train.ema_decay}; expected a value in [0, 1)")
     for stage in ("train", "pretrain"):
@@ -541,6 +551,24 @@ def _check_shapes(cfg: DictConfig) -> None:
                           "and the frames its residual generator denoises)")
     if not cfg.data.vae_path:  # latents: the runner checks the latent size once the VAE is loaded
         check_sample_size(cfg, int(cfg.data.resolution))
+        for section in ("base", "residual"):
+            if cfg.model[section].attention:
+                attention_sizes(cfg.model[section], int(cfg.data.resolution), f"model.{section}.attention_resolutions")
+
+
+def attention_sizes(unet_cfg, sample_size: int, key: str = "attention_resolutions") -> Optional[set[int]]:
+    """The feature-map sizes a fresh UNet's ``attention_resolutions`` asks for (checked against the sizes
+    its levels have at ``sample_size``), or None for the default (the two smallest levels)."""
+    wanted = unet_cfg.get("attention_resolutions") if hasattr(unet_cfg, "get") else getattr(
+        unet_cfg, "attention_resolutions", None)
+    if wanted is None:
+        return None
+    sizes = [sample_size // 2 ** i for i in range(len(unet_cfg.block_out_channels))]
+    unknown = sorted({int(r) for r in wanted} - set(sizes))
+    if unknown:
+        raise ConfigError(f"config key '{key}' asks for attention at {unknown}, which are not feature-map sizes of "
+                          f"this UNet: at input size {sample_size} its levels are {sizes}")
+    return {int(r) for r in wanted}
 
 
 def check_sample_size(cfg: DictConfig, size: int) -> None:

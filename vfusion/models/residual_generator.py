@@ -69,13 +69,14 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
     def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
                  frame_embed_dim: int = 64, temporal: str = "none", temporal_heads: int = 4, arch: str = "unet2d",
                  block_out_channels: Sequence[int] = (16, 32, 32), layers_per_block: int = 1,
-                 attention: bool = False, norm_num_groups: int = 8, text_dim: int = 0):
+                 attention: bool = False, norm_num_groups: int = 8, text_dim: int = 0,
+                 attention_resolutions: Optional[Sequence[int]] = None):
         super().__init__()
         if temporal not in RESIDUAL_TEMPORAL:
             raise ValueError(f"model.residual.temporal is '{temporal}'; expected one of {', '.join(RESIDUAL_TEMPORAL)}")
         unet_cfg = SimpleNamespace(arch=arch, block_out_channels=list(block_out_channels),
                                    layers_per_block=layers_per_block, attention=attention,
-                                   norm_num_groups=norm_num_groups)
+                                   attention_resolutions=attention_resolutions, norm_num_groups=norm_num_groups)
         self.unet = build_unet(unet_cfg, in_channels, in_channels, sample_size, class_embed_type="identity")
         self.num_frames = num_frames
         self.num_classes = num_classes
@@ -105,7 +106,9 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
                    temporal=temporal_kind(res_cfg), temporal_heads=int(res_cfg.temporal_heads), arch=res_cfg.arch,
                    block_out_channels=[int(c) for c in res_cfg.block_out_channels],
                    layers_per_block=int(res_cfg.layers_per_block), attention=bool(res_cfg.attention),
-                   norm_num_groups=int(res_cfg.norm_num_groups))
+                   norm_num_groups=int(res_cfg.norm_num_groups),
+                   attention_resolutions=(None if res_cfg.get("attention_resolutions") is None
+                                          else [int(r) for r in res_cfg.attention_resolutions]))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, frame_index: torch.Tensor,
                 cond: Optional[Cond] = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
+from vfusion.config import attention_sizes
 from vfusion.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,7 @@ def build_unet(cfg, in_channels: int, out_channels: int, sample_size: int,
     embedding (of the time-embedding width) to its time embedding; the residual
     generator uses that for frame index + class.
     """
-    levels = len(cfg.block_out_channels)
-    attn = [cfg.attention and i >= max(1, levels - 2) for i in range(levels)]
+    attn = attention_levels(cfg, sample_size)
     common = dict(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                   block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
                   norm_num_groups=cfg.norm_num_groups, num_class_embeds=num_class_embeds,
@@ -109,6 +109,15 @@ def build_unet(cfg, in_channels: int, out_channels: int, sample_size: int,
     up = tuple("UpBlock2D" for _ in attn)
     return UNet2DConditionModel(down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2D",
                                 cross_attention_dim=8, attention_head_dim=8, **common)
+
+
+def attention_levels(cfg, sample_size: int) -> list[bool]:
+    """Which levels of a fresh UNet get attention blocks (``attention`` and ``attention_resolutions``)."""
+    levels = len(cfg.block_out_channels)
+    wanted = attention_sizes(cfg, sample_size) if cfg.attention else None
+    if wanted is None:
+        return [bool(cfg.attention) and i >= max(1, levels - 2) for i in range(levels)]
+    return [sample_size // 2 ** i in wanted for i in range(levels)]
 
 
 def time_embed_dim(unet: nn.Module) -> int:

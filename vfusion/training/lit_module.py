@@ -217,6 +217,10 @@ def _strip_non_architecture(sig: dict) -> dict:
     for key in ("pretrained", "subfolder", "lr_mult", "freeze"):
         base.pop(key, None)
     model["base"] = base
+    for section in ("base", "residual", "video_unet"):   # a key added later at its default: older checkpoints fit
+        part = model.get(section)
+        if isinstance(part, dict) and part.get("attention_resolutions", 0) is None:
+            model[section] = {k: v for k, v in part.items() if k != "attention_resolutions"}
     return {"model": model, "spec": sig.get("spec")}
 
 

@@ -75,7 +75,10 @@ def stage1_config(cfg: DictConfig) -> DictConfig:
     c.train.max_steps, c.train.max_minutes = cfg.pretrain.max_steps, cfg.pretrain.max_minutes
     c.train.optim.lr = cfg.pretrain.lr
     c.train.sample_every_n_steps = 0
-    c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / cfg.data.num_frames))
+    per_clip = cfg.pretrain.get("frames_per_clip")
+    if per_clip is not None:   # shorter clips (range checked by config.validate): stage 1 sees single frames
+        c.data.num_frames = int(per_clip)
+    c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / int(c.data.num_frames)))
     # the image UNet's one network is stage 2's base
     c.train.gradient_checkpointing = [n for n in cfg.train.gradient_checkpointing if n in ("all", "base")]
     from vfusion.config import merge_config
