@@ -106,6 +106,14 @@ def test_marker_decides_regeneration_and_foreign_folders_are_left_alone(tmp_path
         ensure_embedded(_small(tmp_path / "x", tmp_path / "cache", embedded_num_classes=99), progress=False)
 
 
+def test_a_size_decord_reads_back_wrongly_is_refused_before_writing(tmp_path):
+    """decord 0.6 returns 48x48 XviD frames with 4 channels (a bug of its own); such a dataset would fail
+    at every read, so generating it is refused up front with a size that does read back."""
+    with pytest.raises(DatasetError, match=r"data.embedded_size is 48.*e\.g\. \d+"):
+        ensure_embedded(_small(tmp_path / "emb", tmp_path / "cache", embedded_size=48), progress=False)
+    assert not (tmp_path / "emb").exists() and not list(tmp_path.glob(".emb.*"))
+
+
 @pytest.mark.slow
 def test_default_generation_is_fast(tmp_path):
     start = time.perf_counter()

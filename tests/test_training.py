@@ -108,3 +108,46 @@ def test_a_minute_cap_that_stops_training_is_recorded(tmp_path, caplog):
     assert "train.max_minutes" in early["reason"] and "STOPPED EARLY" in caplog.text
     fit(tiny_config(tmp_path / "full", "train.max_steps=2"), train_loader=tiny_loader(), spec_info=tiny_spec())
     assert json.loads((tmp_path / "full" / "model_info.json").read_text())["stopped_early"] is None
+
+
+@pytest.mark.parametrize("per_clip", [1, 2])
+def test_stage1_draws_its_frames_from_more_shorter_clips(tmp_path, per_clip):
+    """``pretrain.frames_per_clip``: stage 1 loads clips of that many frames, pretrain.batch_size / frames_per_clip
+    of them, and trains on single frames from all of them (with 1, the loader's frames are the batch)."""
+    from vfusion.data import build_dataloader
+    from vfusion.training.runner import stage1_config
+
+    cfg = tiny_config(tmp_path / "run", "data.dataset=embedded", f"data.root={tmp_path / 'data'}",
+                      f"data.cache_dir={tmp_path / 'cache'}", "data.embedded_num_classes=2",
+                      "data.embedded_train_per_class=4", "data.embedded_test_per_class=1", "data.embedded_size=32",
+                      "data.embedded_length=8", "pretrain.max_steps=2", f"pretrain.frames_per_clip={per_clip}")
+    c1 = stage1_config(cfg)
+    assert int(c1.data.num_frames) == per_clip and int(c1.data.batch_size) == 8 // per_clip
+    from vfusion.data import ensure_embedded
+
+    ensure_embedded(cfg.data, progress=False)
+    x, y = next(iter(build_dataloader(c1.data, split=c1.data.split, train=True, seed=0)))
+    assert tuple(x.shape) == (8 // per_clip, 3, per_clip, 16, 16) and y.shape == (8 // per_clip,)
+    run = fit(cfg, stage="pretrain")
+    assert (run / "base_unet" / "config.json").is_file()
+    assert int(stage1_config(tiny_config(tmp_path / "r2")).data.num_frames) == 4   # unset: whole clips
+
+
+def test_frames_per_clip_longer_than_the_clip_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="pretrain.frames_per_clip.*1 to data.num_frames"):
+        tiny_config(tmp_path / "run", "pretrain.frames_per_clip=5")
+
+
+def test_a_checkpoint_from_before_attention_resolutions_still_fits(tmp_path):
+    """Checkpoints written before the key existed have no ``attention_resolutions``; at its default (null)
+    the architecture is the same, so they resume. A set value is a different architecture."""
+    from vfusion.training.lit_module import check_signature
+
+    m = build_module(tiny_config(tmp_path), tiny_spec())
+    old = json.loads(json.dumps(m.signature))
+    for section in ("base", "residual"):
+        del old["model"][section]["attention_resolutions"]
+    check_signature({"vfusion": {"signature": old}}, m.signature)
+    other = build_module(tiny_config(tmp_path, "model.base.attention_resolutions=[8]"), tiny_spec())
+    with pytest.raises(CheckpointMismatchError, match="attention_resolutions"):
+        check_signature({"vfusion": {"signature": old}}, other.signature)

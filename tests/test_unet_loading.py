@@ -54,3 +54,33 @@ def test_errors_are_clear(tmp_path):
     (tmp_path / "vae" / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     with pytest.raises(CheckpointError, match="not a 2D UNet"):
         load_unet(tmp_path / "vae")
+
+
+def test_attention_resolutions_choose_the_levels_with_attention(tmp_path):
+    """``attention_resolutions`` names feature-map sizes: at 32x32 with three levels (32, 16, 8), [8] puts
+    attention only in the 8x8 level (and the middle block, which runs at 8x8); unset keeps the two smallest."""
+    def blocks(*overrides):
+        cfg = tiny_config(tmp_path / "run", "data.resolution=32", "model.base.block_out_channels=[8,16,16]",
+                          *overrides)
+        unet = build_unet(cfg.model.base, 3, 3, 32)
+        n_attn = sum(type(m).__name__ == "Attention" for m in unet.modules())
+        return unet.config.down_block_types, unet.config.up_block_types, n_attn
+
+    down, up, n_default = blocks()
+    assert down == ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+    assert up == ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    down, up, n_8 = blocks("model.base.attention_resolutions=[8]")
+    assert down == ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D")
+    assert up == ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+    # layers_per_block=1: one attention per down unit, two per up unit (layers + 1), one in the middle
+    assert (n_default, n_8) == (1 + 2 + 1 + 2 + 1 + 0, 1 + 2 + 1)
+    down, _, n_none = blocks("model.base.attention_resolutions=[8]", "model.base.attention=false")
+    assert down == ("DownBlock2D",) * 3 and n_none == 0
+
+
+def test_attention_at_a_size_the_unet_does_not_have_is_a_config_error(tmp_path):
+    from vfusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.base.attention_resolutions.*\[4\].*\[16, 8\]"):
+        tiny_config(tmp_path / "run", "model.base.attention_resolutions=[4]")   # 16x16 input, two levels
+    assert not (tmp_path / "run").exists()

@@ -112,12 +112,12 @@ def _residual_inputs(seed=0):
     return z, torch.tensor([300, 20]), torch.tensor([0, 1, 3, 4]), Cond(class_labels=torch.tensor([2, 0]))
 
 
-def _plain_and_temporal(kind):
+def _plain_and_temporal(kind, resolutions=None):
     torch.manual_seed(0)
     plain = ResidualGenerator(**RES)
-    mixed = ResidualGenerator(**RES, temporal=kind)
+    mixed = ResidualGenerator(**RES, temporal=kind, temporal_resolutions=resolutions)
     missing, unexpected = mixed.load_state_dict(plain.state_dict(), strict=False)  # the same spatial weights
-    assert not unexpected and missing and all(k.startswith("temporal_layers.0.mixer.") for k in missing)
+    assert not unexpected and missing and all(k.startswith("temporal_layers.") for k in missing)
     return plain, mixed
 
 
@@ -129,9 +129,9 @@ def _step_on_temporal_layers(model):
     opt.step()
 
 
-@pytest.mark.parametrize("kind", ["conv", "attention"])
-def test_temporal_layers_start_bit_identical_to_none_then_mix_frames(kind):
-    plain, mixed = _plain_and_temporal(kind)
+@pytest.mark.parametrize("kind, resolutions", [("conv", None), ("attention", None), ("conv", (16, 8))])
+def test_temporal_layers_start_bit_identical_to_none_then_mix_frames(kind, resolutions):
+    plain, mixed = _plain_and_temporal(kind, resolutions)
     z, t, idx, y = _residual_inputs()
     with torch.no_grad():
         assert torch.equal(mixed(z, t, idx, y), plain(z, t, idx, y))  # bit for bit at initialisation
@@ -184,3 +184,25 @@ def test_temporal_config_key_reaches_the_model_and_the_old_name_reads_as_conv(tm
         _model(tmp_path, 5, 3, "model.residual.temporal=lstm")
     with pytest.raises(ConfigError, match="temporal_mixing"):
         _model(tmp_path, 5, 3, "model.residual.temporal=attention", "model.residual.temporal_mixing=true")
+
+
+@pytest.mark.parametrize("resolutions, units", [(None, 1), ((16,), 3), ((8,), 5), ((16, 8), 8)])
+def test_temporal_resolutions_place_a_layer_after_every_unit_of_those_sizes(resolutions, units):
+    """At 16x16 with two levels: down block 0 and up block 1 (1 + 2 resnets) run at 16x16; down block 1,
+    the middle block and up block 0 (1 + 2 + 2 resnets) at 8x8. null: the middle block's output only."""
+    _, mixed = _plain_and_temporal("conv", resolutions)
+    assert len(mixed.temporal_layers) == units
+    seen = []
+    for hook in mixed.temporal_layers:
+        hook.mixer.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        mixed(*_residual_inputs())
+    assert len(seen) == units
+    assert set(seen) == ({(8, 8)} if resolutions is None else {(r, r) for r in resolutions})
+
+
+def test_temporal_resolutions_must_be_sizes_the_residual_has(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.residual.temporal_resolutions.*\[4\].*\[16, 8\]"):
+        tiny_config(tmp_path, "model.residual.temporal=conv", "model.residual.temporal_resolutions=[16,4]")
+    tiny_config(tmp_path, "model.residual.temporal_resolutions=[4]")   # no temporal layers: nothing to place
+

@@ -177,6 +177,9 @@ class ResidualGeneratorConfig(UNetConfig):
     # none | conv | attention: one zero-initialised temporal layer (diffusers' TemporalConvLayer or
     # AnimateDiffTransformer3D, as in the video UNet) at the bottleneck (see vfusion.models.residual_generator)
     temporal: str = "none"
+    # where: null for the one layer at the bottleneck; or feature-map sizes (e.g. [16, 8] at 32x32), and a
+    # temporal layer follows every spatial unit (resnet) of the levels of those sizes, as in the video UNet
+    temporal_resolutions: Optional[list[int]] = None
     # heads of the temporal attention (must divide the last block width)
     temporal_heads: int = 4
     # the old name of temporal: conv (kept so configs that set it, and saved run configs, still load)
@@ -554,20 +557,23 @@ def _check_shapes(cfg: DictConfig) -> None:
         for section in ("base", "residual"):
             if cfg.model[section].attention:
                 attention_sizes(cfg.model[section], int(cfg.data.resolution), f"model.{section}.attention_resolutions")
+        if cfg.model.residual.temporal != "none":
+            attention_sizes(cfg.model.residual, int(cfg.data.resolution), "model.residual.temporal_resolutions",
+                            field="temporal_resolutions")
 
 
-def attention_sizes(unet_cfg, sample_size: int, key: str = "attention_resolutions") -> Optional[set[int]]:
-    """The feature-map sizes a fresh UNet's ``attention_resolutions`` asks for (checked against the sizes
-    its levels have at ``sample_size``), or None for the default (the two smallest levels)."""
-    wanted = unet_cfg.get("attention_resolutions") if hasattr(unet_cfg, "get") else getattr(
-        unet_cfg, "attention_resolutions", None)
+def attention_sizes(unet_cfg, sample_size: int, key: str = "attention_resolutions",
+                    field: str = "attention_resolutions") -> Optional[set[int]]:
+    """The feature-map sizes a fresh UNet's ``attention_resolutions`` (or another such ``field``) asks for,
+    checked against the sizes its levels have at ``sample_size``; None for the field's default."""
+    wanted = unet_cfg.get(field) if hasattr(unet_cfg, "get") else getattr(unet_cfg, field, None)
     if wanted is None:
         return None
     sizes = [sample_size // 2 ** i for i in range(len(unet_cfg.block_out_channels))]
     unknown = sorted({int(r) for r in wanted} - set(sizes))
     if unknown:
-        raise ConfigError(f"config key '{key}' asks for attention at {unknown}, which are not feature-map sizes of "
-                          f"this UNet: at input size {sample_size} its levels are {sizes}")
+        raise ConfigError(f"config key '{key}' asks for {unknown}, which are not feature-map sizes of this UNet: "
+                          f"at input size {sample_size} its levels are {sizes}")
     return {int(r) for r in wanted}
 
 

@@ -232,6 +232,30 @@ def _check_params(p: dict) -> None:
         raise DatasetError("data.embedded_length must be >= 1")
 
 
+def _check_decodable(size: int) -> None:
+    """Before generating: the videos must come back from decord at their size."""
+    if not _decodes(size):
+        near = next(n for k in range(2, 4096, 2) for n in (size - k, size + k) if n >= 16 and _decodes(n))
+        raise DatasetError(f"data.embedded_size is {size}: decord reads XviD videos of that size back with the "
+                           f"wrong shape (a decord bug at some sizes, e.g. 16, 24 and 48); use another size, e.g. {near}")
+
+
+def _decodes(size: int) -> bool:
+    """Whether decord reads a two-frame XviD video of ``size`` x ``size`` back as (2, size, size, 3)."""
+    import tempfile
+
+    import decord
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.avi"
+        write_xvid_avi(path, np.zeros((2, size, size, 3), dtype=np.uint8))
+        try:
+            shape = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_batch([0, 1]).shape
+        except Exception:  # noqa: BLE001 - decord raises its own error types on these sizes
+            return False
+    return tuple(shape) == (2, size, size, 3)
+
+
 def write_embedded(folder: str | Path, params: dict, progress: bool = True) -> None:
     """Render and write the whole dataset into ``folder`` (which must not exist yet)."""
     folder = Path(folder)
@@ -284,6 +308,7 @@ def ensure_embedded(data_cfg: Any, progress: bool = True) -> Path:
     if root.exists() and not marker.is_file() and any(root.iterdir()):
         raise DatasetError(f"data.root '{root}' exists, is not empty and holds no embedded.json: it is not an embedded "
                            f"dataset, so it is left alone; point data.root at an empty or new folder")
+    _check_decodable(params["size"])
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -18,12 +18,15 @@ per frame; a pooled vector costs one matrix product per clip. The projection sta
 so a fresh ψ starts text-agnostic.
 
 Temporal modelling (``model.residual.temporal: none | conv | attention``, default none):
-one :class:`vfusion.models.temporal.TemporalMixer` (the same diffusers temporal conv /
-temporal attention as the video-UNet baseline) after the UNet's mid block, run by a
-:class:`~vfusion.models.temporal.TemporalHook`. Its output layer starts at zero, so a fresh
-ψ with temporal layers is bit for bit the per-frame ψ and the switch can be ablated cleanly.
+:class:`vfusion.models.temporal.TemporalMixer` s (the same diffusers temporal conv /
+temporal attention as the video-UNet baseline), each run by a
+:class:`~vfusion.models.temporal.TemporalHook`. Where (``model.residual.temporal_resolutions``):
+by default one after the UNet's mid block; given feature-map sizes, one after every spatial
+unit (resnet) of the levels of those sizes, as the video UNet places them. Each output layer
+starts at zero, so a fresh ψ with temporal layers is bit for bit the per-frame ψ and the
+switch can be ablated cleanly.
 
-Why at the bottleneck only, not after every spatial unit as in the baseline: ψ runs on every
+Why the bottleneck by default, not after every spatial unit as in the baseline: ψ runs on every
 non-key frame, so its per-frame cost is what VideoFusion saves (method.md, "Cost structure").
 Counted with ``FlopCounterMode`` (forward, 32x32 frames, 15 non-key frames), one mixer at
 the bottleneck adds 1.3 % (conv) / 2.4 % (attention) to ψ's per-frame FLOPs at the default
@@ -31,8 +34,9 @@ widths [16, 32, 32] (1 resnet per level), where one after each of its 11 spatial
 add 37 % / 68 %; at [32, 64, 64] with 2 resnets per level: 0.9 % / 1.6 % against 42 % / 77 %
 (17 units). The bottleneck is also where mixing is cheapest per unit of context: each of
 its positions sees a large patch of the frame, the scale of the motion ψ has to keep
-consistent, while the content the frames share is already in the base's b̂. Whether ψ needs its neighbours at all is the question the ablation answers; more
-placements are worth their cost only if it says yes.
+consistent, while the content the frames share is already in the base's b̂. Whether ψ needs its
+neighbours at all is the question the ablation answers; more placements are worth their cost
+only if it says yes (the main job's measurement: experiments/results/main_job/README.md).
 
 ψ sees the T-1 non-key frames (the keyframe is b̂ alone), so the temporal layers see that
 sequence: the keyframe's neighbours k-1 and k+1 are adjacent for the conv kernel and the
@@ -56,7 +60,8 @@ from torch import nn
 from vfusion.conditioning import Cond, label_ids
 from vfusion.config import ConfigError
 from vfusion.layout import fold_frames, unfold_frames
-from vfusion.models.temporal import TemporalHook, TemporalMixer, TemporalCheckpointing, mixing_frames
+from vfusion.models.temporal import (TemporalCheckpointing, TemporalHook, TemporalMixer, mixing_frames,
+                                     spatial_units_with_levels)
 from vfusion.models.unet2d import build_unet, time_embed_dim, unet_forward
 
 
@@ -70,7 +75,8 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
                  frame_embed_dim: int = 64, temporal: str = "none", temporal_heads: int = 4, arch: str = "unet2d",
                  block_out_channels: Sequence[int] = (16, 32, 32), layers_per_block: int = 1,
                  attention: bool = False, norm_num_groups: int = 8, text_dim: int = 0,
-                 attention_resolutions: Optional[Sequence[int]] = None):
+                 attention_resolutions: Optional[Sequence[int]] = None,
+                 temporal_resolutions: Optional[Sequence[int]] = None):
         super().__init__()
         if temporal not in RESIDUAL_TEMPORAL:
             raise ValueError(f"model.residual.temporal is '{temporal}'; expected one of {', '.join(RESIDUAL_TEMPORAL)}")
@@ -91,11 +97,18 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
         # not "temporal": a submodule named like a config key would be shadowed by it (ModelMixin.__getattr__)
         self.temporal_layers = nn.ModuleList()
         if temporal != "none":
-            mixer = TemporalMixer(int(block_out_channels[-1]), temporal, temporal_heads, norm_num_groups,
-                                  max(32, num_frames), heads_key="model.residual.temporal_heads")
-            hook = TemporalHook(mixer)
-            self.unet.mid_block.register_forward_hook(hook)
-            self.temporal_layers.append(hook)
+            if temporal_resolutions is None:   # one layer, after the middle block
+                places = [(self.unet.mid_block, int(block_out_channels[-1]))]
+            else:                              # after every spatial unit of the levels of those sizes
+                sizes = {int(r) for r in temporal_resolutions}
+                places = [(unit, channels) for _, unit, channels, level in spatial_units_with_levels(self.unet)
+                          if sample_size // 2 ** level in sizes]
+            for unit, channels in places:
+                mixer = TemporalMixer(channels, temporal, temporal_heads, norm_num_groups, max(32, num_frames),
+                                      heads_key="model.residual.temporal_heads")
+                hook = TemporalHook(mixer)
+                unit.register_forward_hook(hook)
+                self.temporal_layers.append(hook)
 
     @classmethod
     def from_experiment(cls, res_cfg, spec) -> "ResidualGenerator":
@@ -107,8 +120,8 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
                    block_out_channels=[int(c) for c in res_cfg.block_out_channels],
                    layers_per_block=int(res_cfg.layers_per_block), attention=bool(res_cfg.attention),
                    norm_num_groups=int(res_cfg.norm_num_groups),
-                   attention_resolutions=(None if res_cfg.get("attention_resolutions") is None
-                                          else [int(r) for r in res_cfg.attention_resolutions]))
+                   attention_resolutions=_sizes(res_cfg.get("attention_resolutions")),
+                   temporal_resolutions=_sizes(res_cfg.get("temporal_resolutions")))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, frame_index: torch.Tensor,
                 cond: Optional[Cond] = None) -> torch.Tensor:
@@ -130,6 +143,10 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
         with mixing_frames(self.temporal_layers, tp):
             out = unet_forward(self.unet, fold_frames(z), t.repeat_interleave(tp), emb.to(z.dtype))
         return unfold_frames(out, tp)
+
+
+def _sizes(value) -> Optional[list[int]]:
+    return None if value is None else [int(v) for v in value]
 
 
 def temporal_kind(res_cfg) -> str:

@@ -141,3 +141,28 @@ class TemporalCheckpointing:
 
     def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
         super().enable_gradient_checkpointing(gradient_checkpointing_func or checkpoint_keeping_frames)
+
+
+def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
+    """``(name, module, channels)`` of the spatial units a temporal layer follows.
+
+    Per down/mid/up block: its spatial attentions when it has any, else its resnets.
+    """
+    return [(name, layer, channels) for name, layer, channels, _ in spatial_units_with_levels(unet)]
+
+
+def spatial_units_with_levels(unet: nn.Module) -> list[tuple[str, nn.Module, int, int]]:
+    """:func:`spatial_units` with each unit's level (0: full resolution; each level halves the size;
+    the middle block is at the last level, and up block j at level L - 1 - j before its upsampler)."""
+    last = len(unet.down_blocks) - 1
+    blocks = [(f"down_blocks.{i}", b, i) for i, b in enumerate(unet.down_blocks)]
+    blocks += [("mid_block", unet.mid_block, last)] if unet.mid_block is not None else []
+    blocks += [(f"up_blocks.{i}", b, last - i) for i, b in enumerate(unet.up_blocks)]
+    units = []
+    for name, block, level in blocks:
+        attns = [a for a in (getattr(block, "attentions", None) or []) if a is not None]
+        kind, layers = ("attentions", attns) if attns else ("resnets", list(block.resnets))
+        for j, layer in enumerate(layers):
+            channels = block.resnets[min(j, len(block.resnets) - 1)].out_channels
+            units.append((f"{name}.{kind}.{j}", layer, channels, level))
+    return units

@@ -47,26 +47,8 @@ from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_network
 from vfusion.models.spec import ModelSpec
 from vfusion.models.temporal import (TEMPORAL_KINDS, TemporalHook, TemporalMixer, TemporalCheckpointing,
-                                     mixing_frames)
+                                     mixing_frames, spatial_units)
 from vfusion.models.unet2d import UNET_CLASSES, count_parameters, unet_forward
-
-
-def spatial_units(unet: nn.Module) -> list[tuple[str, nn.Module, int]]:
-    """``(name, module, channels)`` of the spatial units a temporal layer follows.
-
-    Per down/mid/up block: its spatial attentions when it has any, else its resnets.
-    """
-    blocks = [(f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)]
-    blocks += [("mid_block", unet.mid_block)] if unet.mid_block is not None else []
-    blocks += [(f"up_blocks.{i}", b) for i, b in enumerate(unet.up_blocks)]
-    units = []
-    for name, block in blocks:
-        attns = [a for a in (getattr(block, "attentions", None) or []) if a is not None]
-        kind, layers = ("attentions", attns) if attns else ("resnets", list(block.resnets))
-        for j, layer in enumerate(layers):
-            channels = block.resnets[min(j, len(block.resnets) - 1)].out_channels
-            units.append((f"{name}.{kind}.{j}", layer, channels))
-    return units
 
 
 class VideoUNet(TemporalCheckpointing, ModelMixin, ConfigMixin):
