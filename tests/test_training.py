@@ -110,7 +110,7 @@ def test_a_minute_cap_that_stops_training_is_recorded(tmp_path, caplog):
     assert json.loads((tmp_path / "full" / "model_info.json").read_text())["stopped_early"] is None
 
 
-@pytest.mark.parametrize("per_clip", [1, 2])
+@pytest.mark.parametrize("per_clip", [pytest.param(1, marks=pytest.mark.slow), 2])  # ~11 s each
 def test_stage1_draws_its_frames_from_more_shorter_clips(tmp_path, per_clip):
     """``pretrain.frames_per_clip``: stage 1 loads clips of that many frames, pretrain.batch_size / frames_per_clip
     of them, and trains on single frames from all of them (with 1, the loader's frames are the batch)."""
