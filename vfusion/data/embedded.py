@@ -256,6 +256,12 @@ def _decodes(size: int) -> bool:
     return tuple(shape) == (2, size, size, 3)
 
 
+def _write_clip(job) -> None:
+    name, class_index, clip, path, params = job
+    frames = render_clip(name, params["seed"], clip, params["size"], params["length"], class_index=class_index)
+    write_xvid_avi(path, frames, fps=params["fps"])
+
+
 def write_embedded(folder: str | Path, params: dict, progress: bool = True) -> None:
     """Render and write the whole dataset into ``folder`` (which must not exist yet)."""
     folder = Path(folder)
@@ -269,11 +275,21 @@ def write_embedded(folder: str | Path, params: dict, progress: bool = True) -> N
         from tqdm import tqdm
 
         bar = tqdm(total=total * len(names), desc="generating the embedded dataset", unit="clip")
+    jobs = []
     for ci, name in enumerate(names):
         (videos / name).mkdir(parents=True)
-        for j in range(total):
-            frames = render_clip(name, params["seed"], j, params["size"], params["length"], class_index=ci)
-            write_xvid_avi(videos / name / clip_name(name, j), frames, fps=params["fps"])
+        jobs += [(name, ci, j, videos / name / clip_name(name, j), params) for j in range(total)]
+    workers = min(2, os.cpu_count() or 1) if len(jobs) >= 32 else 1   # each clip is independent of the others
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_write_clip, jobs, chunksize=8):
+                if bar is not None:
+                    bar.update()
+    else:
+        for job in jobs:
+            _write_clip(job)
             if bar is not None:
                 bar.update()
     if bar is not None:
