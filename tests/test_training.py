@@ -133,9 +133,13 @@ def test_stage1_draws_its_frames_from_more_shorter_clips(tmp_path, per_clip):
     assert int(stage1_config(tiny_config(tmp_path / "r2")).data.num_frames) == 4   # unset: whole clips
 
 
-def test_frames_per_clip_longer_than_the_clip_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="pretrain.frames_per_clip.*1 to data.num_frames"):
-        tiny_config(tmp_path / "run", "pretrain.frames_per_clip=5")
+def test_frames_per_clip_is_at_least_one_and_at_most_the_clip(tmp_path):
+    from vfusion.training.runner import stage1_config
+
+    with pytest.raises(ConfigError, match="pretrain.frames_per_clip.*expected >= 1"):
+        tiny_config(tmp_path / "run", "pretrain.frames_per_clip=0")
+    c1 = stage1_config(tiny_config(tmp_path / "run", "pretrain.frames_per_clip=5"))   # clips of 4 frames
+    assert int(c1.data.num_frames) == 4 and int(c1.data.batch_size) == 2
 
 
 def test_a_checkpoint_from_before_attention_resolutions_still_fits(tmp_path):

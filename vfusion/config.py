@@ -290,7 +290,7 @@ class PretrainConfig:
     max_minutes: float = 0.0
     lr: float = 2e-4
     batch_size: int = 64
-    # frames taken from each loaded clip (null: all data.num_frames of it): a clip's neighbouring frames are
+    # frames taken from each loaded clip (at most data.num_frames; null: all of them): a clip's neighbouring frames are
     # nearly the same picture, so fewer frames per clip (and more clips per batch) make a more varied batch
     frames_per_clip: Optional[int] = None
     # where the diffusers-format base model is written (relative to the run dir)
@@ -528,9 +528,9 @@ def _check_ranges(cfg: DictConfig) -> None:
                     "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
                     "train.sample_every_n_steps", "train.ema_decay"), 0.0)
     per_clip = cfg.pretrain.frames_per_clip
-    if per_clip is not None and not 1 <= per_clip <= cfg.data.num_frames:
-        raise ConfigError(f"config key 'pretrain.frames_per_clip' is {per_clip}; expected 1 to data.num_frames "
-                          f"({cfg.data.num_frames}), or null for whole clips")
+    if per_clip is not None and per_clip < 1:
+        raise ConfigError(f"config key 'pretrain.frames_per_clip' is {per_clip}; expected >= 1 (at most "
+                          f"data.num_frames are taken), or null for whole clips")
     if cfg.train.ema_decay >= 1.0:
         raise ConfigError(f"config key 'train.ema_decay' is {cfg.train.ema_decay}; expected a value in [0, 1)")
     for stage in ("train", "pretrain"):
@@ -554,10 +554,12 @@ def _check_shapes(cfg: DictConfig) -> None:
                           "and the frames its residual generator denoises)")
     if not cfg.data.vae_path:  # latents: the runner checks the latent size once the VAE is loaded
         check_sample_size(cfg, int(cfg.data.resolution))
-        for section in ("base", "residual"):
-            if cfg.model[section].attention:
-                attention_sizes(cfg.model[section], int(cfg.data.resolution), f"model.{section}.attention_resolutions")
-        if cfg.model.residual.temporal != "none":
+        # fresh UNets only: a pretrained base keeps its own blocks (and may bring a VAE: latent sizes)
+        if cfg.model.base.attention and not cfg.model.base.pretrained:
+            attention_sizes(cfg.model.base, int(cfg.data.resolution), "model.base.attention_resolutions")
+        if cfg.model.residual.attention and not cfg.model.base.pretrained:
+            attention_sizes(cfg.model.residual, int(cfg.data.resolution), "model.residual.attention_resolutions")
+        if cfg.model.residual.temporal != "none" and not cfg.model.base.pretrained:
             attention_sizes(cfg.model.residual, int(cfg.data.resolution), "model.residual.temporal_resolutions",
                             field="temporal_resolutions")
 

@@ -76,8 +76,8 @@ def stage1_config(cfg: DictConfig) -> DictConfig:
     c.train.optim.lr = cfg.pretrain.lr
     c.train.sample_every_n_steps = 0
     per_clip = cfg.pretrain.get("frames_per_clip")
-    if per_clip is not None:   # shorter clips (range checked by config.validate): stage 1 sees single frames
-        c.data.num_frames = int(per_clip)
+    if per_clip is not None:   # shorter clips: stage 1 sees single frames anyway
+        c.data.num_frames = min(int(per_clip), int(cfg.data.num_frames))
     c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / int(c.data.num_frames)))
     # the image UNet's one network is stage 2's base
     c.train.gradient_checkpointing = [n for n in cfg.train.gradient_checkpointing if n in ("all", "base")]
