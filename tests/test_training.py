@@ -143,7 +143,8 @@ def test_frames_per_clip_is_at_least_one_and_at_most_the_clip(tmp_path):
 
 
 def test_a_checkpoint_from_before_attention_resolutions_still_fits(tmp_path):
-    """Checkpoints written before the key existed have no ``attention_resolutions``; at its default (null)
+    """Checkpoints written before the keys existed have no ``attention_resolutions`` / ``temporal_resolutions``;
+    at their default (null)
     the architecture is the same, so they resume. A set value is a different architecture."""
     from vfusion.training.lit_module import check_signature
 
@@ -151,6 +152,7 @@ def test_a_checkpoint_from_before_attention_resolutions_still_fits(tmp_path):
     old = json.loads(json.dumps(m.signature))
     for section in ("base", "residual"):
         del old["model"][section]["attention_resolutions"]
+    del old["model"]["residual"]["temporal_resolutions"]
     check_signature({"vfusion": {"signature": old}}, m.signature)
     other = build_module(tiny_config(tmp_path, "model.base.attention_resolutions=[8]"), tiny_spec())
     with pytest.raises(CheckpointMismatchError, match="attention_resolutions"):

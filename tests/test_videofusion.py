@@ -205,4 +205,6 @@ def test_temporal_resolutions_must_be_sizes_the_residual_has(tmp_path):
     with pytest.raises(ConfigError, match=r"model.residual.temporal_resolutions.*\[4\].*\[16, 8\]"):
         tiny_config(tmp_path, "model.residual.temporal=conv", "model.residual.temporal_resolutions=[16,4]")
     tiny_config(tmp_path, "model.residual.temporal_resolutions=[4]")   # no temporal layers: nothing to place
+    with pytest.raises(ConfigError, match=r"temporal_resolutions.*\[4\]"):   # built directly (e.g. a pretrained
+        ResidualGenerator(**RES, temporal="conv", temporal_resolutions=(4,))   # base skips the config check)
 

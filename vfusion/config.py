@@ -554,24 +554,28 @@ def _check_shapes(cfg: DictConfig) -> None:
                           "and the frames its residual generator denoises)")
     if not cfg.data.vae_path:  # latents: the runner checks the latent size once the VAE is loaded
         check_sample_size(cfg, int(cfg.data.resolution))
-        # fresh UNets only: a pretrained base keeps its own blocks (and may bring a VAE: latent sizes)
-        if cfg.model.base.attention and not cfg.model.base.pretrained:
-            attention_sizes(cfg.model.base, int(cfg.data.resolution), "model.base.attention_resolutions")
-        if cfg.model.residual.attention and not cfg.model.base.pretrained:
-            attention_sizes(cfg.model.residual, int(cfg.data.resolution), "model.residual.attention_resolutions")
-        if cfg.model.residual.temporal != "none" and not cfg.model.base.pretrained:
-            attention_sizes(cfg.model.residual, int(cfg.data.resolution), "model.residual.temporal_resolutions",
-                            field="temporal_resolutions")
+        # fresh UNets only: a pretrained base keeps its own blocks (and may bring a VAE: latent sizes);
+        # building the networks checks the same at the size they really run at
+        if not cfg.model.base.pretrained:
+            res = int(cfg.data.resolution)
+            base, residual = cfg.model.base, cfg.model.residual
+            if base.attention:
+                level_sizes(base.attention_resolutions, len(base.block_out_channels), res,
+                            "model.base.attention_resolutions")
+            if residual.attention:
+                level_sizes(residual.attention_resolutions, len(residual.block_out_channels), res,
+                            "model.residual.attention_resolutions")
+            if residual.temporal != "none":
+                level_sizes(residual.temporal_resolutions, len(residual.block_out_channels), res,
+                            "model.residual.temporal_resolutions")
 
 
-def attention_sizes(unet_cfg, sample_size: int, key: str = "attention_resolutions",
-                    field: str = "attention_resolutions") -> Optional[set[int]]:
-    """The feature-map sizes a fresh UNet's ``attention_resolutions`` (or another such ``field``) asks for,
-    checked against the sizes its levels have at ``sample_size``; None for the field's default."""
-    wanted = unet_cfg.get(field) if hasattr(unet_cfg, "get") else getattr(unet_cfg, field, None)
+def level_sizes(wanted, levels: int, sample_size: int, key: str) -> Optional[set[int]]:
+    """The feature-map sizes a list like ``attention_resolutions`` names, checked against the sizes
+    of a UNet's ``levels`` at input ``sample_size`` (each level halves it); None when unset."""
     if wanted is None:
         return None
-    sizes = [sample_size // 2 ** i for i in range(len(unet_cfg.block_out_channels))]
+    sizes = [sample_size // 2 ** i for i in range(levels)]
     unknown = sorted({int(r) for r in wanted} - set(sizes))
     if unknown:
         raise ConfigError(f"config key '{key}' asks for {unknown}, which are not feature-map sizes of this UNet: "

@@ -25,6 +25,8 @@ import json
 import math
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -280,16 +282,8 @@ def write_embedded(folder: str | Path, params: dict, progress: bool = True) -> N
         (videos / name).mkdir(parents=True)
         jobs += [(name, ci, j, videos / name / clip_name(name, j), params) for j in range(total)]
     workers = min(2, os.cpu_count() or 1) if len(jobs) >= 32 else 1   # each clip is independent of the others
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers) as pool:
-            for _ in pool.map(_write_clip, jobs, chunksize=8):
-                if bar is not None:
-                    bar.update()
-    else:
-        for job in jobs:
-            _write_clip(job)
+    with (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+        for _ in (pool.map(_write_clip, jobs, chunksize=8) if pool else map(_write_clip, jobs)):
             if bar is not None:
                 bar.update()
     if bar is not None:

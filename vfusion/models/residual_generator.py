@@ -58,7 +58,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import ConfigError
+from vfusion.config import ConfigError, level_sizes
 from vfusion.layout import fold_frames, unfold_frames
 from vfusion.models.temporal import (TemporalCheckpointing, TemporalHook, TemporalMixer, mixing_frames,
                                      spatial_units_with_levels)
@@ -100,7 +100,8 @@ class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
             if temporal_resolutions is None:   # one layer, after the middle block
                 places = [(self.unet.mid_block, int(block_out_channels[-1]))]
             else:                              # after every spatial unit of the levels of those sizes
-                sizes = {int(r) for r in temporal_resolutions}
+                sizes = level_sizes(temporal_resolutions, len(block_out_channels), sample_size,
+                                    "model.residual.temporal_resolutions")
                 places = [(unit, channels) for _, unit, channels, level in spatial_units_with_levels(self.unet)
                           if sample_size // 2 ** level in sizes]
             for unit, channels in places:

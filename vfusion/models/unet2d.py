@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
-from vfusion.config import attention_sizes
+from vfusion.config import level_sizes
 from vfusion.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ def build_unet(cfg, in_channels: int, out_channels: int, sample_size: int,
 def attention_levels(cfg, sample_size: int) -> list[bool]:
     """Which levels of a fresh UNet get attention blocks (``attention`` and ``attention_resolutions``)."""
     levels = len(cfg.block_out_channels)
-    wanted = attention_sizes(cfg, sample_size) if cfg.attention else None
+    wanted = getattr(cfg, "attention_resolutions", None) if cfg.attention else None
+    wanted = level_sizes(wanted, levels, sample_size, "attention_resolutions")
     if wanted is None:
         return [bool(cfg.attention) and i >= max(1, levels - 2) for i in range(levels)]
     return [sample_size // 2 ** i in wanted for i in range(levels)]

@@ -209,6 +209,10 @@ def model_signature(model_cfg: dict, spec_info: dict) -> dict:
     return {"model": dict(model_cfg), "spec": dict(spec_info)}
 
 
+# architecture keys of model.base / model.residual that checkpoints written before them lack (null: as before)
+LATER_KEYS = ("attention_resolutions", "temporal_resolutions")
+
+
 def _strip_non_architecture(sig: dict) -> dict:
     model = dict(sig.get("model", {}))
     for key in ("class_dropout",):
@@ -217,10 +221,10 @@ def _strip_non_architecture(sig: dict) -> dict:
     for key in ("pretrained", "subfolder", "lr_mult", "freeze"):
         base.pop(key, None)
     model["base"] = base
-    for section in ("base", "residual", "video_unet"):   # a key added later at its default: older checkpoints fit
+    for section in ("base", "residual"):   # keys added later, at their defaults: older checkpoints fit
         part = model.get(section)
-        if isinstance(part, dict) and part.get("attention_resolutions", 0) is None:
-            model[section] = {k: v for k, v in part.items() if k != "attention_resolutions"}
+        if isinstance(part, dict):
+            model[section] = {k: v for k, v in part.items() if not (k in LATER_KEYS and v is None)}
     return {"model": model, "spec": sig.get("spec")}
 
 
