@@ -118,3 +118,25 @@ def test_both_models_use_the_one_temporal_module():
     for hooks in (video.temporal, residual.temporal_layers):
         assert len(hooks) and all(type(h) is TemporalHook and type(h.mixer) is TemporalMixer for h in hooks)
     assert len(residual.temporal_layers) == 1  # the residual generator: one, at its bottleneck
+
+
+def test_x0_consistency_counts_only_the_coarse_change():
+    """experiments/x0_consistency.py: the frame-to-frame change of 4x4 block means, checked against a numpy
+    computation; a checkerboard that flips sign every frame keeps every block mean, so its coarse change is
+    0 while its pixel change is large."""
+    import numpy as np
+
+    from tests.conftest import experiment_script
+
+    coarse_change = experiment_script("x0_consistency").coarse_change
+    torch.manual_seed(0)
+    clips = torch.rand(2, 3, 5, 8, 8) * 2 - 1
+    blocks = clips.numpy().reshape(2, 3, 5, 2, 4, 2, 4).mean(axis=(4, 6))
+    expected = np.abs(np.diff(blocks, axis=2)).mean() * 127.5
+    assert coarse_change(clips) == pytest.approx(float(expected), rel=1e-5)
+
+    board = torch.where((torch.arange(8).view(8, 1) + torch.arange(8).view(1, 8)) % 2 == 0, 0.5, -0.5)
+    sign = torch.tensor([1.0, -1.0] * 3)[:6].view(1, 1, 6, 1, 1)
+    flipping = (sign * board).expand(1, 3, 6, 8, 8)
+    assert coarse_change(flipping) == pytest.approx(0.0, abs=1e-6)
+    assert frame_change(flipping).item() == pytest.approx(127.5)
