@@ -421,7 +421,8 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
         lam = 0.5 if cfg.noise.value == 0.5 and cfg.noise.schedule == "constant" else 0.0
         atomic_write_json(Path(run_dir) / "metrics.json", {"metrics": {"fvd64_16f": 100 + 10 * lam + cfg.seed}})
 
-    f = write_study(tmp_path / "s.yaml", overrides=list(TINY_OVERRIDES),
+    # constant λ cells (the main job's λ rises with the noise level: noise.value_T)
+    f = write_study(tmp_path / "s.yaml", overrides=list(TINY_OVERRIDES) + ["noise.value_T=null"],
                     eval={"metrics": ["fvd"], "real_vs_real": True},
                     grid={"lam": [{"label": "c0", "overrides": ["noise.value=0"]},
                                   {"label": "c0.5", "overrides": ["noise.value=0.5"]},
