@@ -26,27 +26,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vfusion.conditioning import class_cond
 from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
-from vfusion.evaluation.temporal import GREY_LEVELS_PER_UNIT
+from vfusion.evaluation.temporal import GREY_LEVELS_PER_UNIT, frame_change
+from vfusion.layout import fold_frames, unfold_frames
 from vfusion.rundir import RunDir
 from vfusion.utils.io import atomic_write_json
 
 
 def coarse_change(videos: torch.Tensor, block: int = 4) -> float:
     """Mean |Δ| between consecutive frames of the ``block`` x ``block`` means, grey levels."""
-    b, c, t, h, w = videos.shape
-    frames = videos.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-    coarse = F.avg_pool2d(frames, block).reshape(b, t, c, h // block, w // block)
-    return float((coarse[:, 1:] - coarse[:, :-1]).abs().mean() * GREY_LEVELS_PER_UNIT)
+    coarse = unfold_frames(F.avg_pool2d(fold_frames(videos), block), videos.shape[2])
+    return float(frame_change(coarse).mean())
 
 
 def real_clips(run: Path, num: int) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = RunDir(run).config()
     dataset, (indices,) = dataset_subsets(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, [num])
-    videos = torch.cat(list(dataset_batches(dataset, indices, batch_size=16)))
-    labels = torch.tensor([int(dataset[i][1]) for i in indices])
-    return videos, labels
+    batches = list(dataset_batches(dataset, indices, batch_size=16, with_labels=True))
+    return torch.cat([clips for clips, _ in batches]), torch.cat([torch.as_tensor(lab) for _, lab in batches])
 
 
 @torch.no_grad()
@@ -55,11 +52,12 @@ def x0_rows(run: Path, videos: torch.Tensor, labels: torch.Tensor, timesteps: li
 
     pipe = VideoFusionPipeline.from_pretrained(str(run / "pipeline"))
     model, process, prior = pipe.model().eval(), pipe.process, pipe.spec().noise
-    cond = class_cond(labels) if int(pipe.video_config.get("num_classes", 0)) > 0 else None
+    cond = pipe.condition(labels if int(pipe.video_config.get("num_classes", 0)) else None, None,
+                          videos.shape[0], videos.device)
     rows = []
     for t in timesteps:
         tt = torch.full((videos.shape[0],), t, dtype=torch.long)
-        level = process.noise_level(tt) if getattr(prior, "time_dependent", False) else None
+        level = process.noise_level(tt) if prior.time_dependent else None
         eps = prior(videos.shape, generator=torch.Generator().manual_seed(t), level=level)
         x_t = process.add_noise(videos, eps, tt)
         eps_hat = process.to_eps(model(x_t, tt, cond), x_t, tt)

@@ -140,3 +140,30 @@ def test_x0_consistency_counts_only_the_coarse_change():
     flipping = (sign * board).expand(1, 3, 6, 8, 8)
     assert coarse_change(flipping) == pytest.approx(0.0, abs=1e-6)
     assert frame_change(flipping).item() == pytest.approx(127.5)
+
+
+def test_dataset_batches_with_labels_reads_each_clip_once():
+    """clip_sources.dataset_batches(with_labels=True): the same clips as without, in index order, with each
+    clip's own label, from one read per clip."""
+    from torch.utils.data import Dataset
+
+    from vfusion.evaluation.clip_sources import dataset_batches
+
+    class Clips(Dataset):
+        def __init__(self):
+            self.reads = []
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            self.reads.append(i)
+            return torch.full((3, 2, 4, 4), float(i)), 10 + i
+
+    data = Clips()
+    pairs = list(dataset_batches(data, [4, 1, 3], batch_size=2, with_labels=True))
+    assert sorted(data.reads) == [1, 3, 4]
+    clips = torch.cat([c for c, _ in pairs])
+    labels = torch.cat([lab for _, lab in pairs])
+    assert labels.tolist() == [14, 11, 13] and clips[:, 0, 0, 0, 0].tolist() == [4.0, 1.0, 3.0]
+    assert torch.equal(torch.cat(list(dataset_batches(data, [4, 1, 3], batch_size=2))), clips)
