@@ -142,6 +142,61 @@ def test_x0_consistency_counts_only_the_coarse_change():
     assert frame_change(flipping).item() == pytest.approx(127.5)
 
 
+def test_object_motion_follows_a_disk_by_its_colour():
+    """experiments/object_motion.py: a red disk moved by whole pixels is seen in every frame with a constant
+    area, steps of exactly the shift and a travel of the whole path; the same disk fading into the
+    background is lost once its colour is too pale for the mask."""
+    import numpy as np
+
+    from tests.conftest import experiment_script
+
+    motion = experiment_script("object_motion")
+    ys, xs = np.mgrid[0:32, 0:32]
+    clip = np.tile(np.array([0.85, 0.8, 0.7]), (12, 32, 32, 1))
+    for t in range(12):
+        disk = (xs - (5 + 2 * t)) ** 2 + (ys - 16) ** 2 <= 16
+        clip[t][disk] = (0.85, 0.15, 0.15)
+    row = motion.track(clip, motion.red_ball)
+    assert row["seen"] == 1.0 and row["area_cv"] == 0.0
+    assert row["step"] == pytest.approx(2.0) and row["jump"] == pytest.approx(2.0)
+    assert row["travel"] == pytest.approx(22.0)
+
+    background = np.array([0.85, 0.8, 0.7])
+    alpha = np.linspace(1, 0, 12).reshape(12, 1, 1, 1)
+    fading = background + alpha * (clip - background)
+    row = motion.track(fading, motion.red_ball)
+    # the mask needs r - g = 0.05 + 0.65 alpha > 0.3, i.e. alpha > 0.385: frames 0..6 of alpha = 1 - t / 11
+    assert row["seen"] == pytest.approx(7 / 12)
+
+
+def test_object_motion_keyframe_change_isolates_a_keyframe_that_stands_out():
+    """Only the keyframe (8 of 16) differs from a still clip, by 0.2: the two pairs at it change by 0.2 * 255
+    grey levels, the other 13 pairs not at all."""
+    import numpy as np
+
+    from tests.conftest import experiment_script
+
+    clips = np.full((2, 16, 4, 4, 3), 0.5)
+    clips[:, 8] += 0.2
+    row = experiment_script("object_motion").keyframe_change(clips)
+    assert row["key_change"] == pytest.approx(51.0) and row["other_change"] == 0.0
+
+
+def test_object_motion_sees_the_embedded_objects_move():
+    """The colour masks find the ball and the bob of the embedded dataset's own renderer in every frame, and
+    they travel (the renderer moves them by at least 0.025 of the frame per step)."""
+    from tests.conftest import experiment_script
+    from vfusion.data.embedded import render_clip
+
+    motion = experiment_script("object_motion")
+    for name in motion.TRACKED:
+        for clip in range(3):
+            frames = render_clip(name, seed=0, clip=clip, size=32, length=16).astype("float32") / 255
+            row = motion.track(frames, motion.TRACKED[name])
+            assert row["seen"] == 1.0, (name, clip, row)
+            assert row["travel"] > 3.0, (name, clip, row)
+
+
 def test_dataset_batches_with_labels_reads_each_clip_once():
     """clip_sources.dataset_batches(with_labels=True): the same clips as without, in index order, with each
     clip's own label, from one read per clip."""

@@ -1,0 +1,155 @@
+"""Do the embedded dataset's objects move in a run's samples, and do they move smoothly?
+
+    python experiments/object_motion.py --run runs/embedded_videofusion [--run RUN ...] \
+        [--num-real 32] [--out FILE.json]
+
+Flicker and drift (``vfusion evaluate --metrics flicker,drift``) say how much a clip changes, not what
+changes: a ball that fades in and out and a ball that rolls can score the same. This script follows the
+two objects of the embedded dataset that have a colour of their own, the red ball of ``BouncingBall``
+and the yellow bob of ``SwingingPendulum``, by a colour mask, frame by frame, in the run's samples
+(``RUN/samples/videos.npy``, before any video codec, with the labels of ``samples.json``) and in
+``--num-real`` real clips of the run's evaluation split. Per class it prints the means over clips of:
+
+* ``seen``: the share of frames where the object is visible (mask area >= ``MIN_AREA`` pixels); an
+  object that fades out scores below 1;
+* ``area cv``: the object's mask area over the frames it is seen, std / mean (fading and brightening);
+* ``step``: the mean distance (pixels) its centroid moves between consecutive frames where it is seen;
+* ``jump``: the largest such step in the clip;
+* ``travel``: how far it gets, the largest distance between two of its centroids in the clip.
+
+A clip that moves as the real ones do has ``step`` and ``travel`` near the real values with ``jump``
+not far above ``step``; a still object has ``travel`` near 0.
+
+Over all clips it also prints how much the frames next to the keyframe change (``key change``: the mean of
+|x_k − x_(k−1)| and |x_(k+1) − x_k|, grey levels) against the other consecutive pairs (``other change``). In
+VideoFusion the keyframe is the base generator's own prediction and every other frame the residual
+generator's, so a keyframe that stands out of its clip shows as ``key change`` above ``other change``;
+in real clips the two are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
+from vfusion.layout import keyframe_index
+from vfusion.rundir import RunDir
+from vfusion.utils.io import atomic_write_json
+
+MIN_AREA = 4  # pixels (32x32 frames: the ball covers about 55, the bob about 25)
+
+
+def red_ball(rgb: np.ndarray) -> np.ndarray:
+    """Mask of saturated red (the ball is about (0.85, 0.15, 0.15) on a beige texture)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (r > 0.5) & (r - g > 0.3) & (r - b > 0.3)
+
+
+def yellow_bob(rgb: np.ndarray) -> np.ndarray:
+    """Mask of saturated yellow (the bob is about (0.95, 0.80, 0.20) on a blue texture)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (r > 0.55) & (g > 0.45) & (np.minimum(r, g) - b > 0.3)
+
+
+TRACKED = {"BouncingBall": red_ball, "SwingingPendulum": yellow_bob}
+
+
+def track(clip: np.ndarray, mask_fn) -> dict:
+    """``clip``: (T, H, W, 3) in [0, 1] -> the statistics of the module docstring for one clip."""
+    masks = mask_fn(clip)                                               # (T, H, W)
+    areas = masks.reshape(len(clip), -1).sum(1)
+    seen = areas >= MIN_AREA
+    ys, xs = np.mgrid[0:clip.shape[1], 0:clip.shape[2]]
+    cents = np.array([[(xs * m).sum() / max(m.sum(), 1), (ys * m).sum() / max(m.sum(), 1)] for m in masks])
+    out = {"seen": float(seen.mean())}
+    if seen.sum() >= 1:
+        a = areas[seen].astype(float)
+        out["area_cv"] = float(a.std() / a.mean())
+        c = cents[seen]
+        out["travel"] = float(np.max(np.linalg.norm(c[:, None] - c[None], axis=-1)))
+    both = seen[1:] & seen[:-1]
+    if both.any():
+        steps = np.linalg.norm(cents[1:] - cents[:-1], axis=1)[both]
+        out["step"], out["jump"] = float(steps.mean()), float(steps.max())
+    return out
+
+
+def keyframe_change(clips: np.ndarray) -> dict:
+    """``clips``: (N, T, H, W, 3) in [0, 1] -> mean change of the two pairs at the keyframe and of the others."""
+    k = keyframe_index(clips.shape[1])
+    steps = np.abs(np.diff(clips, axis=1)).mean(axis=(0, 2, 3, 4)) * 255        # (T-1,): pair (t, t+1)
+    at_key = [k - 1, k]
+    others = [i for i in range(len(steps)) if i not in at_key]
+    return {"key_change": round(float(steps[at_key].mean()), 3), "other_change": round(float(steps[others].mean()), 3)}
+
+
+def summarise(clips: list[np.ndarray], mask_fn) -> dict:
+    per = [track(c, mask_fn) for c in clips]
+    keys = ("seen", "area_cv", "step", "jump", "travel")
+    return {"clips": len(per), **{k: round(float(np.mean([p[k] for p in per if k in p])), 3)
+                                  if any(k in p for p in per) else None for k in keys}}
+
+
+def sample_clips(run: Path) -> tuple[np.ndarray, list[int]]:
+    folder = run / "samples"
+    meta = json.loads((folder / "samples.json").read_text())
+    frames = np.load(folder / meta.get("frames_file", "videos.npy"))     # (N, T, H, W, 3) uint8
+    return frames.astype(np.float32) / 255.0, [int(v) for v in meta["labels"]]
+
+
+def real_clips(run: Path, num: int) -> tuple[np.ndarray, list[int], list[str]]:
+    cfg = RunDir(run).config()
+    dataset, (indices,) = dataset_subsets(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, [num])
+    clips, labels = [], []
+    for batch, lab in dataset_batches(dataset, indices, batch_size=16, with_labels=True):
+        clips.append(((batch.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1).numpy())   # (B, T, H, W, C)
+        labels += [int(v) for v in torch.as_tensor(lab)]
+    return np.concatenate(clips), labels, list(dataset.class_names)
+
+
+def by_class(clips: np.ndarray, labels: list[int], names: list[str]) -> dict:
+    out = {"all": keyframe_change(clips)}
+    for name, fn in TRACKED.items():
+        if name in names:
+            chosen = [c for c, lab in zip(clips, labels) if lab == names.index(name)]
+            if chosen:
+                out[name] = summarise(chosen, fn)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", action="append", required=True, type=Path)
+    ap.add_argument("--num-real", type=int, default=32)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    clips, labels, names = real_clips(args.run[0], args.num_real)
+    result = {"what": "object tracking by colour mask (experiments/object_motion.py): per class, means over clips",
+              "min_area_px": MIN_AREA, "real": by_class(clips, labels, names), "runs": {}}
+    for run in args.run:
+        fake, fake_labels = sample_clips(run)
+        result["runs"][run.name] = by_class(fake, fake_labels, names)
+    cols = ("seen", "area_cv", "step", "jump", "travel")
+    print(f"{'clips':28s} {'class':18s} " + " ".join(f"{c:>8s}" for c in cols))
+    tables = [("real", result["real"])] + list(result["runs"].items())
+    for who, table in tables:
+        for cls, row in table.items():
+            if cls == "all":
+                continue
+            print(f"{who:28s} {cls:18s} " + " ".join(f"{row[c]:8.2f}" if row[c] is not None else f"{'-':>8s}"
+                                                    for c in cols))
+    print(f"\n{'clips':28s} {'key change':>12s} {'other change':>12s}")
+    for who, table in tables:
+        print(f"{who:28s} {table['all']['key_change']:12.2f} {table['all']['other_change']:12.2f}")
+    if args.out:
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
