@@ -34,9 +34,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
+from vfusion.evaluation.clip_sources import labelled_subset
+from vfusion.inference.generate import FRAMES_FILE, MANIFEST
 from vfusion.layout import keyframe_index
 from vfusion.rundir import RunDir
 from vfusion.utils.io import atomic_write_json
@@ -96,20 +96,17 @@ def summarise(clips: list[np.ndarray], mask_fn) -> dict:
 
 
 def sample_clips(run: Path) -> tuple[np.ndarray, list[int]]:
-    folder = run / "samples"
-    meta = json.loads((folder / "samples.json").read_text())
-    frames = np.load(folder / meta.get("frames_file", "videos.npy"))     # (N, T, H, W, 3) uint8
+    folder = RunDir(run).samples_dir
+    meta = json.loads((folder / MANIFEST).read_text())
+    frames = np.load(folder / meta.get("frames_file", FRAMES_FILE))     # (N, T, H, W, 3) uint8
     return frames.astype(np.float32) / 255.0, [int(v) for v in meta["labels"]]
 
 
 def real_clips(run: Path, num: int) -> tuple[np.ndarray, list[int], list[str]]:
     cfg = RunDir(run).config()
-    dataset, (indices,) = dataset_subsets(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, [num])
-    clips, labels = [], []
-    for batch, lab in dataset_batches(dataset, indices, batch_size=16, with_labels=True):
-        clips.append(((batch.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1).numpy())   # (B, T, H, W, C)
-        labels += [int(v) for v in torch.as_tensor(lab)]
-    return np.concatenate(clips), labels, list(dataset.class_names)
+    clips, labels, names = labelled_subset(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, num)
+    frames = ((clips.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1).numpy()             # (N, T, H, W, C)
+    return frames, [int(v) for v in labels], names
 
 
 def by_class(clips: np.ndarray, labels: list[int], names: list[str]) -> dict:

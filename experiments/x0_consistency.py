@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vfusion.evaluation.clip_sources import dataset_batches, dataset_subsets
+from vfusion.evaluation.clip_sources import labelled_subset
 from vfusion.evaluation.temporal import GREY_LEVELS_PER_UNIT, frame_change
 from vfusion.layout import fold_frames, unfold_frames
 from vfusion.rundir import RunDir
@@ -41,9 +41,8 @@ def coarse_change(videos: torch.Tensor, block: int = 4) -> float:
 
 def real_clips(run: Path, num: int) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = RunDir(run).config()
-    dataset, (indices,) = dataset_subsets(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, [num])
-    batches = list(dataset_batches(dataset, indices, batch_size=16, with_labels=True))
-    return torch.cat([clips for clips, _ in batches]), torch.cat([torch.as_tensor(lab) for _, lab in batches])
+    clips, labels, _names = labelled_subset(cfg.data, cfg.eval.get("real_split") or cfg.data.eval_split, num)
+    return clips, labels
 
 
 @torch.no_grad()

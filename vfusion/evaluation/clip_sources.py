@@ -154,3 +154,13 @@ def dataset_batches(dataset, indices: Sequence[int], batch_size: int, num_worker
     for item in loader:
         clips = item[0] if isinstance(item, (list, tuple)) else item
         yield (clips, item[1]) if with_labels else clips
+
+
+def labelled_subset(data_cfg, split: str, num: int, batch_size: int = 16):
+    """``num`` real clips of ``split`` (the seeded subset evaluation uses), ``(N, C, T, H, W)`` in [-1, 1], with
+    their labels ``(N,)`` and the dataset's class names, each clip read once."""
+    dataset, (indices,) = dataset_subsets(data_cfg, split, [num])
+    batches = list(dataset_batches(dataset, indices, batch_size=batch_size, with_labels=True))
+    clips = torch.cat([c for c, _ in batches])
+    labels = torch.cat([torch.as_tensor(lab) for _, lab in batches])
+    return clips, labels, list(dataset.class_names)
