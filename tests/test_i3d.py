@@ -240,13 +240,13 @@ def test_torchscript_i3d_is_called_with_the_stylegan_v_flags(tmp_path):
 
 # --------------------------------------------------------------------------- the real check
 
-def test_cricket_clip_is_playing_cricket(weights_cache, shared_dir):
+def test_cricket_clip_is_playing_cricket(weights_cache, reference_dir):
     """protocols.md: cricket_rgb.gif, scaled to [-1, 1] and fed whole -> 'playing cricket' ~0.99."""
     from vfusion.utils.video import read_video
 
-    labels = (shared_dir / "data" / "label_map.txt").read_text().splitlines()
+    labels = (reference_dir / "label_map.txt").read_text().splitlines()
     assert len(labels) == 400
-    clip = read_video(shared_dir / "data" / "cricket_rgb.gif")
+    clip = read_video(reference_dir / "cricket_rgb.gif")
     assert clip.shape == (3, 79, 224, 224)
     model = load_i3d(weights_cache)
     assert model.detector_info["sha256"] == "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"

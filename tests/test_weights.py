@@ -189,11 +189,11 @@ def test_torchmetrics_fid_with_inception_features_without_torch_fidelity(weights
 
 # --------------------------------------------------------------------------- the CLI
 
-def test_cli_weights_check_prints_top5_hashes_and_feature_shape(weights_cache, shared_dir, capsys, tmp_path):
+def test_cli_weights_check_prints_top5_hashes_and_feature_shape(weights_cache, reference_dir, capsys, tmp_path):
     from vfusion.cli import main
 
-    gif = shared_dir / "data" / "cricket_rgb.gif"
-    labels = shared_dir / "data" / "label_map.txt"
+    gif = reference_dir / "cricket_rgb.gif"
+    labels = reference_dir / "label_map.txt"
     from PIL import Image, ImageSequence  # a short 112x112 copy: exercises the resize, keeps the test fast
 
     with Image.open(gif) as im:
@@ -211,14 +211,20 @@ def test_cli_weights_check_prints_top5_hashes_and_feature_shape(weights_cache, s
     assert lines[7] == "fid_features\t(1, 2048)"
 
 
-def test_cli_user_errors_exit_2(tmp_path, capsys, shared_dir):
+def test_cli_user_errors_exit_2(tmp_path, capsys):
+    from PIL import Image
+
     from vfusion.cli import main
 
+    clip = tmp_path / "clip.gif"
+    frames = [Image.new("RGB", (16, 16), (10 * i, 0, 0)) for i in range(3)]
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=40)
     bad_labels = tmp_path / "labels.txt"
     bad_labels.write_text("a\nb\n")
-    assert main(["weights", "check", "--clip", str(shared_dir / "data" / "cricket_rgb.gif"),
-                 "--labels", str(bad_labels)]) == 2
+    labels = tmp_path / "labels400.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(400)))
+    assert main(["weights", "check", "--clip", str(clip), "--labels", str(bad_labels)]) == 2
     assert "needs 400" in capsys.readouterr().err
     assert main(["weights", "check", "--clip", str(tmp_path / "none.gif"),
-                 "--labels", str(shared_dir / "data" / "label_map.txt"), "--dir", str(tmp_path)]) == 2
+                 "--labels", str(labels), "--dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
