@@ -423,7 +423,7 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
 
     # constant λ cells (the main job's λ rises with the noise level: noise.value_T)
     f = write_study(tmp_path / "s.yaml", overrides=list(TINY_OVERRIDES) + ["noise.value_T=null"],
-                    eval={"metrics": ["fvd"], "real_vs_real": True},
+                    eval={"metrics": ["flicker"], "real_vs_real": True},
                     grid={"lam": [{"label": "c0", "overrides": ["noise.value=0"]},
                                   {"label": "c0.5", "overrides": ["noise.value=0.5"]},
                                   {"label": "lin", "overrides": ["noise.schedule=linear", "noise.value=0.9"]}]})
@@ -454,7 +454,7 @@ def test_new_eval_settings_redo_only_evaluation(tiny_study, tmp_path):
     runs = study.study_dir / "runs"
     before = {r: _mtimes(runs / r) for r in ("l0_s0", "l0.5_s0")}
     more = load_study(study.path, study_dir=str(study.study_dir))
-    more.spec.eval.metrics = ["fvd"]
+    more.spec.eval.metrics = ["flicker"]
     evaluated = []
 
     def fake_evaluate(run_dir, cfg):
@@ -465,13 +465,13 @@ def test_new_eval_settings_redo_only_evaluation(tiny_study, tmp_path):
 
     run_study(more, StudyHooks(fit=no_training, write_samples=no_training, evaluate=fake_evaluate,
                                spec_info=tiny_spec()), only=["*_s0"], echo=lambda s: None)
-    assert evaluated == [("l0_s0", ["fvd"]), ("l0.5_s0", ["fvd"])]
+    assert evaluated == [("l0_s0", ["flicker"]), ("l0.5_s0", ["flicker"])]
     for r in ("l0_s0", "l0.5_s0"):
         ckpt = runs / r / "checkpoints" / "last.ckpt"
         assert _mtimes(runs / r)[ckpt] == before[r][ckpt]
         st = read_status(runs / r)
         assert st["state"] == "done" and st["phases"]["evaluate"]["done"] and "eval settings changed" in st["note"]
-        assert "- fvd" in (runs / r / "config.yaml").read_text()
+        assert "- flicker" in (runs / r / "config.yaml").read_text()
 
 
 def test_cli_output_into_a_closed_pipe_stops_quietly(tmp_path):
@@ -499,7 +499,7 @@ def test_pipeline_command_is_a_one_cell_study(tmp_path):
     run = tmp_path / "main"
     ovs = list(TINY_OVERRIDES) + [f"run_dir={run}", "train.max_steps=2", "pretrain.max_steps=1",
                                   "sample.num_videos=2", "eval.num_videos=3", "sample.batch_size=3",
-                                  "eval.batch_size=3", "eval.metrics=[fvd]"]
+                                  "eval.batch_size=3", "eval.metrics=[flicker]"]
     study = single_run_study(BASE, ovs)
     (plan, cfg), = plan_study(study)
     assert plan.run_dir == run and plan.stage1_dir == tmp_path / "main_base"

@@ -337,6 +337,8 @@ class EvalConfig:
     # stylegan_v (StyleGAN-V's first N videos in sorted order at random offsets; UCF-101 train + test, other
     # datasets train; metric names end with _sgv). Recorded in metrics.json.
     protocol: str = "vfusion"
+    # `vfusion pipeline` also measures the metrics between two halves of the real clips (their floor)
+    real_vs_real: bool = True
 
 
 @dataclass

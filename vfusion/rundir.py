@@ -37,12 +37,13 @@ def check_sampling(batch_size: int, steps: int, guidance_scale: float, num_train
     if num_videos is not None and num_videos < 1:
         raise UserError(f"{num_videos} videos: ask for at least one (--num-videos N)")
     if batch_size < 1:
-        raise UserError(f"batch size {batch_size}: generate at least one video per batch")
+        raise UserError(f"batch size {batch_size}: generate at least one video per batch (--batch-size N, sample.batch_size)")
     if steps < 1 or (num_train_timesteps is not None and steps > num_train_timesteps):
         raise UserError(f"{steps} sampling steps: choose between 1 and the {num_train_timesteps or 'number of'} "
-                        "training timesteps")
+                        "training timesteps (--steps N, sample.steps)")
     if guidance_scale < 0:
-        raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it")
+        raise UserError(f"guidance scale {guidance_scale} is negative; use 1 for no guidance, > 1 to strengthen it "
+                        "(--guidance, sample.guidance_scale)")
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,14 @@ def _seed_worker(worker_id: int) -> None:
 
 def build_dataloader(data_cfg, split: Optional[str] = None, train: bool = True, seed: int = 0,
                      batch_size: Optional[int] = None, shuffle: Optional[bool] = None,
-                     drop_last: Optional[bool] = None) -> DataLoader:
+                     drop_last: Optional[bool] = None, batch_hint: str = "lower data.batch_size") -> DataLoader:
+    """``batch_hint``: how a split smaller than one batch is fixed, naming the key that set the batch."""
     dataset = build_dataset(data_cfg, split, train=train, seed=seed)
     workers = default_num_workers(data_cfg)
     bs = int(batch_size or data_cfg.batch_size)
     if train and len(dataset) < bs:
         raise DatasetError(f"the {split or data_cfg.split} split has {len(dataset)} videos, fewer than one batch "
-                           f"of {bs}; lower data.batch_size")
+                           f"of {bs}; {batch_hint}")
     gen = torch.Generator().manual_seed(int(seed))
     return DataLoader(dataset, batch_size=bs, shuffle=train if shuffle is None else shuffle,
                       drop_last=train if drop_last is None else drop_last, num_workers=workers,

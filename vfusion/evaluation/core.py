@@ -52,10 +52,13 @@ from vfusion.evaluation import metrics as M
 from vfusion.evaluation.detectors import Detectors
 from vfusion.evaluation.features import FeatureStats, RowBuffer
 from vfusion.evaluation.fid import FrameFID
+from vfusion.evaluation.limits import Keys, check_counts
 from vfusion.evaluation.protocols import DEFAULT_PROTOCOL, SGV_CHOICES, name_suffix
 from vfusion.evaluation.temporal import clip_statistics
 
 KVD_SEED = 0
+# how count and frame errors name their fix when the caller does not say (a run's config or its CLI flags)
+RUN_KEYS = Keys(clips="--num-videos (eval.num_videos)", frames="data.num_frames", metrics="--metrics (eval.metrics)")
 
 
 # --------------------------------------------------------------------------- what the core is given
@@ -247,20 +250,6 @@ def read_real(src: ClipSource, metrics: Sequence[str], det: Detectors, fid: Opti
                     temporal=temporal)
 
 
-def _check_counts(metrics: Sequence[str], num_real: Optional[int], num_fake: Optional[int],
-                  num_frames: Optional[int] = None) -> None:
-    """Too few clips for a metric is the user's to fix (--num-videos), not a traceback (None: not known yet)."""
-    least = {"kvd": (2, 2), "is_k400_i3d": (0, M.IS_NUM_SPLITS), "is_ucf_c3d": (0, M.IS_NUM_SPLITS)}
-    for m in metrics:
-        real_min, fake_min = least.get(m, (0, 0))
-        if m == "fid" and num_frames is not None:  # at least 2 images per side
-            real_min = fake_min = -(-2 // num_frames)
-        short = [f"{need} {side} clips (got {have})" for side, need, have in
-                 (("real", real_min, num_real), ("generated", fake_min, num_fake)) if have is not None and have < need]
-        if short:
-            raise UserError(f"{m} needs at least {' and '.join(short)}; raise --num-videos (eval.num_videos)")
-
-
 def _check_match(real_shape, fake_shape, what: str) -> None:
     if real_shape and fake_shape and tuple(real_shape) != tuple(fake_shape):
         raise UserError(f"real clips are {tuple(real_shape)} (C, T, H, W) but {what} are {tuple(fake_shape)}; "
@@ -364,7 +353,7 @@ def _finish(result: dict, out: Optional[str | Path], start: float) -> dict:
 
 def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detectors: Detectors, *,
              out: Optional[str | Path] = None, kind: Optional[str] = None, progress: bool = True,
-             start: Optional[float] = None, protocol: str = DEFAULT_PROTOCOL) -> dict:
+             start: Optional[float] = None, protocol: str = DEFAULT_PROTOCOL, keys: Keys = RUN_KEYS) -> dict:
     """Metrics of ``fake`` against ``real``; returns the result dict (also written to ``out`` when given).
 
     ``metrics`` is a canonical list (``detectors.expand_metrics``); N in the metric names is
@@ -372,10 +361,11 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     one. ``kind`` (e.g. ``"real_vs_real"``) is recorded in the result; ``start`` is when
     the caller's work began (``time.time()``), for ``wall_time_s``. ``protocol``: the preset
     that selected the real clips (``protocols.py``): recorded, and it suffixes the names.
+    ``keys``: how a count or frame error names its fix (``limits.Keys``).
     """
     start = time.time() if start is None else start
     det = detectors
-    _check_counts(metrics, real.num, fake.num)  # before any clip is read or sampled
+    check_counts(metrics, real.num, fake.num, keys=keys)  # before any clip is read or sampled
     fid = _fid_for(metrics, det)
     real_side = read_real(real, metrics, det, fid, progress)
     fake_side = _fake_side(metrics, det, fid)
@@ -383,7 +373,7 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     if not fake_side.num:
         raise ValueError(f"{fake.what or fake.desc}: no clips to evaluate")
     _check_match(real_side.clip_shape, fake_side.clip_shape, fake.what or fake.desc)
-    _check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1])
+    check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1], keys)
     values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1],
                              real_temporal=real_side.temporal, suffix=name_suffix(protocol))
 

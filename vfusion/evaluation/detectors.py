@@ -36,6 +36,8 @@ class Detectors:
     c3d: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     info: dict[str, dict] = field(default_factory=dict)
     device: str = "cpu"
+    # per metric, the fewest frames its detector takes (``limits.NEEDS``; empty: unknown, not checked)
+    frame_minima: dict[str, int] = field(default_factory=dict)
 
     def sha256(self, name: str) -> Optional[str]:
         """The sha256 of detector ``name``'s weight file (None: unknown, so never cached)."""
@@ -69,8 +71,10 @@ def expand_metrics(metrics: str | Sequence[str], c3d_weights: Optional[str] = No
 def load_detectors(metrics: Sequence[str], weights_dir: Optional[str] = None, device: Optional[str] = None,
                    c3d_weights: Optional[str] = None) -> Detectors:
     """Load the detectors the metrics need (from the verified weight files)."""
+    from vfusion.evaluation.limits import NEEDS
+
     device = default_device(device)
-    det = Detectors(device=device)
+    det = Detectors(device=device, frame_minima={m: NEEDS[m].frames for m in metrics})
     if {"fvd", "kvd", "is_k400_i3d"} & set(metrics):
         from vfusion.evaluation.i3d import i3d_features, load_i3d
 

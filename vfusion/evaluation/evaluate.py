@@ -27,8 +27,9 @@ from vfusion.data import default_num_workers
 from vfusion.evaluation.clip_sources import (check_same_size, clip_shape, dataset_batches, dataset_subsets,
                                              fake_video_files, folder_batches, video_files)
 from vfusion.evaluation.core import _fake_side, _Side  # noqa: F401 - re-exported (the tests' accumulators)
-from vfusion.evaluation.core import KVD_SEED, ClipSource, compute_metrics, evaluate, quantize
+from vfusion.evaluation.core import RUN_KEYS, KVD_SEED, ClipSource, compute_metrics, evaluate, quantize
 from vfusion.evaluation.detectors import METRIC_CHOICES, Detectors, default_device, expand_metrics, load_detectors
+from vfusion.evaluation.limits import CLI_KEYS, CONFIG_KEYS, check_counts, check_frames, check_split, floor_metrics
 from vfusion.evaluation.protocols import (SGV_SELECTION, check_protocol, min_length, selection_info,
                                           stylegan_v_folder, stylegan_v_selection)
 from vfusion.evaluation.protocols import real_split as protocol_split
@@ -113,6 +114,7 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     protocol = check_protocol(protocol or ev.get("protocol"))
     split, split_note = _split_for(cfg, protocol, real_split)
     det = detectors or load_detectors(metrics, weights_dir or ev.weights_dir, device, c3d_weights)
+    check_frames(metrics, int(cfg.data.num_frames), RUN_KEYS, det.frame_minima)  # before a clip is sampled
 
     real = dataset_source(cfg.data, split, num_videos, batch_size, _stats_dir(cfg), protocol, **split_note)
     if fake_batches is None:
@@ -156,6 +158,7 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
     num_frames = int(num_frames or shortest)
     size = (h, w)
     det = detectors or load_detectors(metrics, weights_dir, device, c3d_weights)
+    check_frames(metrics, num_frames, CLI_KEYS, det.frame_minima)
     n = len(fake_files)
 
     real = Path(real)
@@ -176,7 +179,8 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
     fake_src = ClipSource(folder_batches(fake_files, num_frames, 1, None, batch_size),
                           {"source": "folder", "path": str(Path(fake).resolve()), "clip": f"first {num_frames} frames"},
                           desc="fake clips", num=n, what=f"the clips of {fake}")
-    return evaluate(real_src, fake_src, metrics, det, out=out, progress=progress, start=start, protocol=protocol)
+    return evaluate(real_src, fake_src, metrics, det, out=out, progress=progress, start=start, protocol=protocol,
+                    keys=CLI_KEYS)
 
 
 def _folder_source(real: Path, n: int, num_frames: int, stride: int, size: tuple[int, int], batch_size: int,
@@ -223,6 +227,7 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
     split, split_note = _split_for(cfg, protocol, split)
     batch_size = int(batch_size or cfg.eval.batch_size)
     det = detectors or load_detectors(metrics, weights_dir or cfg.eval.weights_dir, device)
+    check_frames(metrics, int(cfg.data.num_frames), CONFIG_KEYS, det.frame_minima)
     workers = default_num_workers(cfg.data)
     if protocol == "stylegan_v":
         sel = stylegan_v_selection(cfg.data, split, 2 * num_videos)
@@ -252,4 +257,26 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
     half_b = ClipSource(dataset_batches(dataset, idx_b[:n], batch_size, workers), {"source": "real half B"},
                         desc=f"real half B ({split})", num=n, what="the clips of real half B")
     return evaluate(half_a, half_b, metrics, det, out=out, kind="real_vs_real", progress=progress, start=start,
-                    protocol=protocol)
+                    protocol=protocol, keys=CONFIG_KEYS)
+
+
+def available_real_clips(cfg, split: str, protocol: str) -> int:
+    """How many real clips the protocol can draw from the split (lists the videos; decodes none)."""
+    if protocol == "stylegan_v":
+        return stylegan_v_selection(cfg.data, split).num_kept
+    dataset, _ = dataset_subsets(cfg.data, split, [])
+    return len(dataset)
+
+
+def preflight(cfg, floor: bool = True) -> None:
+    """Refuse, before any training, a run whose evaluation (``eval.*``) and floor could not be computed:
+    too few clips or frames for a metric, or an evaluation split smaller than ``eval.num_videos``."""
+    metrics = expand_metrics(list(cfg.eval.metrics), cfg.eval.get("c3d_weights"))
+    n = int(cfg.eval.num_videos)
+    check_frames(metrics, int(cfg.data.num_frames))
+    check_counts(metrics, None, n, int(cfg.data.num_frames))
+    protocol = check_protocol(cfg.eval.get("protocol"))
+    split, _ = _split_for(cfg, protocol, cfg.eval.get("real_split"))
+    where = f"the '{split}' split of {cfg.data.dataset}" + (" (as eval.protocol=stylegan_v selects it)"
+                                                            if protocol == "stylegan_v" else "")
+    check_split(metrics, n, available_real_clips(cfg, split, protocol), where, floor and bool(floor_metrics(metrics)))

@@ -60,7 +60,7 @@ def cmd_pipeline(args) -> int:
     each phase skipped when done (status.json), training resumed from its checkpoint."""
     from vfusion.errors import UserError
     from vfusion.rundir import RunDir
-    from vfusion.studies.harness import run_study
+    from vfusion.studies.harness import check_evaluations, run_study
     from vfusion.studies.spec import plan_study, single_run_study
 
     if not args.config:
@@ -68,6 +68,8 @@ def cmd_pipeline(args) -> int:
     t0 = time.perf_counter()
     study = single_run_study(args.config, args.overrides, evaluate=not args.skip_eval)
     (plan, cfg), = plan_study(study)
+    if not args.skip_eval:
+        check_evaluations(study, [(plan, cfg)])  # a hopeless evaluation is refused before any download or training
     if not args.skip_eval and not _fetch_detectors(cfg):
         study = single_run_study(args.config, args.overrides, evaluate=False)
         (plan, cfg), = plan_study(study)

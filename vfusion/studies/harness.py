@@ -77,8 +77,9 @@ def _evaluate_run(run_dir: Path, cfg: DictConfig) -> dict:
 
 def _real_vs_real(cfg: DictConfig) -> dict:
     from vfusion.evaluation.evaluate import real_vs_real
+    from vfusion.evaluation.limits import floor_metrics
 
-    metrics = [m for m in cfg.eval.metrics if m in ("fvd", "kvd", "fid")]
+    metrics = floor_metrics(cfg.eval.metrics)
     return real_vs_real(cfg, num_videos=cfg.eval.num_videos, metrics=metrics, weights_dir=cfg.eval.weights_dir)
 
 
@@ -315,6 +316,7 @@ def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[l
         refresh[plan.run_id] = check_existing_config(plan.run_dir, cfg, "run directory")
         if plan.stage1_dir is not None:
             check_existing_config(plan.stage1_dir, stage1_config(study, plan.seed), "stage-1 directory")
+    check_evaluations(study, selected)
     write_plan(study, plans)
     summary: dict = {"done": [], "skipped": [], "failed": {}}
     t0 = time.perf_counter()
@@ -343,7 +345,7 @@ def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[l
                 if not keep_going:
                     raise
                 echo(f"[{plan.run_id}] FAILED: {type(err).__name__}: {err} (continuing: --keep-going)")
-        if study.spec.eval.real_vs_real and study.spec.eval.metrics:
+        if _wants_floor(study):
             ensure_real_vs_real(study, plans[0][1], hooks, echo)
     finally:
         summary["wall_s"] = time.perf_counter() - t0
@@ -355,6 +357,27 @@ def run_study(study: Study, hooks: Optional[StudyHooks] = None, only: Optional[l
         except Exception as err:  # never hide the run's own error behind a reporting one
             echo(f"could not write the study report: {type(err).__name__}: {err}")
     return summary
+
+
+def _wants_floor(study: Study) -> bool:
+    from vfusion.evaluation.limits import floor_metrics
+
+    return bool(study.spec.eval.real_vs_real and floor_metrics(study.spec.eval.metrics))
+
+
+def check_evaluations(study: Study, plans: list) -> None:
+    """Refuse before any training what the evaluation could not compute (``evaluate.preflight``):
+    once per distinct data and eval config, the floor with the first run's (the one it is computed on)."""
+    from vfusion.evaluation.evaluate import preflight
+
+    if not study.spec.eval.metrics:
+        return
+    seen = set()
+    for i, (_plan, cfg) in enumerate(plans):
+        key = OmegaConf.to_yaml(OmegaConf.create({"data": cfg.data, "eval": cfg.eval}))
+        if key not in seen:
+            seen.add(key)
+            preflight(cfg, floor=i == 0 and _wants_floor(study))
 
 
 def ensure_real_vs_real(study: Study, cfg: DictConfig, hooks: StudyHooks, echo) -> Optional[dict]:

@@ -105,7 +105,7 @@ class StudyEval:
     # [] : no detector metrics (the table then reports training losses only)
     metrics: list[str] = field(default_factory=list)
     num_videos: Optional[int] = None
-    # compute the real-vs-real floor once for the study (fvd/kvd/fid only)
+    # compute the real-vs-real floor once for the study (the metrics of limits.FLOOR_METRICS)
     real_vs_real: bool = False
 
 
@@ -318,7 +318,7 @@ def single_run_study(config_path: str | Path, overrides: Optional[list[str]] = N
         "budget": {"steps": int(cfg.train.max_steps), "minutes": float(cfg.train.max_minutes)},
         "seeds": [int(cfg.seed)],
         "eval": {"metrics": list(cfg.eval.metrics) if evaluate else [], "num_videos": int(cfg.eval.num_videos),
-                 "real_vs_real": evaluate},
+                 "real_vs_real": evaluate and bool(cfg.eval.real_vs_real)},
         "grid": {}})
     return Study(spec=spec, axes={}, path=Path(config_path), base_path=Path(config_path), study_dir=run_dir_of(cfg),
                  cli_overrides=[o for o in overrides if o.split("=", 1)[0].strip() not in budget_keys], single=True)

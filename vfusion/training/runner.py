@@ -86,6 +86,14 @@ def stage1_config(cfg: DictConfig) -> DictConfig:
     return merge_config(c)
 
 
+def stage1_batch_hint(cfg: DictConfig) -> str:
+    """Stage 1's batch of clips comes from ``pretrain.*``, not ``data.batch_size``: say which keys."""
+    per_clip = cfg.pretrain.get("frames_per_clip")
+    frames = min(int(per_clip), int(cfg.data.num_frames)) if per_clip is not None else int(cfg.data.num_frames)
+    return (f"stage 1 loads pretrain.batch_size / {'pretrain.frames_per_clip' if per_clip is not None else 'data.num_frames'}"
+            f" = {cfg.pretrain.batch_size} / {frames} clips a step: lower pretrain.batch_size")
+
+
 def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
     """Model-facing facts of the data: channels, size, frames, classes; plus the VAE codec if any."""
     from vfusion.data import dataset_info
@@ -225,7 +233,9 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
     if train_loader is None:
         from vfusion.data import build_dataloader
 
-        train_loader = build_dataloader(train_cfg.data, split=train_cfg.data.split, train=True, seed=int(cfg.seed))
+        train_loader = build_dataloader(train_cfg.data, split=train_cfg.data.split, train=True, seed=int(cfg.seed),
+                                        batch_hint=stage1_batch_hint(cfg) if stage == "pretrain" else
+                                        "lower data.batch_size")
     # the lock before the first write: a second process refuses here and leaves the directory as it was
     with run.lock() as lock:
         if lock.held:  # rank 0 (other DDP ranks start after it and take no lock)
