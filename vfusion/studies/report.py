@@ -268,7 +268,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
         out.append("")
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    out += ["Metric names carry their protocol (see metrics.json of each run and shared/docs/protocols.md). "
+    out += ["Metric names carry their protocol (see metrics.json of each run and docs/protocols.md). "
             f"All runs in TensorBoard: `tensorboard --logdir {study.study_dir / 'runs'}`.", ""]
     return "\n".join(out)
 
