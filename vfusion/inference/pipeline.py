@@ -38,12 +38,13 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from vfusion.conditioning import class_cond
+from vfusion.data.clips import SPATIAL_MODES, resize_clips
 from vfusion.errors import UserError
 from vfusion.rundir import check_sampling
 
 OUTPUT_TYPES = ("pt", "np", "pil", "latent")
-# how given frames of another size are fitted to the model's: vfusion.data.clips.SPATIAL_MODES, or "none" (refused)
-RESIZE_MODES = ("crop", "stretch", "none")
+# how given frames of another size are fitted to the model's frames; "none" refuses them
+RESIZE_MODES = SPATIAL_MODES + ("none",)
 
 
 @dataclass
@@ -303,8 +304,6 @@ class VideoFusionPipeline(DiffusionPipeline):
         """Clips (B, C, T, H, W) in [-1, 1] with the model's channels, at the model's height and width: other
         sizes are center-cropped and resized as training clips are (``crop``, :mod:`vfusion.data.clips`),
         resized whole (``stretch``) or refused (``none``)."""
-        from vfusion.data.clips import resize_clips
-
         if resize not in RESIZE_MODES:
             raise UserError(f"resize '{resize}' is not one of {', '.join(RESIZE_MODES)}")
         clip = torch.as_tensor(clip, dtype=torch.float32)
