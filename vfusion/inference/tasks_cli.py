@@ -50,12 +50,13 @@ Generate videos from given frames with a trained run (or an exported pipeline fo
 Inputs of any size are fitted to the model's frames as training clips are: the center square of
 the short side, resized (--resize crop; --resize stretch resizes the whole frame, --resize none
 refuses another size). An image (PNG, JPEG, ...) gives one frame; a video (mp4, avi, gif) gives
-its frames. For interpolate a --first video gives its last
---context frames and a --last video its first --context frames (default 1).
+its frames. For interpolate a --first video gives its last --context frames and a --last video
+its first --context frames (default 1).
 
 Writes video_*.mp4 (one per video), videos.npy (the exact uint8 frames, N x T x H x W x C),
-grid.gif, filmstrip.png, inputs.png (the given frames, fitted) and generate.json (the task, inputs,
-their original sizes and the settings; written last) to --out, by default RUN/generate/TASK (with --pipeline, --out is needed).
+grid.gif, filmstrip.png, inputs.png (the given frames, fitted) and generate.json (the task, the
+inputs with their original sizes, and the settings; written last) to --out, by default
+RUN/generate/TASK (with --pipeline, --out is needed).
 """
 
 
