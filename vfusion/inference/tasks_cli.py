@@ -318,11 +318,11 @@ def cmd_generate(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from vfusion.data.clips import to_clip
     from vfusion.diffusion.edit import steps_to_run
     from vfusion.inference import tasks
     from vfusion.inference.generate import load_pipeline, write_videos
     from vfusion.utils.io import atomic_write_json
-    from vfusion.data.clips import to_clip
     from vfusion.utils.video import filmstrip, write_png
 
     out_dir = check_arguments(args)
