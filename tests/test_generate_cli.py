@@ -49,6 +49,8 @@ def inputs(tmp_path_factory):
     image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     Image.fromarray(image).save(folder / "image.png")
     Image.fromarray(rng.integers(0, 256, (SIZE + 4, SIZE, 3), dtype=np.uint8)).save(folder / "wrong_size.png")
+    odd = rng.integers(0, 256, (27, 61, 3), dtype=np.uint8)          # height 27, width 61
+    Image.fromarray(odd).save(folder / "odd.png")
     # smooth frames (an mp4 of noise is mostly codec error), 4 of them and a 1-frame clip
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     frames = np.stack([np.stack([(xx * 15 + 20 * i) % 256, (yy * 15) % 256, np.full_like(xx, 60 * i)], -1)
@@ -58,7 +60,11 @@ def inputs(tmp_path_factory):
     (folder / "broken.mp4").write_bytes(b"not a video")
     clip = to_uint8_frames(read_video(folder / "clip.mp4"))
     assert clip.shape == (T, SIZE, SIZE, 3)
-    return {"dir": folder, "image": image, "clip": clip}
+    wide = np.concatenate([frames[:, :, :8], frames, frames[:, :, -8:]], axis=2)   # 16 x 32
+    write_mp4(folder / "wide.mp4", from_uint8_frames(wide))
+    wide = to_uint8_frames(read_video(folder / "wide.mp4"))
+    assert wide.shape == (T, SIZE, 2 * SIZE, 3)
+    return {"dir": folder, "image": image, "clip": clip, "odd": odd, "wide": wide}
 
 
 def _generate(run, out, *args):
@@ -81,7 +87,10 @@ def _written(out, n):
 def test_the_cli_names_the_tasks_of_the_library():
     from vfusion.inference import tasks, tasks_cli
 
+    from vfusion.inference.pipeline import RESIZE_MODES
+
     assert tasks_cli.TASK_NAMES == tasks.TASKS and tasks_cli.I2V_AT == tasks.I2V_PLACES
+    assert tasks_cli.RESIZE == RESIZE_MODES
 
 
 @pytest.mark.parametrize("at", [None, "first"])
@@ -139,6 +148,32 @@ def test_edit(run, inputs, tmp_path, strength):
         assert not np.array_equal(videos[0], inputs["clip"])
 
 
+def test_i2v_crops_an_image_of_any_size_as_training_clips_are(run, inputs, tmp_path):
+    from vfusion.data.clips import center_crop_resize
+
+    out = tmp_path / "i2v"
+    assert _generate(run, out, "--task", "i2v", "--image", str(inputs["dir"] / "odd.png"), "--at", "first") == 0
+    videos, manifest = _written(out, 1)
+    trained = center_crop_resize(inputs["odd"][None], SIZE).numpy()[0]   # what a training clip's frame gets
+    assert np.array_equal(videos[0, 0], trained)
+    side = inputs["odd"][:, 17:44].astype(np.float32)                      # the center 27 x 27, independently
+    ref = torch.nn.functional.interpolate(torch.from_numpy(side).permute(2, 0, 1)[None], size=(SIZE, SIZE),
+                                          mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
+    assert np.abs(videos[0, 0].astype(np.float32) - ref.numpy()).max() <= 1.0
+    assert manifest["input_size"] == {"image": [27, 61]} and manifest["resize"] == "crop"
+
+
+def test_edit_stretches_a_video_with_resize_stretch(run, inputs, tmp_path):
+    out = tmp_path / "edit"
+    assert _generate(run, out, "--task", "edit", "--video", str(inputs["dir"] / "wide.mp4"), "--strength", "0",
+                     "--resize", "stretch") == 0
+    videos, manifest = _written(out, 1)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(inputs["wide"]).permute(0, 3, 1, 2), size=(SIZE, SIZE),
+                                          mode="bilinear", antialias=True, align_corners=False).permute(0, 2, 3, 1)
+    assert np.array_equal(videos[0], ref.numpy())       # strength 0: the video itself, stretched whole
+    assert manifest["input_size"] == {"video": [SIZE, 2 * SIZE]} and manifest["resize"] == "stretch"
+
+
 def test_the_same_seed_makes_the_same_videos(run, inputs, tmp_path):
     args = ["--task", "i2v", "--image", str(inputs["dir"] / "image.png"), "--num-videos", "2"]
     assert _generate(run, tmp_path / "a", *args) == 0
@@ -161,7 +196,8 @@ def video_unet_pipeline(run, tmp_path_factory):
 
 
 ERRORS = {
-    "wrong image size": (["--task", "i2v", "--image", "{dir}/wrong_size.png"], ["16x20", "resize it to 16x16"]),
+    "wrong image size": (["--task", "i2v", "--image", "{dir}/wrong_size.png", "--resize", "none"],
+                         ["16x20", "resize it to 16x16", "--resize crop"]),
     "video shorter than context": (["--task", "extend", "--video", "{dir}/one_frame.mp4", "--context", "2"],
                                    ["1 frame", "--context 2"]),
     "strength out of range": (["--task", "edit", "--video", "{dir}/clip.mp4", "--strength", "1.5"],

@@ -342,13 +342,70 @@ def test_edit_through_the_pipeline(pipes):
         tasks.edit(pipe, video, strength=1.5, num_inference_steps=2, progress=False)
 
 
-def test_inputs_of_the_wrong_size_are_refused(pipes):
+def test_inputs_of_another_size_are_refused_with_resize_none(pipes):
     from vfusion.errors import UserError
 
     pipe = pipes["videofusion"]
     with pytest.raises(UserError, match="resize it to 16x16"):
-        tasks.image_to_video(pipe, torch.zeros(3, 32, 32), num_inference_steps=2, progress=False)
+        tasks.image_to_video(pipe, torch.zeros(3, 32, 32), num_inference_steps=2, progress=False, resize="none")
     with pytest.raises(UserError, match="resize it to 16x16"):
-        tasks.edit(pipe, torch.zeros(1, 3, 4, 8, 8), num_inference_steps=2, progress=False)
+        tasks.edit(pipe, torch.zeros(1, 3, 4, 8, 8), num_inference_steps=2, progress=False, resize="none")
+    with pytest.raises(UserError, match="resize it to 16x16, or fit it with resize='crop'"):
+        pipe(video=torch.zeros(1, 3, 4, 8, 8), strength=0.0, num_inference_steps=2, progress=False, resize="none")
     with pytest.raises(UserError, match="model's 4 frames"):
         tasks.edit(pipe, torch.zeros(1, 3, 3, 16, 16), num_inference_steps=2, progress=False)
+    with pytest.raises(UserError, match="resize 'fit' is not one of crop, stretch, none"):
+        tasks.edit(pipe, torch.zeros(1, 3, 4, 8, 8), num_inference_steps=2, progress=False, resize="fit")
+
+
+def _cropped(x, size=16):
+    """``x`` (..., H, W): the center square of the short side, bilinear and antialiased to ``size`` (torch alone)."""
+    h, w = x.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return _stretched(x[..., top:top + side, left:left + side], size)
+
+
+def _stretched(x, size=16):
+    """``x`` (..., C, H, W) resized whole to ``size`` x ``size``, bilinear and antialiased."""
+    lead = x.shape[:-3]
+    y = torch.nn.functional.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bilinear",
+                                        antialias=True, align_corners=False)
+    return y.reshape(*lead, *y.shape[-3:])
+
+
+def test_the_pipeline_call_crops_inputs_of_any_size_as_training_does(pipes):
+    pipe = pipes["videofusion"]
+    video = _clip(shape=(1, 3, 4, 27, 61))                # height 27, width 61: odd and not square
+    expected = _cropped(video.transpose(1, 2)).transpose(1, 2)     # every frame (B, T, C, H, W)
+    assert expected.shape == (1, 3, 4, 16, 16)
+    out = pipe(video=video, strength=0.0, num_inference_steps=2, output_type="pt", progress=False).frames
+    assert torch.allclose(out, expected.clamp(-1, 1), atol=1e-6)  # strength 0 returns the fitted clip
+    mask = torch.tensor([True, False, False, False])
+    out = pipe(known_frames=video, known_mask=mask, num_inference_steps=2, generator=_gen(), output_type="pt",
+               progress=False).frames
+    assert out.shape == (1, 3, 4, 16, 16) and torch.allclose(out[:, :, 0], expected[:, :, 0], atol=1e-6)
+    # and it is the training clips' transform: the same frames as uint8 through the data side agree to a level
+    from vfusion.data.clips import center_crop_resize, to_clip
+
+    levels = ((video[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)    # (T, H, W, C)
+    trained = to_clip(center_crop_resize(levels, 16))
+    assert (trained - expected[0]).abs().max() <= 1.5 / 127.5
+
+
+def test_tasks_fit_images_and_videos_of_any_size(pipes):
+    pipe = pipes["video_unet"]
+    image = _clip(shape=(3, 27, 61), scale=0.9)
+    out = tasks.image_to_video(pipe, image, at="first", batch_size=2, num_inference_steps=2, generator=_gen(),
+                               output_type="pt", progress=False).frames
+    assert out.shape == (2, 3, 4, 16, 16) and torch.allclose(out[:, :, 0], _cropped(image).expand(2, -1, -1, -1),
+                                                                 atol=1e-6)
+    out = tasks.image_to_video(pipe, image, at="first", resize="stretch", num_inference_steps=2, generator=_gen(),
+                               output_type="pt", progress=False).frames
+    assert torch.allclose(out[0, :, 0], _stretched(image), atol=1e-6)
+    assert not torch.allclose(_stretched(image), _cropped(image), atol=0.1)   # the two modes differ
+    video = _clip(shape=(1, 3, 4, 40, 24))                # portrait
+    out = tasks.extend(pipe, video, context=2, num_inference_steps=2, generator=_gen(), output_type="pt",
+                       progress=False).frames
+    assert out.shape == (1, 3, 6, 16, 16)
+    assert torch.allclose(out[:, :, :4], _cropped(video.transpose(1, 2)).transpose(1, 2), atol=1e-6)

@@ -13,7 +13,9 @@ shorter than the span is handled by the short policy:
 Spatial transform: the center square of the short side is cropped, then resized
 (bilinear, antialiased) to ``resolution`` -- the same as a short-side resize
 followed by a center crop (UCF-101 and Sky Time-lapse practice). Training may flip
-horizontally; clips leave as ``(C, T, H, W)`` float32 in [-1, 1].
+horizontally; clips leave as ``(C, T, H, W)`` float32 in [-1, 1]. Inference fits its
+conditioning frames to the model with the same transform (or, ``stretch``, resizes the
+whole frame).
 """
 
 from __future__ import annotations
@@ -76,20 +78,41 @@ def eval_position(seed: int, index: int) -> float:
     return float(np.random.default_rng([seed, index]).random())
 
 
-def center_crop_resize(frames: np.ndarray | torch.Tensor, resolution: int) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 -> ``(T, resolution, resolution, 3)`` uint8: center square, then resize."""
+SPATIAL_MODES = ("crop", "stretch")
+
+
+def resize_frames(x: torch.Tensor, resolution: int, mode: str = "crop") -> torch.Tensor:
+    """Frames ``(N, C, H, W)``, uint8 or float -> ``(N, C, resolution, resolution)`` of the same dtype.
+
+    ``crop`` keeps the center square of the short side (the training transform), ``stretch`` the whole
+    frame (its aspect is lost); then the bilinear, antialiased resize.
+    """
+    if mode not in SPATIAL_MODES:
+        raise ValueError(f"resize mode '{mode}' is not one of {', '.join(SPATIAL_MODES)}")
+    h, w = x.shape[-2:]
+    if mode == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[..., top:top + side, left:left + side]
+    if tuple(x.shape[-2:]) != (resolution, resolution):
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def center_crop_resize(frames: np.ndarray | torch.Tensor, resolution: int, mode: str = "crop") -> torch.Tensor:
+    """``(T, H, W, C)`` uint8 -> ``(T, resolution, resolution, C)`` uint8 by :func:`resize_frames`."""
     x = torch.as_tensor(frames)
     if x.dim() != 4 or x.dtype != torch.uint8:
         raise ValueError(f"expected (T, H, W, C) uint8 frames, got {tuple(x.shape)} {x.dtype}")
-    _, h, w, _ = x.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = x[:, top:top + side, left:left + side]
-    if side != resolution:
-        x = x.permute(0, 3, 1, 2)                         # (T, C, H, W), channels-last in memory: fast uint8 path
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-        x = x.permute(0, 2, 3, 1)
-    return x.contiguous()
+    x = x.permute(0, 3, 1, 2)                             # (T, C, H, W), channels-last in memory: fast uint8 path
+    return resize_frames(x, resolution, mode).permute(0, 2, 3, 1).contiguous()
+
+
+def resize_clips(clips: torch.Tensor, resolution: int, mode: str = "crop") -> torch.Tensor:
+    """Clips ``(B, C, T, H, W)`` -> ``(B, C, T, resolution, resolution)``, every frame by :func:`resize_frames`."""
+    b, c, t, h, w = clips.shape
+    x = resize_frames(clips.transpose(1, 2).reshape(b * t, c, h, w), resolution, mode)
+    return x.reshape(b, t, c, resolution, resolution).transpose(1, 2).contiguous()
 
 
 def to_clip(frames: np.ndarray | torch.Tensor, flip: bool = False) -> torch.Tensor:

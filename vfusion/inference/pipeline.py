@@ -38,10 +38,13 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from vfusion.conditioning import class_cond
+from vfusion.data.clips import SPATIAL_MODES, resize_clips
 from vfusion.errors import UserError
 from vfusion.rundir import check_sampling
 
 OUTPUT_TYPES = ("pt", "np", "pil", "latent")
+# how given frames of another size are fitted to the model's frames; "none" refuses them
+RESIZE_MODES = SPATIAL_MODES + ("none",)
 
 
 @dataclass
@@ -184,7 +187,7 @@ class VideoFusionPipeline(DiffusionPipeline):
                  free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None,
                  known_frames: Optional[torch.Tensor] = None, known_mask: Optional[torch.Tensor] = None,
                  resample_jumps: int = 0, video: Optional[torch.Tensor] = None, strength: float = 1.0,
-                 inversion: bool = False):
+                 inversion: bool = False, resize: str = "crop"):
         """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
@@ -204,6 +207,10 @@ class VideoFusionPipeline(DiffusionPipeline):
         Editing (SDEdit, :mod:`vfusion.diffusion.edit`): ``video`` (B, C, T, H, W) in [-1, 1] and
         ``strength`` in [0, 1] (0 returns it, 1 is unconditional sampling from the same seed);
         ``inversion=True`` reaches the start by DDIM inversion instead of the prior's noise.
+
+        ``known_frames`` and ``video`` of another height and width are fitted to the model's frames
+        (:meth:`fit_input`): ``resize="crop"`` as training clips are (the center square, resized),
+        ``"stretch"`` the whole frame, ``"none"`` refuses them.
         """
         from vfusion.diffusion.edit import check_strength
         from vfusion.diffusion.freeinit import FreeInit
@@ -253,12 +260,12 @@ class VideoFusionPipeline(DiffusionPipeline):
         if known_frames is not None or known_mask is not None:
             if known_frames is None or known_mask is None:
                 raise UserError("known_frames and known_mask go together: the frames and which of them are given")
-            known = KnownFrames(self._to_model_space(known_frames, shape, "known_frames"),
+            known = KnownFrames(self._to_model_space(known_frames, shape, "known_frames", resize),
                                 torch.as_tensor(known_mask, dtype=torch.bool), resample_jumps)
         elif resample_jumps:
             raise UserError("resample_jumps needs known frames (known_frames and known_mask)")
         if video is not None:
-            init = self._to_model_space(video, shape, "video")
+            init = self._to_model_space(video, shape, "video", resize)
             check_strength(strength)
         elif strength != 1.0 or inversion:
             raise UserError("strength and inversion edit a given clip: pass video=")
@@ -293,14 +300,32 @@ class VideoFusionPipeline(DiffusionPipeline):
                    int(vc["sample_size"]) * 2 ** (len(self.vae.config.block_out_channels) - 1))
         return (int(batch_size), c, int(vc["num_frames"]), size, size)
 
-    def _to_model_space(self, clip: torch.Tensor, shape, name: str) -> torch.Tensor:
-        """A clip (B, C, T, H, W) in [-1, 1] -> the sampler's space (the VAE's latents for a latent model)."""
+    def fit_input(self, clip: torch.Tensor, name: str, resize: str = "crop") -> torch.Tensor:
+        """Clips (B, C, T, H, W) in [-1, 1] with the model's channels, at the model's height and width: other
+        sizes are center-cropped and resized as training clips are (``crop``, :mod:`vfusion.data.clips`),
+        resized whole (``stretch``) or refused (``none``)."""
+        if resize not in RESIZE_MODES:
+            raise UserError(f"resize '{resize}' is not one of {', '.join(RESIZE_MODES)}")
         clip = torch.as_tensor(clip, dtype=torch.float32)
+        _, c, _, h, w = self.pixel_shape(1)
+        if clip.dim() != 5 or clip.shape[1] != c:
+            raise UserError(f"{name} has shape {tuple(clip.shape)}; give clips (batch, {c} channels, frames, "
+                            f"height, width)")
+        if tuple(clip.shape[3:]) == (h, w):
+            return clip
+        if resize == "none":
+            raise UserError(f"{name} has frames of {clip.shape[3]}x{clip.shape[4]} (height x width) but the model "
+                            f"makes {h}x{w}; resize it to {h}x{w}, or fit it with resize='crop' or 'stretch'")
+        return resize_clips(clip, h, resize)
+
+    def _to_model_space(self, clip: torch.Tensor, shape, name: str, resize: str = "crop") -> torch.Tensor:
+        """A clip (B, C, T, H, W) in [-1, 1] -> the sampler's space (the VAE's latents for a latent model)."""
+        clip = self.fit_input(clip, name, resize)
         expected = self.pixel_shape(shape[0])
         if tuple(clip.shape) != expected:
             raise UserError(f"{name} has shape {tuple(clip.shape)} but this model makes clips of {expected} "
-                            f"(batch, channels, frames, height, width); resize the input to "
-                            f"{expected[3]}x{expected[4]}")
+                            f"(batch, channels, frames, height, width); give {expected[0]} clips of {expected[2]} "
+                            f"frames")
         clip = clip.to(self.device)
         return self._codec().encode(clip) if self.vae is not None else clip
 

@@ -4,7 +4,9 @@ extension, interpolation and editing, for every model of the registry.
 Each task builds the pipeline's own arguments (``known_frames`` / ``known_mask`` for the frames it is
 given, ``video`` / ``strength`` for an edit) and returns a ``VideoFusionPipelineOutput``. Inputs are in
 the project's layout and range: images (B, C, H, W) or (C, H, W), clips (B, C, T, H, W) or (C, T, H, W),
-values in [-1, 1], at the model's resolution; a single image or clip is used for every video of the
+values in [-1, 1], of any height and width: ``resize`` fits them to the model's frames
+(:meth:`~vfusion.inference.pipeline.VideoFusionPipeline.fit_input`: ``crop``, the default, as training
+clips are; ``stretch``; ``none`` refuses another size); a single image or clip is used for every video of the
 batch. The keyword arguments ``**call`` go to the pipeline (``batch_size``, ``class_labels``, ``prompt``,
 ``num_inference_steps``, ``sampler``, ``guidance_scale``, ``generator``, ``output_type``, ...).
 
@@ -44,14 +46,6 @@ def _batch(x: torch.Tensor, dims: int, name: str, batch_size: Optional[int]) -> 
             raise TaskError(f"{name} holds {x.shape[0]} items for a batch of {batch_size}")
         x = x.expand(batch_size, *x.shape[1:])
     return x.contiguous()
-
-
-def _check_frame(pipe, frames: torch.Tensor, name: str) -> None:
-    """``frames`` (B, C, T, H, W) must have the model's channels and size."""
-    _, c, _, h, w = pipe.pixel_shape(frames.shape[0])
-    if tuple(frames.shape[1:2]) + tuple(frames.shape[3:]) != (c, h, w):
-        raise TaskError(f"{name} has frames of {tuple(frames.shape[1:2]) + tuple(frames.shape[3:])} (channels, "
-                        f"height, width) but the model makes {(c, h, w)}; resize it to {h}x{w}")
 
 
 def _known(pipe, batch: int, placed: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,13 +95,14 @@ def image_place(pipe, at: str = "auto") -> tuple[str, int]:
     return at, (_num_frames(pipe) // 2 if at == "keyframe" else 0)
 
 
-def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: int = 0, **call):
+def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: int = 0, resize: str = "crop",
+                   **call):
     """A clip that contains ``image``: as VideoFusion's keyframe (``at="keyframe"``, the middle frame
     k = T // 2) or as the first frame (``at="first"``, any model). ``auto``: the keyframe for VideoFusion,
     else the first frame."""
     _, index = image_place(pipe, at)
-    image = _batch(image, 3, "the image", call.pop("batch_size", None))
-    _check_frame(pipe, image.unsqueeze(2), "the image")
+    image = pipe.fit_input(_batch(image, 3, "the image", call.pop("batch_size", None)).unsqueeze(2), "the image",
+                           resize)[:, :, 0]
     frames, mask = _known(pipe, image.shape[0], {index: image})
     call, out_type = _pt(call)
     out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
@@ -127,7 +122,8 @@ def _frames_of(x: torch.Tensor, name: str, batch_size: Optional[int]) -> torch.T
     return _batch(x, 4, name, batch_size)
 
 
-def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: int = 0, **call):
+def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: int = 0, resize: str = "crop",
+                **call):
     """The frames between ``first`` and ``last`` (each an image (C, H, W), images (B, C, H, W) or clips
     (B, C, t, H, W)), placed at the start and the end of one clip of the model's length: that clip."""
     bs = call.pop("batch_size", None)
@@ -136,8 +132,7 @@ def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: i
     if first.shape[0] != last.shape[0]:
         n = max(first.shape[0], last.shape[0])
         first, last = _batch(first, 4, "the first frames", n), _batch(last, 4, "the last frames", n)
-    for name, x in (("the first frames", first), ("the last frames", last)):
-        _check_frame(pipe, x, name)
+    first, last = pipe.fit_input(first, "the first frames", resize), pipe.fit_input(last, "the last frames", resize)
     t = _num_frames(pipe)
     a, b = first.shape[2], last.shape[2]
     if a + b >= t:
@@ -152,7 +147,8 @@ def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: i
 
 
 def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: str = "forward", chunks: int = 1,
-           reuse_base: bool = False, resample_jumps: int = 0, generator: Optional[torch.Generator] = None, **call):
+           reuse_base: bool = False, resample_jumps: int = 0, generator: Optional[torch.Generator] = None,
+           resize: str = "crop", **call):
     """``video`` (B, C, t, H, W) extended by ``chunks`` clips of T − ``context`` new frames each.
 
     Forwards, each chunk starts with the last ``context`` frames made so far; backwards, it ends with the
@@ -172,8 +168,7 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
     if not 1 <= int(context) < t:
         raise TaskError(f"context must be between 1 and {t - 1} frames (the model makes clips of {t}), got {context}")
     context = int(context)
-    video = _batch(video, 4, "the video", call.pop("batch_size", None))
-    _check_frame(pipe, video, "the video")
+    video = pipe.fit_input(_batch(video, 4, "the video", call.pop("batch_size", None)), "the video", resize)
     if video.shape[2] < context:
         raise TaskError(f"the video has {video.shape[2]} frames, fewer than the {context} context frames; give a "
                         f"longer video or a smaller context")
@@ -213,10 +208,9 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
     return _output(made, labels, out_type)
 
 
-def edit(pipe, video: torch.Tensor, strength: float = 0.5, inversion: bool = False, **call):
+def edit(pipe, video: torch.Tensor, strength: float = 0.5, inversion: bool = False, resize: str = "crop", **call):
     """SDEdit of ``video`` (B, C, T, H, W) at ``strength`` towards the class / prompt given in ``call``."""
-    video = _batch(video, 4, "the video", call.pop("batch_size", None))
-    _check_frame(pipe, video, "the video")
+    video = pipe.fit_input(_batch(video, 4, "the video", call.pop("batch_size", None)), "the video", resize)
     t = _num_frames(pipe)
     if video.shape[2] != t:
         raise TaskError(f"the video has {video.shape[2]} frames; an edit takes a clip of the model's {t} frames")

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from vfusion.errors import UserError
 
-# the same names as vfusion.inference.tasks.TASKS / I2V_PLACES (that module imports torch; a test keeps
-# the two in step)
+# the same names as vfusion.inference.tasks.TASKS / I2V_PLACES and pipeline.RESIZE_MODES (those modules
+# import torch; a test keeps them in step)
 TASK_NAMES = ("i2v", "extend", "interpolate", "edit")
 I2V_AT = ("auto", "keyframe", "first")
+RESIZE = ("crop", "stretch", "none")
 DIRECTIONS = ("forward", "backward")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MANIFEST = "generate.json"
@@ -46,13 +47,16 @@ Generate videos from given frames with a trained run (or an exported pipeline fo
   edit         SDEdit of --video (exactly the model's number of frames) at --strength, towards --class
                or --prompt
 
-Inputs are at the model's resolution (they are not resized). An image (PNG, JPEG, ...) gives one
-frame; a video (mp4, avi, gif) gives its frames. For interpolate a --first video gives its last
---context frames and a --last video its first --context frames (default 1).
+Inputs of any size are fitted to the model's frames as training clips are: the center square of
+the short side, resized (--resize crop; --resize stretch resizes the whole frame, --resize none
+refuses another size). An image (PNG, JPEG, ...) gives one frame; a video (mp4, avi, gif) gives
+its frames. For interpolate a --first video gives its last --context frames and a --last video
+its first --context frames (default 1).
 
 Writes video_*.mp4 (one per video), videos.npy (the exact uint8 frames, N x T x H x W x C),
-grid.gif, filmstrip.png, inputs.png (the given frames) and generate.json (the task, inputs and
-settings; written last) to --out, by default RUN/generate/TASK (with --pipeline, --out is needed).
+grid.gif, filmstrip.png, inputs.png (the given frames, fitted) and generate.json (the task, the
+inputs with their original sizes, and the settings; written last) to --out, by default
+RUN/generate/TASK (with --pipeline, --out is needed).
 """
 
 
@@ -66,10 +70,13 @@ def register(sub) -> None:
     src.add_argument("--pipeline", metavar="DIR", help="a pipeline folder (model_index.json), instead of --run")
     p.add_argument("--task", required=True, choices=TASK_NAMES, help="what to generate (see above)")
     g = p.add_argument_group("inputs")
-    g.add_argument("--image", metavar="PATH", help="i2v: the image (PNG or JPEG at the model's size)")
+    g.add_argument("--image", metavar="PATH", help="i2v: the image (PNG or JPEG)")
     g.add_argument("--video", metavar="PATH", help="extend, edit: the video (mp4, avi or gif; or an image: one frame)")
     g.add_argument("--first", metavar="PATH", help="interpolate: the first frame(s): an image or a video")
     g.add_argument("--last", metavar="PATH", help="interpolate: the last frame(s): an image or a video")
+    g.add_argument("--resize", choices=RESIZE, default="crop",
+                   help="inputs of another size: crop (default: the center square, resized, as training clips "
+                        "are), stretch (the whole frame resized, aspect lost) or none (an error)")
     g = p.add_argument_group("task options")
     g.add_argument("--at", choices=I2V_AT, default=None,
                    help="i2v: where the image goes: keyframe (the middle frame; VideoFusion only), first (frame "
@@ -221,26 +228,34 @@ def _first_line(err: BaseException) -> str:
     return text[0][:200] if text else type(err).__name__
 
 
-def _check_size(frames, flag: str, path: Path, shape) -> None:
+def fit_size(frames, flag: str, path: Path, shape, resize: str):
+    """uint8 (t, H, W, C) frames at the model's size: cropped or stretched by the training transform
+    (:func:`vfusion.data.clips.center_crop_resize`), or, with ``--resize none``, refused when another size."""
+    from vfusion.data.clips import center_crop_resize
+
     _, c, _, h, w = shape
     fh, fw = frames.shape[1:3]
-    if (fh, fw) != (h, w):
+    if (fh, fw) == (h, w):
+        return frames
+    if resize == "none":
         raise UserError(f"{flag} {path} is {fw}x{fh} pixels (width x height) but the model makes {w}x{h} frames; "
-                        f"resize it to {w}x{h}")
+                        f"resize it to {w}x{h}, or fit it with --resize crop or --resize stretch")
+    return center_crop_resize(frames, h, resize).numpy()
 
 
-def load_inputs(args, pipe) -> dict:
-    """The task's input frames, uint8 (t, H, W, C) each, checked against the model (size, frame counts)."""
+def load_inputs(args, pipe) -> tuple[dict, dict]:
+    """The task's input frames, uint8 (t, H, W, C) each, fitted to the model's size and checked against its
+    frame counts; and each input's original [height, width]."""
     shape = pipe.pixel_shape(1)
     c, t = shape[1], shape[2]
     if c not in (1, 3):
         raise UserError(f"this model makes {c}-channel frames; image and video files give 1 or 3 channels")
-    frames = {}
+    frames, sizes = {}, {}
     for name in NEEDS[args.task]:
         path, flag = Path(getattr(args, name)), _flag(name)
         x = read_image(path, c, flag) if name == "image" else read_frames(path, c, flag)
-        _check_size(x, flag, path, shape)
-        frames[name] = x
+        sizes[name] = [int(x.shape[1]), int(x.shape[2])]
+        frames[name] = fit_size(x, flag, path, shape, args.resize)
     if args.task == "extend":
         k = args.context
         if not 1 <= k < t:
@@ -268,7 +283,7 @@ def load_inputs(args, pipe) -> dict:
         if a + b >= t:
             raise UserError(f"{a} first + {b} last frames leave nothing to generate in a clip of {t} frames; give a "
                             f"smaller --context (or images)")
-    return frames
+    return frames, sizes
 
 
 def class_labels(pipe, value, n: int):
@@ -303,11 +318,12 @@ def cmd_generate(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from vfusion.data.clips import to_clip
     from vfusion.diffusion.edit import steps_to_run
     from vfusion.inference import tasks
     from vfusion.inference.generate import load_pipeline, write_videos
     from vfusion.utils.io import atomic_write_json
-    from vfusion.utils.video import filmstrip, from_uint8_frames, write_png
+    from vfusion.utils.video import filmstrip, write_png
 
     out_dir = check_arguments(args)
     task = args.task
@@ -318,7 +334,7 @@ def cmd_generate(args) -> int:
         args.context = max(1, t // 2)
     if task == "interpolate" and args.context is None:
         args.context = 1
-    frames = load_inputs(args, pipe)
+    frames, sizes = load_inputs(args, pipe)
     n = int(args.num_videos)
     labels = class_labels(pipe, args.class_, n)
     if args.prompt is not None and not pipe.text_conditioned:
@@ -338,7 +354,7 @@ def cmd_generate(args) -> int:
     if args.class_ is not None:
         settings["class"] = labels[0]
 
-    x = {name: from_uint8_frames(f) for name, f in frames.items()}  # (C, t, H, W) in [-1, 1]
+    x = {name: to_clip(f) for name, f in frames.items()}  # (C, t, H, W) in [-1, 1], as training clips
     device = pipe.device
     call = dict(batch_size=n, class_labels=labels, prompt=args.prompt, num_inference_steps=args.steps,
                 sampler=args.sampler, guidance_scale=args.guidance,
@@ -411,6 +427,7 @@ def cmd_generate(args) -> int:
         "task": task, **source, "model": vc.get("model"),
         "inputs": {name: str(Path(getattr(args, name)).resolve()) for name in NEEDS[task]},
         "input_frames": {name: int(f.shape[0]) for name, f in frames.items()},  # the frames used of each
+        "input_size": sizes, "resize": args.resize,  # each input's [height, width] before it was fitted
         **settings, "labels": made_labels, "num_frames": int(videos.shape[2]),
         "frames_file": "videos.npy", "videos": [p.name for p in paths], "fps": fps,
         "seconds": round(secs, 3)})
