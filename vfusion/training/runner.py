@@ -5,8 +5,10 @@ LightningModule) and checks a checkpoint it is asked to resume from BEFORE it wr
 anything into the run directory (:class:`vfusion.rundir.RunDir`), then trains holding the run
 directory's lock (:mod:`vfusion.runlock`: one trainer per run directory). When training ends it
 writes the trained pipeline (EMA weights) to ``RUN/pipeline/``; stage 1 also writes the
-image UNet alone in diffusers format (``RUN/base_unet/``). Lightning checkpoints hold
-tensors and plain containers only and are read with ``weights_only=True``.
+image UNet alone in diffusers format (``RUN/base_unet/``); a stage-2 run from such a base keeps a
+copy of it, and ``config.yaml`` records paths the way :mod:`vfusion.runpaths` reads them back
+after the run directory is moved. Lightning checkpoints hold tensors and plain containers only
+and are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
