@@ -471,7 +471,9 @@ def test_new_eval_settings_redo_only_evaluation(tiny_study, tmp_path):
         assert _mtimes(runs / r)[ckpt] == before[r][ckpt]
         st = read_status(runs / r)
         assert st["state"] == "done" and st["phases"]["evaluate"]["done"] and "eval settings changed" in st["note"]
-        assert "- flicker" in (runs / r / "config.yaml").read_text()
+        saved = yaml.safe_load((runs / r / "config.yaml").read_text())
+        assert saved["eval"]["metrics"] == ["flicker"]
+        assert saved["model"]["base"]["pretrained"] == "base"  # still the run's own copy of the stage-1 base
 
 
 def test_cli_output_into_a_closed_pipe_stops_quietly(tmp_path):

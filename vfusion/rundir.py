@@ -12,6 +12,7 @@ A run directory tells its story::
       train.lock         while a process trains here: its pid, host, start time, command (vfusion.runlock)
       tb/                TensorBoard logs
       pipeline/          the trained VideoFusionPipeline (EMA weights, safetensors): what generates
+      base/              stage 2 from a stage-1 base: a copy of that base UNet (vfusion.runpaths)
       samples/           videos written by `vfusion sample` (+ samples.json, videos.npy)
       metrics.json       `vfusion evaluate`
       status.json        the study harness's bookkeeping
@@ -101,6 +102,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     pipeline_dir = property(lambda self: self.path / "pipeline")
     scheduler_dir = property(lambda self: self.path / "scheduler")
+    base_dir = property(lambda self: self.path / "base")
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.json")
     tb_dir = property(lambda self: self.path / "tb")
@@ -122,12 +124,15 @@ class RunDir:
 
     # ---- files -------------------------------------------------------------------------------
     def config(self, overrides: Optional[list[str]] = None):
-        """The run's resolved config (merged onto the schema)."""
-        from vfusion.config import load_config
+        """The run's resolved config (merged onto the schema), its paths read against this directory
+        (:mod:`vfusion.runpaths`), then ``overrides``."""
+        from vfusion.config import load_config, merge_config
+        from vfusion.runpaths import resolve_paths
 
         if not self.config_path.is_file():
             raise ConfigError(f"'{self.path}' is not a vfusion run directory (no config.yaml)")
-        return load_config(self.config_path, overrides)
+        cfg = resolve_paths(load_config(self.config_path), self.path)
+        return merge_config(cfg, overrides=overrides) if overrides else cfg
 
     def read_json(self, name: str) -> Optional[dict]:
         p = self.path / name

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vfusion.config import merge_config, save_config, to_dict
+from vfusion.config import save_config, to_dict
 from vfusion.diffusion.priors import describe
 from vfusion.rundir import RunDir
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
@@ -130,27 +130,28 @@ def config_differences(saved: DictConfig, planned: DictConfig) -> list[str]:
 POST_TRAINING = ("sample.", "eval.")  # settings of the phases after training
 
 
-def resolved_for_comparison(cfg: DictConfig) -> DictConfig:
-    """The planned config as training saves it: the noise process and VAE resolved against the base
-    folder (:func:`vfusion.backbones.adopt.adopt_backbone`); as planned when that folder is gone."""
+def as_recorded(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The planned config as training records it in ``run_dir``: the noise process and VAE resolved against
+    the base folder (:func:`vfusion.backbones.adopt.adopt_backbone`; as planned when that folder is gone),
+    the paths as :func:`vfusion.runpaths.recorded_config` writes them."""
     from vfusion.backbones.adopt import adopt_backbone
     from vfusion.errors import UserError
+    from vfusion.runpaths import recorded_config
 
     try:
-        return adopt_backbone(cfg)
+        cfg = adopt_backbone(cfg)
     except UserError:
-        return cfg
+        pass
+    return recorded_config(cfg, run_dir)
 
 
 def check_existing_config(run_dir: Path, cfg: DictConfig, what: str) -> list[str]:
     """An existing run directory must have been trained with the same config (up to
     VOLATILE_KEYS). Returns the differences in ``sample.*`` / ``eval.*`` only, which
     :func:`refresh_post_training` applies (samples/metrics redone, training kept)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    if not RunDir(run_dir).config_path.is_file():
         return []
-    saved = merge_config(OmegaConf.load(path))
-    diffs = config_differences(resolved_for_comparison(saved), resolved_for_comparison(cfg))
+    diffs = config_differences(as_recorded(RunDir(run_dir).config(), run_dir), as_recorded(cfg, run_dir))
     training = [d for d in diffs if not d.startswith(POST_TRAINING)]
     if training:
         raise StudyError(f"{what} '{run_dir}' was trained with another config ({'; '.join(training[:4])}"
@@ -163,7 +164,7 @@ def refresh_post_training(run_dir: Path, cfg: DictConfig, diffs: list[str]) -> N
     """New sample/eval settings for a trained run: rewrite its config.yaml (sampling and
     evaluation read them from there) and mark the affected phases as not done."""
     status = read_status(run_dir)
-    save_config(cfg, Path(run_dir) / "config.yaml")
+    save_config(as_recorded(cfg, run_dir), RunDir(run_dir).config_path)
     if status is None:
         return
     redo = ["evaluate"] + (["sample"] if any(d.startswith("sample.") for d in diffs) else [])

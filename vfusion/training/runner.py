@@ -5,8 +5,10 @@ LightningModule) and checks a checkpoint it is asked to resume from BEFORE it wr
 anything into the run directory (:class:`vfusion.rundir.RunDir`), then trains holding the run
 directory's lock (:mod:`vfusion.runlock`: one trainer per run directory). When training ends it
 writes the trained pipeline (EMA weights) to ``RUN/pipeline/``; stage 1 also writes the
-image UNet alone in diffusers format (``RUN/base_unet/``). Lightning checkpoints hold
-tensors and plain containers only and are read with ``weights_only=True``.
+image UNet alone in diffusers format (``RUN/base_unet/``); a stage-2 run from such a base keeps a
+copy of it, and ``config.yaml`` records paths the way :mod:`vfusion.runpaths` reads them back
+after the run directory is moved. Lightning checkpoints hold tensors and plain containers only
+and are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from vfusion.config import ConfigError, run_dir_of, save_config, to_dict
 from vfusion.errors import UserError
 from vfusion.models.unet2d import count_parameters
 from vfusion.rundir import RunDir
+from vfusion.runpaths import keep_base, recorded_config
 from vfusion.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temps
 from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
 from vfusion.training.switches import apply_switches
-from vfusion.utils.io import atomic_write_json, environment_info
+from vfusion.utils.io import atomic_write_json, environment_info, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +246,7 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
                 raise RunExistsError(f"another process wrote a checkpoint in '{run.path}' while this one was preparing; "
                                      "run again (with --resume to continue it)")
             remove_stale_temps(run.checkpoints)
+            keep_base(saved_cfg, run.path)
         _train(run, cfg, saved_cfg, train_cfg, stage, module, spec_info, train_loader, ckpt, extra_callbacks)
     return run.path
 
@@ -251,7 +255,7 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
            module: VideoDiffusionModule, spec_info: dict, train_loader, ckpt: Optional[Path], extra_callbacks) -> None:
     """The part of :func:`fit` that writes into the run directory (called holding its lock)."""
     run.path.mkdir(parents=True, exist_ok=True)
-    save_config(saved_cfg, run.config_path)
+    save_config(recorded_config(saved_cfg, run.path), run.config_path)
     atomic_write_json(run.path / "env.json", environment_info())
     atomic_write_json(run.run_info_path, {"stage": stage, "model": train_cfg.model.name, "spec": spec_info})
     module.process.save_pretrained(run.scheduler_dir)
@@ -301,15 +305,6 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
     })
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
     """Save the stage-1 UNet (EMA weights) with ``save_pretrained``, replacing ``out_dir`` atomically."""
     out_dir = Path(out_dir)
@@ -317,7 +312,7 @@ def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     with module.ema_model() as model:
         model.unet.save_pretrained(str(tmp))
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return out_dir
 
 
@@ -334,7 +329,7 @@ def export_pipeline(module: VideoDiffusionModule, out_dir: Path, use_ema: bool =
         module.pipeline().save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "README.md").write_text(model_card(module.video_config, use_ema=use_ema and module.ema is not None,
                                               metrics=metrics))
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return out_dir
 
 
