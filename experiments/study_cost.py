@@ -1,6 +1,6 @@
 """Projected compute of a study, from FLOPs counted by PyTorch: what a GPU study will cost before it runs.
 
-For every grid cell of a study file it counts, with ``torch.utils.flop_counter`` on the CPU,
+For every grid cell of a study file it counts, with ``torch.utils.flop_counter``,
 
 - the FLOPs of one training step (forward + backward of the diffusion loss, as the FLOPs budget
   of ``vfusion study`` counts them), and from the study's budget the steps and the training FLOPs
@@ -20,8 +20,8 @@ pass (``--mfu``; default 0.3) until ``experiments/bench_gpu.py`` has measured it
     python experiments/study_cost.py --config configs/studies/factorial_ucf101.yaml \\
         --peak-tflops 989 --mfu 0.3 --json experiments/results/factorial_gpu/cost_ucf101.json
 
-The data facts the models need (channels, classes) come from the dataset when it is on disk, else
-from ``--num-classes`` (UCF-101: 101; Sky Time-lapse: 0, unconditional).
+The counts need no dataset: they are made on the meta device from the shapes the config gives (a latent
+run reads its VAE's ``config.json``), in seconds whatever the models' size.
 """
 
 from __future__ import annotations
@@ -32,29 +32,13 @@ import sys
 from pathlib import Path
 
 
-def _spec_info(cfg, num_classes):
-    if num_classes is None:
-        from vfusion.training.runner import spec_info_for
-
-        try:
-            return spec_info_for(cfg)[0]
-        except Exception as err:  # the dataset is not here: the user gives the class count
-            raise SystemExit(f"study_cost: cannot read the dataset facts ({str(err).splitlines()[0][:200]}); "
-                             "pass --num-classes (UCF-101: 101, Sky Time-lapse: 0)") from None
-    if cfg.data.vae_path:
-        raise SystemExit("study_cost: --num-classes works for pixel-space runs only; a latent run needs its VAE "
-                         "folder and dataset on disk")
-    return {"in_channels": 3, "sample_size": int(cfg.data.resolution), "num_frames": int(cfg.data.num_frames),
-            "num_classes": int(num_classes) if cfg.data.class_conditional else 0, "class_names": []}
-
-
 def _one_clip(cfg):
     c = cfg.copy()
     c.data.batch_size = 1
     return c
 
 
-def study_cost(config: str, num_classes=None, overrides=()) -> dict:
+def study_cost(config: str, overrides=()) -> dict:
     """Per-cell and total FLOPs of a study (see the module docstring)."""
     from vfusion.studies.spec import expand, flops_budget_steps, load_study, run_config, stage1_config
     from vfusion.training.flops import denoise_flops, device_count, run_step_flops
@@ -74,9 +58,8 @@ def study_cost(config: str, num_classes=None, overrides=()) -> dict:
         counted = cfg.copy()
         if plan.stage1_dir is not None:  # counted on the architecture stage 1 trains, as the budget does
             counted.model.base.pretrained = stage1_config(study, plan.seed).model.base.pretrained
-        info = _spec_info(counted, num_classes)
         batch = int(cfg.data.batch_size)
-        per_step = run_step_flops(_one_clip(counted), info) * batch
+        per_step = run_step_flops(_one_clip(counted)) * batch
         if spec.budget.flops is not None:
             steps = flops_budget_steps(spec.budget.flops, per_step)
         elif spec.budget.steps is not None:
@@ -86,7 +69,7 @@ def study_cost(config: str, num_classes=None, overrides=()) -> dict:
                              "depend on the machine: give it budget.steps or budget.flops")
         clips = max(int(cfg.sample.num_videos), int(cfg.eval.num_videos or 0) if cfg.eval.metrics else 0)
         guided = 2 if float(cfg.sample.guidance_scale) != 1.0 else 1
-        per_clip_step = denoise_flops(counted, info, 1) * guided
+        per_clip_step = denoise_flops(counted, batch_size=1) * guided
         cell = {"cell": "_".join(key), "model": str(cfg.model.name), "uses_stage1": plan.stage1_dir is not None,
                 "batch_size": batch, "devices": device_count(cfg.train), "train_flops_per_step": per_step,
                 "train_steps": steps, "train_flops": per_step * steps,
@@ -97,8 +80,7 @@ def study_cost(config: str, num_classes=None, overrides=()) -> dict:
     stage1 = None
     if any(c["uses_stage1"] for c in cells):
         s1 = stage1_run_config(stage1_config(study, seeds[0]))
-        info = _spec_info(s1, num_classes)
-        per_step = run_step_flops(_one_clip(s1), info) * int(s1.data.batch_size)
+        per_step = run_step_flops(_one_clip(s1)) * int(s1.data.batch_size)
         count = len(seeds) if spec.stage1.per_seed else 1
         stage1 = {"train_flops_per_step": per_step, "steps": int(s1.train.max_steps), "count": count,
                   "flops": per_step * int(s1.train.max_steps) * count,
@@ -115,8 +97,6 @@ def gpu_hours(flops: float, peak_tflops: float, mfu: float) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="study YAML, e.g. configs/studies/factorial_ucf101.yaml")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="classes of the dataset when it is not on disk (UCF-101: 101, Sky Time-lapse: 0)")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="the device's peak TFLOP/s for the training dtype (default 989: H100 SXM, dense bf16)")
     p.add_argument("--mfu", type=float, default=0.3, help="assumed model FLOPs utilisation (default 0.3)")
@@ -129,7 +109,7 @@ def main(argv=None) -> int:
     from vfusion.errors import UserError
 
     try:
-        cost = study_cost(a.config, a.num_classes, a.overrides)
+        cost = study_cost(a.config, a.overrides)
     except UserError as err:
         print(f"study_cost: {err}", file=sys.stderr)
         return 2

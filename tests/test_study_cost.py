@@ -38,7 +38,7 @@ eval: {{metrics: [fvd], num_videos: 20}}
 """)
     out = tmp_path / "cost.json"
     mod = _script()
-    assert mod.main(["--config", str(study), "--num-classes", "4", "--mfu", "0.5", "--peak-tflops", "100",
+    assert mod.main(["--config", str(study), "--mfu", "0.5", "--peak-tflops", "100",
                      "--json", str(out)]) == 0
     cost = json.loads(out.read_text())
     cells = {c["cell"]: c for c in cost["cells"]}

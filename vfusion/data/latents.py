@@ -31,6 +31,18 @@ def vae_dir(vae_path: str | Path) -> tuple[Path, Optional[str]]:
                        f"nor vae/config.json); write one with AutoencoderKL.save_pretrained(PATH)")
 
 
+def latent_geometry(vae_config) -> tuple[int, int]:
+    """``(latent channels, down-sampling factor)`` of an AutoencoderKL, from its config alone: a loaded
+    config, or a folder whose ``config.json`` is read without loading any weights."""
+    if isinstance(vae_config, (str, Path)):
+        import json
+
+        path, subfolder = vae_dir(vae_config)
+        vae_config = json.loads((path / (subfolder or "") / "config.json").read_text())
+    get = vae_config.get if isinstance(vae_config, dict) else lambda k: getattr(vae_config, k)
+    return int(get("latent_channels")), 2 ** (len(get("block_out_channels")) - 1)
+
+
 class LatentCodec(nn.Module):
     """``encode``: video in [-1, 1] -> scaled latents; ``decode``: latents -> video in [-1, 1].
 
@@ -55,8 +67,7 @@ class LatentCodec(nn.Module):
         cfg = self.vae.config
         self.scaling_factor = float(scaling_factor if scaling_factor is not None else cfg.scaling_factor)
         self.shift_factor = float(getattr(cfg, "shift_factor", None) or 0.0)
-        self.latent_channels = int(cfg.latent_channels)
-        self.downsample = 2 ** (len(cfg.block_out_channels) - 1)
+        self.latent_channels, self.downsample = latent_geometry(cfg)
         self.max_frames = max_frames
 
     def train(self, mode: bool = True) -> "LatentCodec":   # the VAE always stays in eval mode

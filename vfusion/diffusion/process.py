@@ -289,9 +289,7 @@ def loss_terms(pred: torch.Tensor, target: torch.Tensor, keyframe: int,
     if weights is not None:
         per_frame = per_frame * weights.to(per_frame).view(-1, 1)
     terms = {"total": per_frame.mean(), "base": per_frame[:, keyframe].mean()}
-    if per_frame.shape[1] > 1:
-        mask = torch.ones(per_frame.shape[1], dtype=torch.bool, device=per_frame.device)
-        mask[keyframe] = False
-        terms["residual"] = per_frame[:, mask].mean()
+    if per_frame.shape[1] > 1:  # slices, not a boolean mask, so that shapes alone (the meta device) suffice
+        terms["residual"] = torch.cat([per_frame[:, :keyframe], per_frame[:, keyframe + 1:]], dim=1).mean()
     return terms
 

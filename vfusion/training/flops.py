@@ -22,9 +22,30 @@ from typing import Callable, Optional
 import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import (FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count)
 
 from vfusion.config import ConfigError
+
+# PyTorch has no formula for the CPU's fused attention kernel, so a CPU count would treat attention as
+# free, while the meta device runs attention as plain batched products and counts them: these formulas
+# count the CPU kernel as those products, so both devices count the same step.
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                                  **kwargs) -> int:
+    """The gradients of the two products (scores and output) w.r.t. both operands each: four products
+    of the forward's size, as the unfused attention's backward runs them (PyTorch's CUDA formula also
+    counts the flash kernel's recomputed scores, a fifth)."""
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+for _op, _formula in ((torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, _cpu_attention_flops),
+                      (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                       _cpu_attention_backward_flops)):
+    if _op not in flop_registry:
+        register_flop_formula(_op)(_formula)
 
 
 def _loss(module: nn.Module, batch) -> torch.Tensor:
@@ -80,30 +101,31 @@ def device_count(train_cfg: DictConfig) -> int:
     return n * int(train_cfg.num_nodes)
 
 
-def _run_module(cfg: DictConfig, spec_info: Optional[dict]):
+def _meta_module(cfg: DictConfig, spec_info: Optional[dict]):
+    """The run's module on the meta device: shapes without values, so a step is counted in about a second
+    whatever the model's size (``spec_info``: the data facts, else :func:`shape_facts` of the config)."""
     from vfusion.backbones.adopt import adopt_backbone
-    from vfusion.training.runner import build_module, spec_info_for
+    from vfusion.training.runner import build_module, shape_facts
 
     cfg = adopt_backbone(cfg)
-    if spec_info is None:
-        spec_info, _ = spec_info_for(cfg)
+    spec_info = spec_info if spec_info is not None else shape_facts(cfg)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
         module = build_module(cfg, spec_info, codec=None)  # the batches below are in the shape the model sees
-    return cfg, spec_info, module
+    return cfg, spec_info, module.to("meta")
 
 
 def _zeros_batch(spec_info: dict, b: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.zeros(b, int(spec_info["in_channels"]), int(spec_info["num_frames"]), int(spec_info["sample_size"]),
-                    int(spec_info["sample_size"]))
-    return x, torch.zeros(b, dtype=torch.long)
+                    int(spec_info["sample_size"]), device="meta")
+    return x, torch.zeros(b, dtype=torch.long, device="meta")
 
 
 def denoise_flops(cfg: DictConfig, spec_info: Optional[dict] = None, batch_size: int = 1) -> int:
     """FLOPs of one forward pass of the run's denoiser on ``batch_size`` clips: the cost of one sampling
     step per clip (twice that with classifier-free guidance, which runs the model without the label too)."""
-    cfg, spec_info, module = _run_module(cfg, spec_info)
+    cfg, spec_info, module = _meta_module(cfg, spec_info)
     x, y = _zeros_batch(spec_info, batch_size)
-    t = module.process.sample_timesteps(batch_size, generator=torch.Generator().manual_seed(0))  # shapes only
+    t = module.process.sample_timesteps(batch_size, device=x.device)  # shapes only
     cond = module.conditioner(y if module.conditional else None, batch_size)
     counter = FlopCounterMode(display=False)
     module.eval()
@@ -116,9 +138,9 @@ def run_step_flops(cfg: DictConfig, spec_info: Optional[dict] = None) -> int:
     """FLOPs of one training step (all devices) of the stage-2 run that ``cfg`` describes.
 
     Builds the run's module as :func:`vfusion.training.runner.fit` does (its base folder adopted;
-    ``spec_info``: the data facts, read from the dataset when None) and counts one step on a batch
-    of zeros of the shape the loader gives it: ``data.batch_size`` clips, in latent shape when the
-    run works on VAE latents.
+    ``spec_info``: the data facts, else taken from the config alone, without the dataset) and counts
+    one step on the meta device, on a batch of the shape the loader gives it: ``data.batch_size``
+    clips, in latent shape when the run works on VAE latents.
     """
-    cfg, spec_info, module = _run_module(cfg, spec_info)
+    cfg, spec_info, module = _meta_module(cfg, spec_info)
     return train_step_flops(module, _zeros_batch(spec_info, int(cfg.data.batch_size))) * device_count(cfg.train)

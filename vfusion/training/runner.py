@@ -102,19 +102,38 @@ def spec_info_for(cfg: DictConfig) -> tuple[dict, object]:
     from vfusion.data import dataset_info
 
     info = dataset_info(cfg.data)
-    num_classes = int(info["num_classes"]) if cfg.data.class_conditional else 0
     codec = make_codec(cfg)
-    in_channels, size = 3, int(cfg.data.resolution)
-    if codec is not None:
-        if size % codec.downsample:
-            raise ConfigError(f"data.resolution {size} is not divisible by {codec.downsample}, the VAE's down-sampling "
-                              f"({cfg.data.vae_path}); use a multiple of {codec.downsample}")
-        in_channels, size = codec.latent_channels, size // codec.downsample
+    geometry = (codec.latent_channels, codec.downsample) if codec is not None else (3, 1)
+    return _facts(cfg, geometry, list(info.get("class_names", []))), codec
+
+
+# Class-conditional shapes do not depend on the number of classes (a class is a table look-up), so a
+# count from the config alone may stand in any value; two keeps the conditional code paths in use.
+PLACEHOLDER_CLASSES = ("class 0", "class 1")
+
+
+def shape_facts(cfg: DictConfig) -> dict:
+    """The facts of :func:`spec_info_for` from the config alone, for counting FLOPs without the data:
+    no dataset is listed and no VAE weights are loaded (a latent run reads its VAE's ``config.json``);
+    the class names are placeholders."""
+    from vfusion.data.latents import latent_geometry
+
+    geometry = latent_geometry(cfg.data.vae_path) if cfg.data.vae_path else (3, 1)
+    return _facts(cfg, geometry, list(PLACEHOLDER_CLASSES))
+
+
+def _facts(cfg: DictConfig, geometry: tuple[int, int], class_names: list[str]) -> dict:
+    (channels, downsample), size = geometry, int(cfg.data.resolution)
+    if size % downsample:
+        raise ConfigError(f"data.resolution {size} is not divisible by {downsample}, the VAE's down-sampling "
+                          f"({cfg.data.vae_path}); use a multiple of {downsample}")
+    if cfg.data.vae_path:
         from vfusion.config import check_sample_size
 
-        check_sample_size(cfg, size)
-    return {"in_channels": in_channels, "sample_size": size, "num_frames": int(cfg.data.num_frames),
-            "num_classes": num_classes, "class_names": list(info.get("class_names", []))}, codec
+        check_sample_size(cfg, size // downsample)
+    conditional = bool(cfg.data.class_conditional)
+    return {"in_channels": channels, "sample_size": size // downsample, "num_frames": int(cfg.data.num_frames),
+            "num_classes": len(class_names) if conditional else 0, "class_names": class_names}
 
 
 def make_codec(cfg: DictConfig):
