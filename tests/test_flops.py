@@ -69,6 +69,7 @@ def test_cpu_attention_counts_as_its_four_forward_and_eight_backward_products():
 
 @pytest.mark.parametrize("overrides", [
     ("model.residual.temporal=attention", "model.base.attention_resolutions=[8]"),  # VideoFusion with attention
+    ("noise.value=0.9", "noise.value_T=1.0"),  # λ rising with the noise level, as in the main job
     ("model.name=video_unet", "model.video_unet.temporal_layers=attention"),
     ("model.name=dit",),
 ])

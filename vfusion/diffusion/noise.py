@@ -244,7 +244,10 @@ class DecomposedNoise(NoisePrior):
         if level is None:
             raise NoisePriorError("this decomposed prior's λ depends on the noise level (noise.value_T / "
                                   "per_frame_T are set): pass level= (process.noise_level(t))")
-        u = torch.as_tensor(level, dtype=torch.float64).cpu()
+        u = torch.as_tensor(level, dtype=torch.float64)
+        if u.is_meta:  # shapes only (counting FLOPs): no values to check
+            return (self.lambdas[None] + torch.zeros(u.numel(), 1, dtype=torch.float64)).to("meta")
+        u = u.cpu()
         if not bool(((u >= 0) & (u <= 1)).all()):
             raise NoisePriorError(f"noise level must be in [0, 1], got {u.tolist()}")
         if u.dim() == 0:
