@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141
     except KeyboardInterrupt:
-        print(f"vfusion {args.command}: interrupted (checkpoints written so far are intact; rerun with --resume)",
-              file=sys.stderr)
+        kept = getattr(args, "on_interrupt", "checkpoints written so far are intact; rerun with --resume")
+        print(f"vfusion {args.command}: interrupted ({kept})", file=sys.stderr)
         return 130
     except Exception as err:  # not a recognised user mistake: one line, the traceback on request
         if debug:

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("--c3d-weights", metavar="FILE", help="C3D fine-tuned on UCF-101 (enables is_ucf_c3d)")
     p.add_argument("--out", metavar="FILE", help="where the JSON goes (see the defaults above)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, on_interrupt="no metrics were written: the metrics file is as it was")
 
 
 def _mode(args) -> str:

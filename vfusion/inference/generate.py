@@ -7,7 +7,9 @@ and ``pipe(batch_size=B, generator=torch.Generator().manual_seed(seed))`` is the
 A samples folder holds ``video_*.mp4`` (one per video), ``grid.gif``, ``filmstrip.png``,
 ``videos.npy`` (every video's exact uint8 frames, ``(N, T, H, W, C)``: the lossless copy
 evaluation reads) and ``samples.json`` (how they were made). Evaluation reuses the folder's
-videos when ``samples.json`` matches what it would generate, so a run is sampled once.
+videos when ``samples.json`` matches what it would generate, so a run is sampled once. The folder is
+written beside its place and moved there whole when finished (:func:`vfusion.utils.io.staged_dir`): an
+interrupted sampling leaves the previous folder, or none, never a part of one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ from vfusion.rundir import RunDir, SampleSettings
 
 MANIFEST = "samples.json"
 FRAMES_FILE = "videos.npy"
+# what a samples folder may hold, metrics from `vfusion evaluate --fake DIR` included: a sampling that
+# replaces the folder refuses any other file instead of deleting it
+SAMPLE_FILES = ("video_*.mp4", FRAMES_FILE, "grid.gif", "filmstrip.png", MANIFEST, "metrics.json")
+
+
+def check_output_dir(out_dir: str | Path, allowed: tuple[str, ...] = SAMPLE_FILES, flag: str = "--out") -> Path:
+    """``out_dir`` when writing there replaces nothing but earlier outputs (the ``allowed`` name patterns);
+    else a :class:`UserError` naming a file it would lose."""
+    from vfusion.errors import UserError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{flag} {out_dir} is a file; give a folder")
+    other = sorted(p.name for p in out_dir.iterdir() if not any(p.match(a) for a in allowed)) \
+        if out_dir.is_dir() else []
+    if other:
+        raise UserError(f"{flag} {out_dir} holds {other[0]!r}{f' and {len(other) - 1} more' if len(other) > 1 else ''},"
+                        f" which is not an earlier output, and the folder is replaced whole; give a new or empty "
+                        f"folder")
+    return out_dir
 
 
 def default_device() -> torch.device:
@@ -129,41 +151,39 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
                   describe: Optional[dict] = None) -> tuple[Path, float, list[Path]]:
     """Per-video mp4 files, ``videos.npy``, ``grid.gif``, ``filmstrip.png`` and ``samples.json``.
 
-    Returns ``(out_dir, seconds, mp4 paths)``. The manifest is written last, so a folder
-    without it (an interrupted sampling) is never taken for a finished one.
+    Returns ``(out_dir, seconds, mp4 paths)``. The folder is refused before sampling when it holds
+    anything else (:func:`check_output_dir`), and replaced whole once every file is written.
     """
-    from vfusion.utils.io import atomic_path, atomic_write_json
+    from vfusion.utils.io import atomic_write_json, staged_dir
     from vfusion.utils.video import save_videos
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)
+    out_dir = check_output_dir(out_dir)
     start = time.perf_counter()
-    shown, paths, done = [], [], 0
+    shown, names, done = [], [], 0
     vc = pipe.video_config
-    with atomic_path(out_dir / FRAMES_FILE) as tmp:
+    with staged_dir(out_dir) as tmp:
         store = None
         for videos, labels in generate(pipe, settings, progress=progress):
             frames = to_uint8(videos)
             if store is None:
-                store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                store = np.lib.format.open_memmap(tmp / FRAMES_FILE, mode="w+", dtype=np.uint8,
                                                   shape=(settings.num_videos,) + frames.shape[1:])
             store[done:done + len(frames)] = frames
-            paths += save_videos(videos, out_dir, fps=settings.fps,
-                                 labels=labels.tolist() if labels is not None else None, start_index=done)
+            names += [p.name for p in save_videos(videos, tmp, fps=settings.fps, start_index=done,
+                                                  labels=labels.tolist() if labels is not None else None)]
             done += videos.shape[0]
             if sum(v.shape[0] for v in shown) < 64:
                 shown.append(videos)
         store.flush()
         del store
-    write_previews(out_dir, torch.cat(shown), fps=settings.fps)
-    secs = time.perf_counter() - start
-    labels = [int(i) % int(vc["num_classes"]) for i in range(done)] if vc.get("num_classes") and settings.prompt is None \
-        else None
-    atomic_write_json(out_dir / MANIFEST, {**settings.describe(), "frames_file": FRAMES_FILE, "labels": labels,
+        write_previews(tmp, torch.cat(shown), fps=settings.fps)
+        secs = time.perf_counter() - start
+        labels = [int(i) % int(vc["num_classes"]) for i in range(done)] \
+            if vc.get("num_classes") and settings.prompt is None else None
+        atomic_write_json(tmp / MANIFEST, {**settings.describe(), "frames_file": FRAMES_FILE, "labels": labels,
                                            "model": vc.get("model"), "seconds": round(secs, 3),
                                            **(describe or {})})
-    return out_dir, secs, paths
+    return out_dir, secs, [out_dir / name for name in names]
 
 
 def matching_manifest(out_dir: str | Path, settings: SampleSettings, newer_than: Optional[Path] = None

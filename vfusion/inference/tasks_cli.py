@@ -114,7 +114,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: RUN/generate/TASK; needed with --pipeline)")
     p.add_argument("--device", metavar="D", default=None, help="e.g. cpu or cuda (default: cuda when available)")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, on_interrupt="no videos were written: the output folder is as it was")
 
 
 def _flag(name: str) -> str:
@@ -153,9 +153,9 @@ def check_arguments(args) -> Path:
         if not args.out:
             raise UserError("--pipeline needs --out DIR (where the videos go)")
         out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    return out
+    from vfusion.inference.generate import SAMPLE_FILES, check_output_dir
+
+    return check_output_dir(out, SAMPLE_FILES + (INPUTS_FILE, MANIFEST))
 
 
 # ---- reading the inputs ------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def cmd_generate(args) -> int:
     from vfusion.diffusion.edit import steps_to_run
     from vfusion.inference import tasks
     from vfusion.inference.generate import load_pipeline, write_videos
-    from vfusion.utils.io import atomic_write_json
+    from vfusion.utils.io import atomic_write_json, staged_dir
     from vfusion.utils.video import filmstrip, write_png
 
     out_dir = check_arguments(args)
@@ -413,24 +413,21 @@ def cmd_generate(args) -> int:
     videos = out.frames
     made_labels = out.class_labels.tolist() if out.class_labels is not None else None
 
-    # everything was checked and generated: now write
-    old = out_dir / MANIFEST
-    if old.is_file():  # a previous generate folder: its videos go, so that the folder holds one generation
-        old.unlink()
-        for stale in out_dir.glob("video_*.mp4"):
-            stale.unlink()
-    paths = write_videos(out_dir, videos, fps=fps, labels=made_labels)
-    write_png(out_dir / INPUTS_FILE, filmstrip(given.unsqueeze(0), max_frames=16))
-    secs = time.perf_counter() - start
-    source = {"run": str(Path(args.run).resolve())} if args.run else {"pipeline": str(Path(args.pipeline).resolve())}
-    atomic_write_json(out_dir / MANIFEST, {
-        "task": task, **source, "model": vc.get("model"),
-        "inputs": {name: str(Path(getattr(args, name)).resolve()) for name in NEEDS[task]},
-        "input_frames": {name: int(f.shape[0]) for name, f in frames.items()},  # the frames used of each
-        "input_size": sizes, "resize": args.resize,  # each input's [height, width] before it was fitted
-        **settings, "labels": made_labels, "num_frames": int(videos.shape[2]),
-        "frames_file": "videos.npy", "videos": [p.name for p in paths], "fps": fps,
-        "seconds": round(secs, 3)})
+    # everything was checked and generated: now write, replacing an earlier generation whole
+    with staged_dir(out_dir) as tmp:
+        paths = write_videos(tmp, videos, fps=fps, labels=made_labels)
+        write_png(tmp / INPUTS_FILE, filmstrip(given.unsqueeze(0), max_frames=16))
+        secs = time.perf_counter() - start
+        source = {"run": str(Path(args.run).resolve())} if args.run else \
+            {"pipeline": str(Path(args.pipeline).resolve())}
+        atomic_write_json(tmp / MANIFEST, {
+            "task": task, **source, "model": vc.get("model"),
+            "inputs": {name: str(Path(getattr(args, name)).resolve()) for name in NEEDS[task]},
+            "input_frames": {name: int(f.shape[0]) for name, f in frames.items()},  # the frames used of each
+            "input_size": sizes, "resize": args.resize,  # each input's [height, width] before it was fitted
+            **settings, "labels": made_labels, "num_frames": int(videos.shape[2]),
+            "frames_file": "videos.npy", "videos": [p.name for p in paths], "fps": fps,
+            "seconds": round(secs, 3)})
     print(f"wrote {len(paths)} video{'s' if len(paths) != 1 else ''} of {videos.shape[2]} frames, videos.npy, "
           f"grid.gif, filmstrip.png, inputs.png and {MANIFEST} to {out_dir} in {secs:.1f}s")
     return 0

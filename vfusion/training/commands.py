@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     p.add_argument("--device", default=None)
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=cmd_sample, on_interrupt="no videos were written: the output folder is as it was")
 
     p = sub.add_parser("export", help="write a run's pipeline (EMA weights, safetensors) from a checkpoint")
     p.add_argument("--run", required=True, help="run directory")

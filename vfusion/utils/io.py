@@ -57,6 +57,43 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+STAGING_MARK = ".partial-"
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+@contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``out_dir`` to write an output folder into; when the block
+    finishes it replaces ``out_dir`` whole, and when it fails or is interrupted it is removed. So a
+    folder at ``out_dir`` is always a finished one. A staging folder left by a killed writer (its
+    process gone) is removed by the next writer of the same folder."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out_dir.name}{STAGING_MARK}"
+    for stale in out_dir.parent.glob(prefix + "*"):
+        if not _alive(stale.name[len(prefix):]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out_dir.with_name(f"{prefix}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
