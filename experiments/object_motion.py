@@ -6,7 +6,8 @@
 Flicker and drift (``vfusion evaluate --metrics flicker,drift``) say how much a clip changes, not what
 changes: a ball that fades in and out and a ball that rolls can score the same. This script follows the
 two objects of the embedded dataset that have a colour of their own, the red ball of ``BouncingBall``
-and the yellow bob of ``SwingingPendulum``, by a colour mask, frame by frame, in the run's samples
+and the yellow bob of ``SwingingPendulum``, by a colour mask (``vfusion.evaluation.objects``, which also
+gives ``vfusion evaluate`` its object metrics), frame by frame, per class, in the run's samples
 (``RUN/samples/videos.npy``, before any video codec, with the labels of ``samples.json``) and in
 ``--num-real`` real clips of the run's evaluation split. Per class it prints the means over clips of:
 
@@ -36,48 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from vfusion.evaluation.clip_sources import labelled_subset
+from vfusion.evaluation.objects import MIN_AREA, TRACKED, track
 from vfusion.inference.generate import FRAMES_FILE, MANIFEST
 from vfusion.layout import keyframe_index
 from vfusion.rundir import RunDir
 from vfusion.utils.io import atomic_write_json
-
-MIN_AREA = 4  # pixels (32x32 frames: the ball covers about 55, the bob about 25)
-
-
-def red_ball(rgb: np.ndarray) -> np.ndarray:
-    """Mask of saturated red (the ball is about (0.85, 0.15, 0.15) on a beige texture)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return (r > 0.5) & (r - g > 0.3) & (r - b > 0.3)
-
-
-def yellow_bob(rgb: np.ndarray) -> np.ndarray:
-    """Mask of saturated yellow (the bob is about (0.95, 0.80, 0.20) on a blue texture)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return (r > 0.55) & (g > 0.45) & (np.minimum(r, g) - b > 0.3)
-
-
-TRACKED = {"BouncingBall": red_ball, "SwingingPendulum": yellow_bob}
-
-
-def track(clip: np.ndarray, mask_fn) -> dict:
-    """``clip``: (T, H, W, 3) in [0, 1] -> the statistics of the module docstring for one clip."""
-    masks = mask_fn(clip)                                               # (T, H, W)
-    areas = masks.reshape(len(clip), -1).sum(1)
-    seen = areas >= MIN_AREA
-    ys, xs = np.mgrid[0:clip.shape[1], 0:clip.shape[2]]
-    cents = np.array([[(xs * m).sum() / max(m.sum(), 1), (ys * m).sum() / max(m.sum(), 1)] for m in masks])
-    out = {"seen": float(seen.mean())}
-    if seen.sum() >= 1:
-        a = areas[seen].astype(float)
-        out["area_cv"] = float(a.std() / a.mean())
-        c = cents[seen]
-        out["travel"] = float(np.max(np.linalg.norm(c[:, None] - c[None], axis=-1)))
-    both = seen[1:] & seen[:-1]
-    if both.any():
-        steps = np.linalg.norm(cents[1:] - cents[:-1], axis=1)[both]
-        out["step"], out["jump"] = float(steps.mean()), float(steps.max())
-    return out
-
 
 def keyframe_change(clips: np.ndarray) -> dict:
     """``clips``: (N, T, H, W, 3) in [0, 1] -> mean change of the two pairs at the keyframe and of the others."""

@@ -522,7 +522,7 @@ def test_pipeline_command_is_a_one_cell_study(tmp_path):
         settings = RunDir(run_dir).sample_settings(cfg, for_eval=True)
         with pytest.MonkeyPatch.context() as mp:  # must come from the saved samples, not a second sampling
             mp.setattr("vfusion.inference.generate.load_pipeline", lambda *a, **k: pytest.fail("sampled twice"))
-            evaluated.append(sum(b.shape[0] for b in run_clip_batches(run_dir, settings, "cpu")))
+            evaluated.append(sum(v.shape[0] for v, _labels in run_clip_batches(run_dir, settings, "cpu")))
 
     hooks = StudyHooks(fit=spy_fit, evaluate=evaluate, real_vs_real=lambda c: {"metrics": {"fvd3_4f": 1.0}},
                        spec_info=tiny_spec(), train_loader_factory=lambda c, s: tiny_loader())

@@ -142,15 +142,13 @@ def test_x0_consistency_counts_only_the_coarse_change():
     assert frame_change(flipping).item() == pytest.approx(127.5)
 
 
-def test_object_motion_follows_a_disk_by_its_colour():
-    """experiments/object_motion.py: a red disk moved by whole pixels is seen in every frame with a constant
+def test_object_tracking_follows_a_disk_by_its_colour():
+    """vfusion.evaluation.objects: a red disk moved by whole pixels is seen in every frame with a constant
     area, steps of exactly the shift and a travel of the whole path; the same disk fading into the
     background is lost once its colour is too pale for the mask."""
     import numpy as np
 
-    from tests.conftest import experiment_script
-
-    motion = experiment_script("object_motion")
+    import vfusion.evaluation.objects as motion
     ys, xs = np.mgrid[0:32, 0:32]
     clip = np.tile(np.array([0.85, 0.8, 0.7]), (12, 32, 32, 1))
     for t in range(12):
@@ -182,13 +180,12 @@ def test_object_motion_keyframe_change_isolates_a_keyframe_that_stands_out():
     assert row["key_change"] == pytest.approx(51.0) and row["other_change"] == 0.0
 
 
-def test_object_motion_sees_the_embedded_objects_move():
+def test_object_tracking_sees_the_embedded_objects_move():
     """The colour masks find the ball and the bob of the embedded dataset's own renderer in every frame, and
     they travel (the renderer moves them by at least 0.025 of the frame per step)."""
-    from tests.conftest import experiment_script
+    import vfusion.evaluation.objects as motion
     from vfusion.data.embedded import render_clip
 
-    motion = experiment_script("object_motion")
     for name in motion.TRACKED:
         for clip in range(3):
             frames = render_clip(name, seed=0, clip=clip, size=32, length=16).astype("float32") / 255

@@ -146,14 +146,16 @@ def dataset_subsets(data_cfg, split: str, sizes: Sequence[int], seed: int = SUBS
 
 def dataset_batches(dataset, indices: Sequence[int], batch_size: int, num_workers: int = 0,
                     with_labels: bool = False) -> Iterator:
-    """Batches of the clips ``indices`` in order; ``with_labels``: ``(clips, labels)`` pairs, from the same read."""
+    """Batches of the clips ``indices`` in order; ``with_labels``: ``(clips, labels)`` pairs, from the same read
+    (labels None for a dataset without them)."""
     from torch.utils.data import DataLoader, Subset
 
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, drop_last=False)
     for item in loader:
-        clips = item[0] if isinstance(item, (list, tuple)) else item
-        yield (clips, item[1]) if with_labels else clips
+        pair = isinstance(item, (list, tuple))
+        clips = item[0] if pair else item
+        yield (clips, item[1] if pair else None) if with_labels else clips
 
 
 def labelled_subset(data_cfg, split: str, num: int, batch_size: int = 16):

@@ -22,9 +22,11 @@ Protocols (see docs/protocols.md):
 * ``is_ucf_c3d{N}_16f`` — TGAN/StyleGAN-V UCF-101 IS with a user-supplied C3D
   (16 frames, short side 128, center crop 112; ``c3d.load_c3d``).
   Both IS variants use 10 splits and come with a ``_std`` entry.
-* ``flicker{N}_{T}f`` / ``drift{N}_{T}f`` — mean over the generated clips of the pixel
-  statistics of ``temporal.py`` (frame-to-frame change, distance from the key frame, in
-  grey levels), each next to the same mean over the real clips, ``..._real``.
+* ``flicker{N}_{T}f`` / ``drift{N}_{T}f``, ``motion{N}_{T}f`` (with ``motion_ratio{N}_{T}f``) and
+  the object metrics ``object_travel`` / ``object_jump`` / ``object_seen`` (``objects``) — means over
+  the generated clips of per-clip pixel statistics (``clip_stats.py``: frame-to-frame change and distance
+  from the key frame in grey levels, optical-flow magnitude in pixels per frame, colour tracking of the
+  embedded dataset's objects), each next to the same mean over the real clips, ``..._real``.
 
 The protocol preset (``protocols.py``) decides which real clips are read; the names of
 the metrics that depend on them (FVD, KVD, FID, the ``_real`` temporal references) end
@@ -54,7 +56,7 @@ from vfusion.evaluation.features import FeatureStats, RowBuffer
 from vfusion.evaluation.fid import FrameFID
 from vfusion.evaluation.limits import Keys, check_counts
 from vfusion.evaluation.protocols import DEFAULT_PROTOCOL, SGV_CHOICES, name_suffix
-from vfusion.evaluation.temporal import clip_statistics
+from vfusion.evaluation.clip_stats import CLIP_STATISTICS, STATISTIC_OF, metric_values, needed
 
 KVD_SEED = 0
 # how count and frame errors name their fix when the caller does not say (a run's config or its CLI flags)
@@ -63,15 +65,15 @@ RUN_KEYS = Keys(clips="--num-videos (eval.num_videos)", frames="data.num_frames"
 
 # --------------------------------------------------------------------------- what the core is given
 
-# what a real-side cache can hold: I3D statistics, the FID real state, per-clip temporal statistics
-CACHED = ("i3d_k400", "inception_v3", "temporal")
+# what a real-side cache can hold: I3D statistics, the FID real state, the rows of each per-clip statistic
+CACHED = ("i3d_k400", "inception_v3", *CLIP_STATISTICS)
 
 
 class StatsCache(Protocol):
     """Cached statistics of a real clip source (see ``real_stats.DatasetStatsCache``).
 
     States by name (``CACHED``): ``i3d_k400`` a ``FeatureStats.state()``, ``inception_v3`` the
-    FID real state, ``temporal`` ``{"values": (N, 2) array}`` (frame change, keyframe drift).
+    FID real state, and per statistic of ``clip_stats.CLIP_STATISTICS`` ``{"values": (N, k) array}``.
     """
 
     def load(self, det: Detectors, needs: Sequence[str]) -> dict[str, dict]:
@@ -85,7 +87,8 @@ class StatsCache(Protocol):
 class ClipSource:
     """One set of clips for :func:`evaluate`.
 
-    batches: batches ``(B, C, T, H, W)`` in [-1, 1], read lazily (a generator), once.
+    batches: batches ``(B, C, T, H, W)`` in [-1, 1], read lazily (a generator), once; or ``(clips,
+    labels)`` pairs, labels ``(B,)`` indices into ``class_names`` (what the object metrics need).
     info: what metrics.json records under ``protocol.real`` / ``protocol.fake``.
     desc: the progress bar's label; what: how error messages name the clips (default desc).
     num: how many clips ``batches`` yields (progress bar; a source that yields another
@@ -100,6 +103,7 @@ class ClipSource:
     num: Optional[int] = None
     cache: Optional[StatsCache] = None
     what: Optional[str] = None
+    class_names: Optional[Sequence[str]] = None
 
 
 # --------------------------------------------------------------------------- one side's accumulator
@@ -114,23 +118,23 @@ class _Side:
 
     def __init__(self, det: Detectors, i3d_stats: bool = False, k400_probs: bool = False,
                  c3d_probs: bool = False, fid: Optional[FrameFID] = None, fid_real: bool = False,
-                 temporal: bool = False):
+                 stats: Sequence[str] = (), class_names: Optional[Sequence[str]] = None):
         self.det = det
         self.i3d = FeatureStats(keep_features=True) if i3d_stats else None
         self.k400 = RowBuffer() if k400_probs else None
         self.c3d = RowBuffer() if c3d_probs else None
         self.fid, self.fid_real = fid, fid_real
-        self.temporal = RowBuffer() if temporal else None  # per clip: frame change, keyframe drift
+        self.stats = {name: RowBuffer() for name in stats}  # per clip: the rows of each clip statistic
+        self.class_names = class_names
         self.num = 0
         self.clip_shape: Optional[tuple[int, ...]] = None
 
     @property
     def idle(self) -> bool:
-        return self.i3d is None and self.k400 is None and self.c3d is None and self.fid is None \
-            and self.temporal is None
+        return self.i3d is None and self.k400 is None and self.c3d is None and self.fid is None and not self.stats
 
     @torch.no_grad()
-    def update(self, videos: torch.Tensor) -> None:
+    def update(self, videos: torch.Tensor, labels: Optional[torch.Tensor] = None) -> None:
         if videos.dim() != 5:
             raise ValueError(f"expected a batch of clips (B, C, T, H, W), got shape {tuple(videos.shape)}")
         shape = tuple(videos.shape[1:])
@@ -153,10 +157,15 @@ class _Side:
             self.c3d.append(M.softmax(logits))
         if self.fid is not None:
             self.fid.update(videos, real=self.fid_real)
-        if self.temporal is not None:
-            if videos.shape[2] < 2:
-                raise UserError(f"flicker and drift need clips of at least 2 frames, these have {videos.shape[2]}")
-            self.temporal.append(clip_statistics(videos).cpu().numpy())
+        if self.stats and videos.shape[2] < 2:
+            raise UserError(f"{', '.join(self.stats)} statistics need clips of at least 2 frames, these have "
+                            f"{videos.shape[2]}")
+        for name, rows in self.stats.items():
+            stat = CLIP_STATISTICS[name]
+            if stat.labelled and (labels is None or self.class_names is None):
+                raise UserError(f"the {name} metrics need each clip's class: evaluate a run or a dataset of "
+                                f"labelled clips, not a folder of videos")
+            rows.append(stat.compute(videos, None if labels is None else labels.tolist(), self.class_names or ()))
         self.num += videos.shape[0]
 
 
@@ -167,8 +176,9 @@ def _consume(batches: Iterable[torch.Tensor], side: _Side, desc: str, total: Opt
 
     bar = tqdm(total=total, desc=desc, unit="clip", disable=not progress, leave=False)
     try:
-        for videos in batches:
-            side.update(videos)
+        for item in batches:
+            videos, labels = item if isinstance(item, (tuple, list)) else (item, None)
+            side.update(videos, labels)
             bar.update(videos.shape[0])
     finally:
         bar.close()
@@ -176,10 +186,6 @@ def _consume(batches: Iterable[torch.Tensor], side: _Side, desc: str, total: Opt
 
 def _need_i3d(metrics: Sequence[str]) -> bool:
     return bool({"fvd", "kvd"} & set(metrics))
-
-
-def _need_temporal(metrics: Sequence[str]) -> bool:
-    return bool({"flicker", "drift"} & set(metrics))
 
 
 def _fid_for(metrics: Sequence[str], det: Detectors) -> Optional[FrameFID]:
@@ -190,9 +196,11 @@ def _fid_for(metrics: Sequence[str], det: Detectors) -> Optional[FrameFID]:
     return FrameFID(det.inception, device=det.device)
 
 
-def _fake_side(metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID]) -> _Side:
+def _fake_side(metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID],
+               class_names: Optional[Sequence[str]] = None) -> _Side:
     return _Side(det, i3d_stats=_need_i3d(metrics), k400_probs="is_k400_i3d" in metrics,
-                 c3d_probs="is_ucf_c3d" in metrics, fid=fid, fid_real=False, temporal=_need_temporal(metrics))
+                 c3d_probs="is_ucf_c3d" in metrics, fid=fid, fid_real=False, stats=needed(metrics),
+                 class_names=class_names)
 
 
 def _read(src: ClipSource, side: _Side, progress: bool) -> None:
@@ -203,51 +211,50 @@ def _read(src: ClipSource, side: _Side, progress: bool) -> None:
 
 @dataclass
 class RealSide:
-    """The real side once read: its I3D statistics and per-clip temporal statistics (the FID real
+    """The real side once read: its I3D statistics and the rows of its per-clip statistics (the FID real
     state is in the FrameFID)."""
 
     i3d: Optional[FeatureStats]
     num: int
     clip_shape: Optional[tuple[int, ...]]  # None when no clip was read (all from the cache)
     cache_hit: Optional[dict[str, bool]]   # None without a cache
-    temporal: Optional[np.ndarray] = None  # (N, 2): frame change, keyframe drift
+    stats: Optional[dict[str, np.ndarray]] = None  # statistic name -> (N, k) rows
 
 
 def read_real(src: ClipSource, metrics: Sequence[str], det: Detectors, fid: Optional[FrameFID],
               progress: bool = True) -> RealSide:
     """Accumulate the real side: from ``src.cache`` what it holds, from the clips the rest."""
-    need_i3d, need_temporal = _need_i3d(metrics), _need_temporal(metrics)
-    needs = [name for name, on in zip(CACHED, (need_i3d, fid is not None, need_temporal)) if on]
+    need_i3d, stats = _need_i3d(metrics), needed(metrics)
+    needs = [name for name, on in (("i3d_k400", need_i3d), ("inception_v3", fid is not None)) if on] + stats
     cached = src.cache.load(det, needs) if src.cache is not None else {}
     i3d = FeatureStats.from_state(cached["i3d_k400"]) if "i3d_k400" in cached else None
-    temporal = np.asarray(cached["temporal"]["values"], np.float64) if "temporal" in cached else None
+    rows = {name: np.asarray(cached[name]["values"], np.float64) for name in stats if name in cached}
     side = _Side(det, i3d_stats=need_i3d and i3d is None,
                  fid=fid if (fid is not None and "inception_v3" not in cached) else None, fid_real=True,
-                 temporal=need_temporal and temporal is None)
+                 stats=[name for name in stats if name not in rows], class_names=src.class_names)
     if fid is not None and "inception_v3" in cached:
         fid.load_real_state(cached["inception_v3"])
     cache_hit = None
-    if src.cache is not None:  # the detector entries always, the temporal one when asked for
-        cache_hit = {name: name in cached for name in CACHED if name != "temporal" or need_temporal}
+    if src.cache is not None:  # the detector entries always, the statistics asked for
+        cache_hit = {name: name in cached for name in CACHED if name not in CLIP_STATISTICS or name in stats}
     read = src.cache is None or not side.idle
     if read:
         _read(src, side, progress)
         if side.i3d is not None:
             i3d = side.i3d
-        if side.temporal is not None and side.num:
-            temporal = side.temporal.array().copy()
+        computed = {}
+        if side.num:
+            for name, buf in side.stats.items():
+                rows[name] = buf.array().copy()
+                computed[name] = {"values": rows[name]}
         if src.cache is not None:
-            computed = {}
             if side.i3d is not None:
                 computed["i3d_k400"] = side.i3d.state()
             if side.fid is not None:
                 computed["inception_v3"] = fid.real_state()
-            if side.temporal is not None and side.num:
-                computed["temporal"] = {"values": temporal}
             src.cache.save(det, computed)
     num = src.num if src.num is not None else side.num
-    return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit,
-                    temporal=temporal)
+    return RealSide(i3d=i3d, num=num, clip_shape=side.clip_shape if read else None, cache_hit=cache_hit, stats=rows)
 
 
 def _check_match(real_shape, fake_shape, what: str) -> None:
@@ -259,16 +266,14 @@ def _check_match(real_shape, fake_shape, what: str) -> None:
 
 # --------------------------------------------------------------------------- metric values and protocol
 
-TEMPORAL_COLUMN = {"flicker": 0, "drift": 1}  # columns of temporal.clip_statistics
-
-
 def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fake: _Side,
                     fid: Optional[FrameFID], num_videos: int, num_frames: int, *,
-                    real_temporal: Optional[np.ndarray] = None, suffix: str = "") -> dict[str, float]:
+                    real_stats: Optional[dict[str, np.ndarray]] = None, suffix: str = "") -> dict[str, float]:
     """Named values: ``fvd{N}_{T}f`` etc. (N = generated clips, T = frames per clip).
 
-    ``suffix`` (the protocol's, ``protocols.name_suffix``) ends the names of the values that
-    depend on the real clips: FVD, KVD, FID and the ``_real`` temporal references.
+    ``real_stats``: the real side's rows of the clip statistics the metrics need. ``suffix`` (the
+    protocol's, ``protocols.name_suffix``) ends the names of the values that depend on the real clips:
+    FVD, KVD, FID, the ``_real`` references and the ratios.
     """
     n, t = num_videos, num_frames
     out: dict[str, float] = {}
@@ -281,10 +286,9 @@ def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fa
                                                             seed=KVD_SEED)[0]
         elif m == "fid":
             out[f"fid{n}_{t}f{suffix}"] = fid.compute()
-        elif m in TEMPORAL_COLUMN:
-            col = TEMPORAL_COLUMN[m]
-            out[f"{m}{n}_{t}f"] = float(fake.temporal.array()[:, col].mean())
-            out[f"{m}{n}_{t}f_real{suffix}"] = float(real_temporal[:, col].mean())
+        elif m in STATISTIC_OF:
+            name = STATISTIC_OF[m]
+            out.update(metric_values(m, fake.stats[name].array(), real_stats[name], n, t, suffix))
         elif m == "is_k400_i3d":
             mean, std = M.inception_score(fake.k400.array())
             out[f"is_k400_i3d{n}_{t}f"], out[f"is_k400_i3d{n}_{t}f_std"] = mean, std
@@ -320,11 +324,8 @@ def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_s
         p["is"] = {"num_splits": M.IS_NUM_SPLITS, "std": "population std over splits",
                    "is_k400_i3d": "softmax of the I3D Kinetics-400 logits (not the UCF-101 C3D protocol)",
                    "is_ucf_c3d": "C3D fine-tuned on UCF-101, first 16 frames, short side 128, center crop 112"}
-    if {"flicker", "drift"} & set(metrics):
-        p["temporal"] = {"flicker": "mean over clips of mean |x_{t+1} - x_t| (consecutive frames)",
-                         "drift": "mean over clips of mean |x_t - x_key| over the non-key frames, key = middle frame",
-                         "unit": "grey levels (0..255) per pixel and channel, after quantisation to uint8",
-                         "real": "the same means over the real clips (name ending _real)"}
+    for name in needed(metrics):
+        p[name] = {**CLIP_STATISTICS[name].describe(), "real": "the same means over the real clips (name ending _real)"}
     counts = num_fake == 2048 and t == 16 and min(h, w) >= 128 and num_real >= 2048
     comparable = counts and protocol == "stylegan_v"
     p["comparable_to_published"] = comparable
@@ -368,14 +369,14 @@ def evaluate(real: ClipSource, fake: ClipSource, metrics: Sequence[str], detecto
     check_counts(metrics, real.num, fake.num, keys=keys)  # before any clip is read or sampled
     fid = _fid_for(metrics, det)
     real_side = read_real(real, metrics, det, fid, progress)
-    fake_side = _fake_side(metrics, det, fid)
+    fake_side = _fake_side(metrics, det, fid, fake.class_names)
     _read(fake, fake_side, progress)
     if not fake_side.num:
         raise ValueError(f"{fake.what or fake.desc}: no clips to evaluate")
     _check_match(real_side.clip_shape, fake_side.clip_shape, fake.what or fake.desc)
     check_counts(metrics, real_side.num, fake_side.num, fake_side.clip_shape[1], keys)
     values = compute_metrics(metrics, real_side.i3d, fake_side, fid, fake_side.num, fake_side.clip_shape[1],
-                             real_temporal=real_side.temporal, suffix=name_suffix(protocol))
+                             real_stats=real_side.stats, suffix=name_suffix(protocol))
 
     notes = _protocol_notes(metrics, fake_side.num, real_side.num, fake_side.clip_shape, protocol)
     notes["real"] = dict(real.info)

@@ -3,7 +3,8 @@
 ``expand_metrics`` turns what a user typed (``fvd,kvd,fid,is``) into the canonical
 list the rest of the evaluation uses (``is`` -> ``is_k400_i3d``, plus ``is_ucf_c3d``
 when C3D weights are given); ``load_detectors`` loads only the networks that list
-needs, from the verified weight files (``weights.py``); ``flicker`` and ``drift`` need none.
+needs, from the verified weight files (``weights.py``); the pixel statistics (``flicker``, ``drift``,
+``motion``, ``objects``) need none.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from torch import nn
 
 from vfusion.errors import UserError
 
-# flicker and drift are pixel statistics (temporal.py): they need no detector
-METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d", "flicker", "drift")
+# flicker, drift, motion and objects are pixel statistics (clip_stats.py): they need no detector
+METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d", "flicker", "drift", "motion", "objects")
 
 
 @dataclass

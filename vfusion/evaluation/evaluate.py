@@ -62,8 +62,8 @@ def _split_for(cfg, protocol: str, requested: Optional[str]) -> tuple[str, dict]
 
 # --------------------------------------------------------------------------- a run's generated clips
 
-def run_clip_batches(run_dir: str | Path, settings, device: str) -> Iterable[torch.Tensor]:
-    """``settings.num_videos`` clips of a run, batches ``(B, C, T, H, W)`` in [-1, 1], lazily.
+def run_clip_batches(run_dir: str | Path, settings, device: str) -> Iterable[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """``settings.num_videos`` clips of a run, batches ``(clips (B, C, T, H, W) in [-1, 1], labels)``, lazily.
 
     The run's saved samples (``RUN/samples/videos.npy``) when its ``samples.json`` says they were made
     with these settings after the pipeline was written (so a run is sampled once); else sampled from
@@ -76,8 +76,7 @@ def run_clip_batches(run_dir: str | Path, settings, device: str) -> Iterable[tor
     saved = saved_sample_batches(run.samples_dir, settings, newer_than=run.pipeline_dir / "model_index.json")
     if saved is not None:
         return saved
-    pipe = load_pipeline(run.path, device)
-    return (v for v, _labels in generate(pipe, settings, progress=False))
+    return generate(load_pipeline(run.path, device), settings, progress=False)
 
 
 def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kvd", "fid", "is"),
@@ -95,7 +94,8 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     of sampling; ``sampler``, ``steps``, ``seed`` and ``guidance_scale`` should then say
     how they were made (they are recorded). ``protocol`` (default ``eval.protocol``): which
     real clips; ``stylegan_v`` reads its own split and ignores ``real_split``. Returns the
-    dict written.
+    dict written. A class-conditional run on the embedded dataset also gets the object metrics
+    (``objects.py``) when it samples its clips here (their labels index the run's dataset classes).
     """
     from vfusion.rundir import RunDir
 
@@ -118,11 +118,14 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
 
     real = dataset_source(cfg.data, split, num_videos, batch_size, _stats_dir(cfg), protocol, **split_note)
     if fake_batches is None:
-        fake_batches = run_clip_batches(run_dir, settings, det.device)
+        fake_batches = run_clip_batches(run_dir, settings, det.device)  # labelled, as the object metrics need
+        if cfg.data.dataset == "embedded" and cfg.data.class_conditional and real.class_names \
+                and "objects" not in metrics:
+            metrics = metrics + ["objects"]
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
             "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
     fake = ClipSource(fake_batches, info, desc=f"generated clips ({sampler}, {steps} steps)", num=num_videos,
-                      what="the generated clips")
+                      what="the generated clips", class_names=real.class_names)
     return evaluate(real, fake, metrics, det, out=run_dir / "metrics.json" if out is None else out,
                     progress=progress, start=start, protocol=protocol)
 
@@ -245,6 +248,7 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
         n = min(len(idx_a), len(idx_b))
         info = dict(_real_info(cfg.data, split, protocol), source="dataset", num_available=len(dataset),
                     halves="two disjoint subsets of a seeded permutation (A: first n, B: next n)", **split_note)
+    names = getattr(dataset, "class_names", None)
     if protocol != "stylegan_v" and n == num_videos:
         # half A is the evaluation's own real set (the first n of the same permutation): its statistics
         # come from (or go into) the same cache, so the floor reads only half B's clips
@@ -252,10 +256,11 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
                                 desc=f"real half A ({split})")
         half_a.info.update(info)
     else:
-        half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers), info,
-                            desc=f"real half A ({split})", num=n)
-    half_b = ClipSource(dataset_batches(dataset, idx_b[:n], batch_size, workers), {"source": "real half B"},
-                        desc=f"real half B ({split})", num=n, what="the clips of real half B")
+        half_a = ClipSource(dataset_batches(dataset, idx_a[:n], batch_size, workers, with_labels=True), info,
+                            desc=f"real half A ({split})", num=n, class_names=names)
+    half_b = ClipSource(dataset_batches(dataset, idx_b[:n], batch_size, workers, with_labels=True),
+                        {"source": "real half B"}, desc=f"real half B ({split})", num=n,
+                        what="the clips of real half B", class_names=names)
     return evaluate(half_a, half_b, metrics, det, out=out, kind="real_vs_real", progress=progress, start=start,
                     protocol=protocol, keys=CONFIG_KEYS)
 

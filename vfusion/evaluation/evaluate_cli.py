@@ -1,6 +1,6 @@
 """CLI: ``vfusion evaluate`` (three modes; the protocols live in ``evaluate.py``).
 
-    vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift] [--num-videos N]
+    vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift,motion] [--num-videos N]
                      [--real-split test] [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
     vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
     vfusion evaluate --real-vs-real --config CFG [--num-videos N] [KEY=VALUE ...]
@@ -25,7 +25,7 @@ DEFAULT_METRICS = {"run": "fvd,kvd,fid,is", "folders": "fvd,kvd,fid", "real_vs_r
 
 HELP = """Score generated videos against real ones, in one of three modes:
 
-  vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift] [--num-videos N]
+  vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift,motion] [--num-videos N]
                    [--real-split test] [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
   vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
   vfusion evaluate --real-vs-real --config CFG [--num-videos N] [KEY=VALUE ...]
@@ -57,8 +57,9 @@ def register(subparsers) -> None:
                       help="two disjoint halves of the real data (with --config)")
     mode.add_argument("--config", metavar="CFG", help="experiment config YAML (with --real-vs-real)")
     p.add_argument("--metrics", help="comma-separated: fvd,kvd,fid,is (is = is_k400_i3d, plus is_ucf_c3d with "
-                                     "--c3d-weights), is_k400_i3d, is_ucf_c3d, flicker, drift (each next to "
-                                     "its real value, _real)")
+                                     "--c3d-weights), is_k400_i3d, is_ucf_c3d, flicker, drift, motion (optical "
+                                     "flow, with motion_ratio), objects (the embedded dataset's objects; needs "
+                                     "labelled clips); the pixel statistics come next to their real value, _real")
     from vfusion.evaluation.protocols import PROTOCOLS
 
     p.add_argument("--protocol", choices=PROTOCOLS,

@@ -36,10 +36,12 @@ NEEDS = {
     "is_ucf_c3d": Needs(fake=IS_NUM_SPLITS, frames=16, detector="the UCF-101 C3D"),
     "flicker": Needs(real=1, fake=1, frames=2),
     "drift": Needs(real=1, fake=1, frames=2),
+    "motion": Needs(real=1, fake=1, frames=2),
+    "objects": Needs(real=1, fake=1, frames=2),
 }
 
 # metrics that compare the generated clips with real ones (their names carry the clip count of both)
-COMPARED = ("fvd", "kvd", "fid", "flicker", "drift")
+COMPARED = ("fvd", "kvd", "fid", "flicker", "drift", "motion", "objects")
 # metrics the real-vs-real floor can give (IS is a property of one set)
 FLOOR_METRICS = COMPARED
 # each half of the floor holds at least this many real clips

@@ -4,11 +4,11 @@ with their statistics cached on disk.
 Which clips: the protocol preset's (``protocols.py``): under ``vfusion`` a seeded subset of
 the split (``clip_sources.dataset_subsets``), under ``stylegan_v`` the first N videos in
 sorted order at seeded offsets. Either way the clips are fixed, so their I3D statistics,
-the real side of the per-frame FID and the per-clip temporal statistics can be cached
+the real side of the per-frame FID and the per-clip statistics (``clip_stats.py``) can be cached
 (``features.py``), keyed by everything that selects or changes the clips (the protocol,
 dataset, root, split, frames, stride, resolution, N, the size of the split or the
 fingerprint of the selected videos, the detector's sha256, ...): the two protocols never
-share a file. A detector whose sha256 is unknown is never cached (the temporal statistics
+share a file. A detector whose sha256 is unknown is never cached (the per-clip statistics
 need no detector). Real clips given as a folder are not cached.
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from vfusion.data import default_num_workers
 from vfusion.evaluation.clip_sources import SUBSET_SEED, dataset_batches, dataset_subsets
+from vfusion.evaluation.clip_stats import CLIP_STATISTICS
 from vfusion.evaluation.core import CACHED, ClipSource, read_real
 from vfusion.evaluation.detectors import Detectors
 from vfusion.evaluation.features import FeatureStats, cache_file, load_cached, save_cached
@@ -27,7 +28,6 @@ from vfusion.evaluation.protocols import (DEFAULT_PROTOCOL, OFFSET_SEED, check_p
                                           stylegan_v_selection)
 
 CACHE_VERSION = 2  # 2: keyed by the protocol; temporal statistics
-TEMPORAL_VERSION = 1  # what temporal.clip_statistics computes
 # data keys that do not change which real clips are evaluated (left out of the cache key)
 _NOT_IN_KEY = ("batch_size", "num_workers", "strict", "cache", "cache_dir", "split", "eval_split",
                "class_conditional", "labels_from_subfolders", "random_flip")
@@ -65,11 +65,11 @@ def _cache_keys(data_cfg, split: str, num_videos: int, det: Detectors, protocol:
         base["subset_seed"] = SUBSET_SEED
     return {"i3d_k400": dict(base, detector="i3d_k400", sha256=det.sha256("i3d_k400")),
             "inception_v3": dict(base, detector="inception_v3", sha256=det.sha256("inception_v3")),
-            "temporal": dict(base, detector="temporal", statistics=TEMPORAL_VERSION)}
+            **{name: dict(base, detector=name, statistics=stat.version) for name, stat in CLIP_STATISTICS.items()}}
 
 
 def _cacheable(name: str, key: dict) -> bool:
-    return name == "temporal" or bool(key["sha256"])
+    return name in CLIP_STATISTICS or bool(key["sha256"])
 
 
 class DatasetStatsCache:
@@ -137,8 +137,9 @@ def dataset_source(data_cfg, split: str, num_videos: int, batch_size: int, cache
     cache = DatasetStatsCache(data_cfg, split, num_videos, selected, cache_dir, protocol)
     description = dict(_real_info(data_cfg, split, protocol), source="dataset", **info, num_available=num_available,
                        **extra, stats_cache=str(cache_dir))
-    return ClipSource(dataset_batches(dataset, indices, batch_size, workers), description,
-                      desc=desc or f"real clips ({split})", num=len(indices), cache=cache)
+    return ClipSource(dataset_batches(dataset, indices, batch_size, workers, with_labels=True), description,
+                      desc=desc or f"real clips ({split})", num=len(indices), cache=cache,
+                      class_names=getattr(dataset, "class_names", None))
 
 
 def real_dataset_stats(data_cfg, split: str, num_videos: int, det: Detectors, need_i3d: bool,

@@ -205,17 +205,23 @@ def matching_manifest(out_dir: str | Path, settings: SampleSettings, newer_than:
 
 
 def saved_sample_batches(out_dir: str | Path, settings: SampleSettings,
-                         newer_than: Optional[Path] = None) -> Optional[Iterator[torch.Tensor]]:
-    """The first ``settings.num_videos`` videos of a samples folder as batches, when its manifest says they
-    were made with the same sampler, steps, guidance, seed and batch size; else None."""
+                         newer_than: Optional[Path] = None
+                         ) -> Optional[Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]]:
+    """The first ``settings.num_videos`` videos of a samples folder as ``(videos, labels)`` batches, as
+    :func:`generate` yields them, when its manifest says they were made with the same sampler, steps,
+    guidance, seed and batch size; else None."""
     manifest = matching_manifest(out_dir, settings, newer_than=newer_than)
     if manifest is None:
         return None
     frames = np.load(Path(out_dir) / manifest["frames_file"], mmap_mode="r")
 
+    labels = manifest.get("labels")
+
     def batches():
         for s in range(0, settings.num_videos, settings.batch_size):
-            yield from_uint8(np.array(frames[s:min(s + settings.batch_size, settings.num_videos)]))  # a writable copy
+            e = min(s + settings.batch_size, settings.num_videos)
+            yield (from_uint8(np.array(frames[s:e])),  # a writable copy
+                   torch.tensor(labels[s:e]) if labels is not None else None)
 
     return batches()
 
