@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from omegaconf import DictConfig, OmegaConf
+
 from vfusion.config import ConfigError
 
 
@@ -125,9 +127,8 @@ class RunDir:
     # ---- files -------------------------------------------------------------------------------
     def config(self, overrides: Optional[list[str]] = None):
         """The run's resolved config (merged onto the schema), its paths read against this directory
-        (:mod:`vfusion.runpaths`), then ``overrides``."""
+        (:func:`resolve_paths`), then ``overrides``."""
         from vfusion.config import load_config, merge_config
-        from vfusion.runpaths import resolve_paths
 
         if not self.config_path.is_file():
             raise ConfigError(f"'{self.path}' is not a vfusion run directory (no config.yaml)")
@@ -187,3 +188,21 @@ class RunDir:
                     "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
         return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
                                        guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt)
+
+
+# the config keys that hold paths: a run records them relative to itself when they lie inside it
+# (vfusion.runpaths), and reads them back against wherever the run directory is now
+PATH_KEYS = ("data.root", "data.splits_dir", "data.cache_dir", "data.vae_path", "model.base.pretrained",
+             "eval.weights_dir", "eval.real_stats_dir", "eval.c3d_weights")
+
+
+def resolve_paths(cfg: DictConfig, run_dir) -> DictConfig:
+    """``cfg`` (read from ``run_dir/config.yaml``) with each relative path that exists inside ``run_dir``
+    made a path to it; other relative paths stay as they are (runs that recorded them relative to the
+    folder they were started from)."""
+    run_dir = Path(run_dir)
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value and not Path(value).expanduser().is_absolute() and (run_dir / value).exists():
+            OmegaConf.update(cfg, key, str(run_dir / value))
+    return cfg

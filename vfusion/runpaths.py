@@ -2,7 +2,7 @@
 
 A run records each path key (``PATH_KEYS``) relative to its own directory when the path lies inside it,
 else as an absolute path, and :meth:`vfusion.rundir.RunDir.config` reads the relative ones back against
-wherever the directory is now. So ``cp -r`` / ``mv`` of a run, then any working directory, still finds
+wherever the directory is now (:func:`vfusion.rundir.resolve_paths`). So ``cp -r`` / ``mv`` of a run, then any working directory, still finds
 its files; the data and the weights the user named stay where they are.
 
 A base UNet that stage 1 wrote (``<stage-1 run>/base_unet``) is part of what a stage-2 run is made of:
@@ -21,10 +21,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vfusion.rundir import RunDir
-
-PATH_KEYS = ("data.root", "data.splits_dir", "data.cache_dir", "data.vae_path", "model.base.pretrained",
-             "eval.weights_dir", "eval.real_stats_dir", "eval.c3d_weights")
+from vfusion.rundir import PATH_KEYS, RunDir
 
 
 def outside_stage1_base(cfg: DictConfig, run_dir) -> Optional[Path]:
@@ -58,18 +55,6 @@ def _recorded(value: str, run_dir: Path) -> str:
         return path.resolve().relative_to(run_dir.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def resolve_paths(cfg: DictConfig, run_dir) -> DictConfig:
-    """``cfg`` (read from ``run_dir/config.yaml``) with each relative path that exists inside ``run_dir``
-    made a path to it; other relative paths stay as they are (runs that recorded them relative to the
-    folder they were started from)."""
-    run_dir = Path(run_dir)
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key)
-        if value and not Path(value).expanduser().is_absolute() and (run_dir / value).exists():
-            OmegaConf.update(cfg, key, str(run_dir / value))
-    return cfg
 
 
 def keep_base(cfg: DictConfig, run_dir) -> None:
