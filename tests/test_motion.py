@@ -97,3 +97,20 @@ def test_object_metrics_on_unlabelled_folders_are_refused_in_one_line(tmp_path, 
                  "--metrics", "objects", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "class" in err
+
+
+def test_motion_diagnosis_reads_each_metric_by_its_stem():
+    """experiments/motion_diagnosis.py picks ``motion_ratio32_16f``, not ``motion32_16f``, for the ratio, and the
+    ``_real`` values only when asked; the first ball and the first pendulum clip make a cell's filmstrip."""
+    from tests.conftest import experiment_script
+
+    diag = experiment_script("motion_diagnosis")
+    row = {"motion32_16f": "0.6", "motion32_16f_real": "0.8", "motion_ratio32_16f": "0.75", "fvd32_16f": "640",
+           "object_travel32_16f": "", "object_travel32_16f_real": "19.1"}
+    assert diag._metric(row, "motion_ratio") == 0.75 and diag._metric(row, "motion") == 0.6
+    assert diag._metric(row, "motion", real=True) == 0.8 and diag._metric(row, "fvd") == 640.0
+    assert diag._metric(row, "object_travel") is None and diag._metric(row, "object_travel", real=True) == 19.1
+    clips = torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 3, 2, 2, 2)
+    names = ["BouncingBall", "SwingingPendulum", "DriftingClouds"]
+    picked = diag.pick(clips, [2, 1, 0, 1], names)
+    assert picked[:, 0, 0, 0, 0].tolist() == [2.0, 1.0]  # the ball (label 0) first, then the pendulum
