@@ -1,7 +1,7 @@
 """Do the embedded dataset's objects move in a run's samples, and do they move smoothly?
 
     python experiments/object_motion.py --run runs/embedded_videofusion [--run RUN ...] \
-        [--num-real 32] [--out FILE.json]
+        [--num-real 32] [--out FILE.json] [--real-filmstrip FILE.png]
 
 Flicker and drift (``vfusion evaluate --metrics flicker,drift``) say how much a clip changes, not what
 changes: a ball that fades in and out and a ball that rolls can score the same. This script follows the
@@ -26,6 +26,9 @@ Over all clips it also prints how much the frames next to the keyframe change (`
 VideoFusion the keyframe is the base generator's own prediction and every other frame the residual
 generator's, so a keyframe that stands out of its clip shows as ``key change`` above ``other change``;
 in real clips the two are the same.
+
+``--real-filmstrip`` draws 16 of those real clips as the samples' ``filmstrip.png`` draws the samples (8
+frames a row, rows cycling through the classes in label order), to put beside it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from vfusion.inference.generate import FRAMES_FILE, MANIFEST
 from vfusion.layout import keyframe_index
 from vfusion.rundir import RunDir
 from vfusion.utils.io import atomic_write_json
+from vfusion.utils.video import filmstrip, write_png
 
 def keyframe_change(clips: np.ndarray) -> dict:
     """``clips``: (N, T, H, W, 3) in [0, 1] -> mean change of the two pairs at the keyframe and of the others."""
@@ -83,13 +87,27 @@ def by_class(clips: np.ndarray, labels: list[int], names: list[str]) -> dict:
     return out
 
 
+def real_filmstrip(clips: np.ndarray, labels: list[int], num_classes: int, rows: int = 16) -> np.ndarray:
+    """Rows cycling through the classes (row j: the next clip of class j mod K), as the samples are drawn."""
+    import torch
+
+    queues = {c: [i for i, lab in enumerate(labels) if lab == c] for c in range(num_classes)}
+    order = [queues[j % num_classes].pop(0) for j in range(rows) if queues[j % num_classes]]
+    videos = torch.from_numpy(clips[order]).permute(0, 4, 1, 2, 3) * 2 - 1          # (N, C, T, H, W) in [-1, 1]
+    return filmstrip(videos)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="append", required=True, type=Path)
     ap.add_argument("--num-real", type=int, default=32)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--real-filmstrip", type=Path, help="also draw 16 real clips here (PNG), rows cycling classes")
     args = ap.parse_args()
     clips, labels, names = real_clips(args.run[0], args.num_real)
+    if args.real_filmstrip:
+        write_png(args.real_filmstrip, real_filmstrip(clips, labels, len(names)))
+        print(f"wrote {args.real_filmstrip}")
     result = {"what": "object tracking by colour mask (experiments/object_motion.py): per class, means over clips",
               "min_area_px": MIN_AREA, "real": by_class(clips, labels, names), "runs": {}}
     for run in args.run:
