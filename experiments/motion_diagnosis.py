@@ -33,8 +33,10 @@ COLUMNS = ("fvd", "flicker", "motion_ratio", "object_travel", "object_jump", "ob
 
 
 def _metric(row: dict, stem: str, real: bool = False):
-    """The value of the metric whose name starts with ``stem`` followed by the clip count (``fvd32_16f``)."""
+    """The value of the metric whose name starts with ``stem`` followed by the clip count (``fvd32_16f``);
+    ``results.csv`` names its metric columns ``metric:NAME``."""
     for key, value in row.items():
+        key = key.removeprefix("metric:")
         rest = key[len(stem):]
         if key.startswith(stem) and rest[:1].isdigit() and rest.endswith("_real") == real and value != "":
             return float(value)
@@ -105,13 +107,13 @@ def strips(named: list[tuple[str, torch.Tensor]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(named), 1, figsize=(6, 1.45 * len(named)))
+    fig, axes = plt.subplots(len(named), 1, figsize=(7, 1.45 * len(named)))
     for ax, (name, clips) in zip(np.atleast_1d(axes), named):
         ax.imshow(filmstrip(clips, max_frames=8), interpolation="nearest")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.2, right=0.98, top=0.99, bottom=0.01, hspace=0.15)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -128,14 +130,14 @@ def main(argv=None) -> int:
     runs = {r["run_id"]: a.study_dir / "runs" / r["run_id"] for r in csv_rows}
     rows = []
     for r in csv_rows:
-        rows.append({"cell": r.get("cell", r["run_id"]), "run_id": r["run_id"], "model": r.get("model"),
-                     "noise": r.get("noise"), "steps": r.get("steps"),
+        rows.append({"cell": r.get("cell", r["run_id"]), "run_id": r["run_id"], "model": r.get("model_name"),
+                     "noise": r.get("noise_schedule"), "steps": r.get("steps"),
                      **{c: _metric(r, c) for c in COLUMNS}})
     first = csv_rows[0]
     real = {c: _metric(first, c, real=True) for c in ("flicker", "motion", "object_travel", "object_jump",
                                                       "object_seen")}
-    floor = json.loads((runs[first["run_id"]] / "real_vs_real.json").read_text()) \
-        if (runs[first["run_id"]] / "real_vs_real.json").is_file() else {}
+    floor_file = a.study_dir / "real_vs_real.json"
+    floor = json.loads(floor_file.read_text()) if floor_file.is_file() else {}
     real["fvd_floor"] = _metric(floor.get("metrics", {}), "fvd")
 
     cfg = RunDir(runs[first["run_id"]]).config()

@@ -105,7 +105,8 @@ def test_motion_diagnosis_reads_each_metric_by_its_stem():
     from tests.conftest import experiment_script
 
     diag = experiment_script("motion_diagnosis")
-    row = {"motion32_16f": "0.6", "motion32_16f_real": "0.8", "motion_ratio32_16f": "0.75", "fvd32_16f": "640",
+    row = {"metric:motion32_16f": "0.6", "metric:motion32_16f_real": "0.8", "metric:motion_ratio32_16f": "0.75",
+           "fvd32_16f": "640",
            "object_travel32_16f": "", "object_travel32_16f_real": "19.1"}
     assert diag._metric(row, "motion_ratio") == 0.75 and diag._metric(row, "motion") == 0.6
     assert diag._metric(row, "motion", real=True) == 0.8 and diag._metric(row, "fvd") == 640.0
