@@ -414,14 +414,14 @@ def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that go beyond types: choices and ranges."""
-    from vfusion.data.registry import dataset_names
+    from vfusion.data.registry import SPLITS, dataset_names
     from vfusion.diffusion.priors import LAMBDA_SCHEDULES, prior_names
     from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, sampler_names
     from vfusion.models.registry import UNET_ARCHS, model_names
 
     _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
-    _check_choice(cfg.data.split, ("train", "test", "all"), "data.split")
-    _check_choice(cfg.data.eval_split, ("train", "test", "all"), "data.eval_split")
+    _check_choice(cfg.data.split, SPLITS, "data.split")
+    _check_choice(cfg.data.eval_split, SPLITS, "data.eval_split")
     _check_choice(cfg.data.short_policy, ("skip", "loop", "lower_stride"), "data.short_policy")
     _check_choice(cfg.data.cache, ("none", "clips", "latents"), "data.cache")
     _check_choice(cfg.noise.prior, prior_names(), "noise.prior")
@@ -499,11 +499,12 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_eval(cfg: DictConfig) -> None:
     """The evaluation protocol, and a real split it would not read."""
+    from vfusion.data.registry import SPLITS
     from vfusion.evaluation.protocols import PROTOCOLS, stylegan_v_split
 
     _check_choice(cfg.eval.protocol, PROTOCOLS, "eval.protocol")
     if cfg.eval.real_split is not None:
-        _check_choice(cfg.eval.real_split, ("train", "test", "all"), "eval.real_split")
+        _check_choice(cfg.eval.real_split, SPLITS, "eval.real_split")
         preset = stylegan_v_split(cfg.data.dataset)
         if cfg.eval.protocol == "stylegan_v" and cfg.eval.real_split != preset:
             raise ConfigError(f"config key 'eval.real_split' is '{cfg.eval.real_split}' but eval.protocol=stylegan_v "

@@ -15,7 +15,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from vfusion.data.registry import dataset_names
+    from vfusion.data.registry import SPLITS, dataset_names
 
     data = subparsers.add_parser("data", help="check a dataset's layout, build its caches",
                                  description="Check a dataset's layout or build the configured cache.")
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     check.add_argument("--dataset", required=True, choices=dataset_names())
     check.add_argument("--root", required=True, help="dataset root (see data/README.md for each layout)")
     check.add_argument("--fold", type=int, default=1, choices=(1, 2, 3), help="UCF-101 fold (default 1)")
-    check.add_argument("--split", default="train", choices=("train", "test", "all"))
+    check.add_argument("--split", default="train", choices=SPLITS)
     check.add_argument("--splits-dir", default=None, help="UCF-101: the ucfTrainTestlist folder, if not beside the videos")
     check.add_argument("--labels-from-subfolders", action="store_true", help="folder: first-level subfolders are classes")
     check.add_argument("--num-frames", type=int, default=16, help="clip length used to count short videos (16)")
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                            description="Build the cache that data.cache selects, for data.split and data.eval_split.")
     cache.add_argument("--config", required=True, help="experiment YAML (e.g. configs/ucf101.yaml)")
     cache.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.cache=clips)")
-    cache.add_argument("--split", default=None, choices=("train", "test", "all"),
+    cache.add_argument("--split", default=None, choices=SPLITS,
                        help="only this split (default: data.split and data.eval_split)")
     cache.add_argument("--workers", type=int, default=None, help="decoding processes (default: data.num_workers)")
     cache.add_argument("--device", default=None, help="VAE device for data.cache=latents (default: cuda if available)")

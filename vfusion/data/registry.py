@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 from vfusion.data.errors import DatasetError
 
-__all__ = ["DatasetEntry", "DATASETS", "dataset_names", "listing_function", "has_folds", "default_prompt"]
+__all__ = ["DatasetEntry", "DATASETS", "SPLITS", "dataset_names", "listing_function", "has_folds", "default_prompt"]
 
 
 class DatasetEntry(str):
@@ -42,6 +42,9 @@ class DatasetEntry(str):
     def __repr__(self) -> str:
         return f"DatasetEntry({str(self)!r}, folds={self.folds})"
 
+
+# the splits every dataset can be read as (``data.split``, ``data.eval_split``, ``eval.real_split``)
+SPLITS = ("train", "test", "all")
 
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "embedded": DatasetEntry("vfusion.data.embedded:list_from_config", folds=True),

@@ -41,8 +41,10 @@ __all__ = ["evaluate_run", "evaluate_folders", "real_vs_real", "run_clip_batches
 
 
 def _check_split(split: str) -> str:
-    if split not in ("train", "test", "all"):
-        raise UserError(f"real split '{split}' is not one of train, test, all")
+    from vfusion.data.registry import SPLITS
+
+    if split not in SPLITS:
+        raise UserError(f"real split '{split}' is not one of {', '.join(SPLITS)}")
     return split
 
 

@@ -65,7 +65,9 @@ def register(subparsers) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="which real clips: default eval.protocol of the run / config (vfusion for a real folder)")
     p.add_argument("--num-videos", type=int, help="N generated clips (and N real); default eval.num_videos")
-    p.add_argument("--real-split", choices=("train", "test", "all"), help="real split; default data.eval_split")
+    from vfusion.data.registry import SPLITS
+
+    p.add_argument("--real-split", choices=SPLITS, help="real split; default data.eval_split")
     from vfusion.diffusion.samplers import sampler_names
 
     p.add_argument("--sampler", choices=sampler_names(), help="--run: default sample.sampler")
