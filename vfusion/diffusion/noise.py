@@ -245,8 +245,8 @@ class DecomposedNoise(NoisePrior):
             raise NoisePriorError("this decomposed prior's λ depends on the noise level (noise.value_T / "
                                   "per_frame_T are set): pass level= (process.noise_level(t))")
         u = torch.as_tensor(level, dtype=torch.float64)
-        if u.is_meta:  # shapes only (counting FLOPs): no values to check
-            return (self.lambdas[None] + torch.zeros(u.numel(), 1, dtype=torch.float64)).to("meta")
+        if u.is_meta:  # shapes only (counting FLOPs): no values to check, λ's shape for this level's shape
+            return (self.lambdas if u.dim() == 0 else self.lambdas.expand(u.numel(), -1)).to("meta")
         u = u.cpu()
         if not bool(((u >= 0) & (u <= 1)).all()):
             raise NoisePriorError(f"noise level must be in [0, 1], got {u.tolist()}")
