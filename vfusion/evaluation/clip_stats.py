@@ -48,8 +48,7 @@ def _motion_protocol() -> dict:
 def _objects_protocol() -> dict:
     from vfusion.evaluation.objects import MIN_AREA, TRACKED
 
-    return {"objects": {"BouncingBall": "red ball", "SwingingPendulum": "yellow bob"},
-            "classes": list(TRACKED), "tracking": f"colour mask, centroid; seen when its area >= {MIN_AREA} pixels",
+    return {"objects": {name: mask.__name__.replace("_", " ") for name, mask in TRACKED.items()}, "tracking": f"colour mask, centroid; seen when its area >= {MIN_AREA} pixels",
             "object_travel": "largest distance between two of the object's centroids in a clip (pixels)",
             "object_jump": "largest centroid move between consecutive frames where it is seen (pixels)",
             "object_seen": "share of frames where it is seen",
