@@ -1,25 +1,27 @@
-"""Benchmark: the project's video models against a peer architecture at matched size, side by side.
+"""Benchmark: the project's video models against published video architectures at matched FLOPs per step.
 
-Models, all at the same batch, frame count and resolution (default: the main job's, 4 x 16 frames at
-32 px), each timed in its own process (so each one's peak memory is its own):
+All models see the same batch, frame count and resolution (default: the main job's, 4 x 16 frames at
+32 px). The project's models are built from ``--config`` (``videofusion``, ``video_unet``, ``dit``; the
+sizes of the studies). Each peer's width is the one of a small grid whose training-step FLOPs come
+closest to VideoFusion's (counted on one clip, at the run's shape):
 
-- ``videofusion``, ``video_unet``, ``dit``: built by the project (``build_model``) from
-  ``--config`` (default ``configs/embedded.yaml``: the main job's sizes; the video UNet with the
-  temporal convolutions of the studies, the DiT at hidden 128, depth 6, 4 heads: within 10% of
-  VideoFusion's parameters);
-- ``unet3d``: diffusers' ``UNet3DConditionModel`` (the ModelScope text-to-video architecture:
-  spatial convolutions and attention with temporal convolution and attention in every block),
-  its widths scaled so its parameter count is the closest to VideoFusion's of a small grid
-  (``--unet3d-widths``), conditioned through a one-token ``encoder_hidden_states``.
+- ``unet3d``: diffusers' ``UNet3DConditionModel`` (ModelScope text-to-video: temporal convolution and
+  attention in every block);
+- ``unet_motion``: diffusers' ``UNetMotionModel`` (AnimateDiff: a 2D UNet with motion modules);
+- ``latte``: diffusers' ``LatteTransformer3DModel`` with its text cross-attention and patch 2 (the
+  project's DiT is the same class, class-conditioned, patch 4);
+- ``vdp_unet3d``: video-diffusion-pytorch's ``Unet3D`` (Ho et al.'s video diffusion UNet: factorised
+  space-time attention), installed beside the CPU torch without pulling a CUDA one::
 
-The ``video-diffusion-pytorch`` package's ``Unet3D`` is not included: it imports ``torchvision`` at
-module level, which on PyPI pulls a CUDA build of torch of several GB over the project's CPU build.
+      pip install --no-deps video-diffusion-pytorch==0.7.0 einops einops-exts rotary-embedding-torch
 
-Per model: parameters, a training step (forward, MSE to a random target, backward, AdamW step;
-median of ``--iters`` after a warm-up), its peak memory (CUDA ``max_memory_allocated``, or on the
-CPU the peak RSS growth of the process during the steps), and one denoising step of sampling
-(forward without gradients). Rounds alternate the models so machine load hits them alike; the
-median over rounds is reported with the ratio to VideoFusion.
+  (it imports torchvision for its data helpers only; ``bench_common.absent_torchvision`` stands in when
+  torchvision cannot load).
+
+Per model: parameters, counted FLOPs of a training and of a sampling step, a training step (forward,
+MSE, backward, AdamW) and a sampling step (one forward without gradients), each the median of
+``--iters`` after a warm-up, and the peak memory (each model in its own process). Rounds alternate the
+models; medians over rounds, with ratios to VideoFusion.
 
     python experiments/bench_peers.py --rounds 2 --json experiments/results/bench_peers.json
 """
@@ -27,154 +29,91 @@ median over rounds is reported with the ratio to VideoFusion.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
+import importlib.util
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common, also when loaded by path
+from bench_common import PEERS, PROJECT_MODELS, build, in_subprocess, machine, train_flops  # noqa: E402
 
-MODELS = ("videofusion", "video_unet", "dit", "unet3d")
-DIT_OVERRIDES = ["model.dit.hidden_size=128", "model.dit.depth=6", "model.dit.num_heads=4"]
-VUNET_OVERRIDES = ["model.video_unet.temporal_layers=conv"]  # as in the studies: 1.55 M against VideoFusion's 1.45 M
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+WIDTHS = {"unet3d": (8, 16, 24, 32, 40), "unet_motion": (8, 16, 24, 32, 40), "latte": (32, 64, 96, 128, 192, 256),
+          "vdp_unet3d": (8, 16, 24, 32, 40)}
 
 
-def _unet3d(width: int, channels: int, size: int, cond_dim: int):
-    from diffusers import UNet3DConditionModel
-
-    return UNet3DConditionModel(
-        sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
-        block_out_channels=(width, 2 * width, 2 * width),
-        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
-        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-        cross_attention_dim=cond_dim, attention_head_dim=8, norm_num_groups=8)
+def installed_peers() -> list[str]:
+    if importlib.util.find_spec("video_diffusion_pytorch") is None:
+        print("vdp_unet3d left out: video-diffusion-pytorch is not installed (install command in this "
+              "script's docstring)", file=sys.stderr)
+        return [m for m in PEERS if m != "vdp_unet3d"]
+    return list(PEERS)
 
 
-def _params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def build(name: str, args):
-    """(model, forward(x, t)) for one of MODELS."""
-    from vfusion.config import load_config
-    from vfusion.models.registry import build_model
-    from vfusion.models.spec import experiment_spec
-
-    torch.manual_seed(0)
-    if name == "unet3d":
-        model = _unet3d(args.unet3d_width, 3, args.size, 32)
-        hidden = torch.randn(args.batch, 1, 32)
-        return model, lambda x, t: model(x, t, encoder_hidden_states=hidden).sample
-    extra = {"dit": DIT_OVERRIDES, "video_unet": VUNET_OVERRIDES}.get(name, [])
-    cfg = load_config(args.config, ["model.base.pretrained=null", f"model.name={name}", f"data.num_frames={args.frames}",
-                                    f"data.resolution={args.size}", *extra, *args.overrides])
-    model = build_model(cfg, experiment_spec(cfg, 3, args.size, args.frames, 0))
-    return model, lambda x, t: model(x, t, None)
-
-
-def single(name: str, args) -> dict:
-    device = torch.device(args.device)
-    model, fwd = build(name, args)
-    model.to(device).train()
-    x = torch.randn(args.batch, 3, args.frames, args.size, args.size, device=device)
-    target = torch.randn_like(x)
-    t = torch.randint(0, 1000, (args.batch,), device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    base_mem = torch.cuda.memory_allocated() if device.type == "cuda" else _rss_mb()
-    train = []
-    for _ in range(args.warmup + args.iters):
-        sync()
-        start = time.perf_counter()
-        loss = (fwd(x, t) - target).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync()
-        train.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() - base_mem) / 2**20 if device.type == "cuda" else _rss_mb() - base_mem
-    model.eval()
-    sample = []
-    with torch.no_grad():
-        for _ in range(args.warmup + args.iters):
-            sync()
-            start = time.perf_counter()
-            fwd(x, t)
-            sync()
-            sample.append(time.perf_counter() - start)
-    return {"model": name, "params": _params(model), "train_step_s": statistics.median(train[args.warmup:]),
-            "sample_step_s": statistics.median(sample[args.warmup:]), "peak_mem_mb": peak}
-
-
-def closest_unet3d_width(args, target: int) -> int:
-    widths = [int(w) for w in args.unet3d_widths.split(",")]
-    return min(widths, key=lambda w: abs(_params(_unet3d(w, 3, args.size, 32)) - target))
+def matched_width(peer: str, target: int, frames: int, size: int) -> tuple[int, int]:
+    """(width, FLOPs per clip) of the grid's width whose training-step FLOPs per clip are closest to ``target``."""
+    counts = {}
+    for w in WIDTHS[peer]:
+        model, fwd = build(peer, w, "", frames, size)
+        counts[w] = train_flops(model, fwd, frames, size)
+        if counts[w] > 2 * target:
+            break
+    width = min(counts, key=lambda w: abs(counts[w] - target))
+    return width, counts[width]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/embedded.yaml")
+    p.add_argument("--models", default=None, help="comma-separated (default: the project's models and every peer "
+                                                    "that is installed)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=32)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--unet3d-widths", default="16,24,32,40,48",
-                   help="first-level widths tried for UNet3DConditionModel (levels: w, 2w, 2w)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None)
-    p.add_argument("--single", choices=MODELS, help=argparse.SUPPRESS)
-    p.add_argument("--unet3d-width", type=int, default=32, help=argparse.SUPPRESS)
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the project's models")
     a = p.parse_args(argv)
-    if a.single:
-        print(json.dumps(single(a.single, a)))
-        return 0
     from vfusion.utils.quiet import quiet_third_party
 
     quiet_third_party()
-    vf_params = _params(build("videofusion", a)[0])
-    a.unet3d_width = closest_unet3d_width(a, vf_params)
-    runs: dict[str, list[dict]] = {m: [] for m in MODELS}
+    models = a.models.split(",") if a.models else [*PROJECT_MODELS, *installed_peers()]
+    vf, vf_fwd = build("videofusion", 0, a.config, a.frames, a.size)
+    target = train_flops(vf, vf_fwd, a.frames, a.size)
+    widths = {}
+    for m in models:
+        if m in PEERS:
+            widths[m], flops = matched_width(m, target, a.frames, a.size)
+            print(f"{m:<12} width {widths[m]:>4}: {flops / 1e9:7.2f} GFLOP per clip and step "
+                  f"(VideoFusion {target / 1e9:.2f})", flush=True)
+    runs: dict[str, list[dict]] = {m: [] for m in models}
     for r in range(a.rounds):
-        for m in MODELS:
-            cmd = [sys.executable, __file__, "--single", m, "--config", a.config, "--batch", str(a.batch),
-                   "--frames", str(a.frames), "--size", str(a.size), "--iters", str(a.iters), "--warmup", str(a.warmup),
-                   "--device", a.device, "--unet3d-width", str(a.unet3d_width), *a.overrides]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            runs[m].append(json.loads(out))
+        for m in models:
+            runs[m].append(in_subprocess({"model": m, "width": widths.get(m, 0), "config": a.config,
+                                          "batch": a.batch, "frames": a.frames, "size": a.size, "iters": a.iters,
+                                          "warmup": a.warmup, "device": a.device}))
             print(f"round {r + 1}/{a.rounds} {m:<12} {runs[m][-1]['train_step_s'] * 1e3:8.1f} ms/train step", flush=True)
-    med = {m: {k: statistics.median(x[k] for x in v) for k in ("train_step_s", "sample_step_s", "peak_mem_mb")}
-           | {"params": v[0]["params"]} for m, v in runs.items()}
-    ref = med["videofusion"]
-    where = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\nbatch {a.batch} x {a.frames} frames at {a.size} px, {where}; medians of {a.rounds} rounds "
-          f"(UNet3DConditionModel widths {a.unet3d_width}, {2 * a.unet3d_width}, {2 * a.unet3d_width})")
-    print(f"{'model':<12} {'params [M]':>10} {'train [ms]':>11} {'x VF':>6} {'sample [ms]':>12} {'x VF':>6} "
-          f"{'peak [MB]':>10} {'x VF':>6}")
+    keys = ("train_step_s", "sample_step_s", "peak_mem_mb")
+    med = {m: {**v[0], **{k: statistics.median(x[k] for x in v) for k in keys}} for m, v in runs.items()}
+    ref = med.get("videofusion") or next(iter(med.values()))
+    print(f"\nbatch {a.batch} x {a.frames} frames at {a.size} px, {machine(a.device)}; medians of {a.rounds} rounds")
+    print(f"{'model':<12} {'width':>5} {'params [M]':>10} {'GFLOP/step':>10} {'train [ms]':>11} {'x VF':>6} "
+          f"{'sample [ms]':>12} {'x VF':>6} {'peak [MB]':>10} {'x VF':>6}")
     for m, v in med.items():
-        print(f"{m:<12} {v['params'] / 1e6:>10.3f} {v['train_step_s'] * 1e3:>11.1f} "
-              f"{v['train_step_s'] / ref['train_step_s']:>6.2f} {v['sample_step_s'] * 1e3:>12.1f} "
-              f"{v['sample_step_s'] / ref['sample_step_s']:>6.2f} {v['peak_mem_mb']:>10.1f} "
-              f"{v['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9):>6.2f}")
+        print(f"{m:<12} {widths.get(m, '-'):>5} {v['params'] / 1e6:>10.3f} {v['train_flops'] / 1e9:>10.1f} "
+              f"{v['train_step_s'] * 1e3:>11.1f} {v['train_step_s'] / ref['train_step_s']:>6.2f} "
+              f"{v['sample_step_s'] * 1e3:>12.1f} {v['sample_step_s'] / ref['sample_step_s']:>6.2f} "
+              f"{v['peak_mem_mb']:>10.1f} {v['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9):>6.2f}")
     if a.json:
         from vfusion.utils.io import atomic_write_json
 
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(a.json), {"device": where, "batch": a.batch, "frames": a.frames, "size": a.size,
-                                         "rounds": a.rounds, "iters": a.iters, "unet3d_width": a.unet3d_width,
-                                         "median": med, "runs": runs, "command": "python experiments/bench_peers.py "
-                                         + " ".join(argv if argv is not None else sys.argv[1:])})
+        atomic_write_json(Path(a.json), {
+            "command": "python experiments/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "device": machine(a.device), "batch": a.batch, "frames": a.frames, "size": a.size, "rounds": a.rounds,
+            "iters": a.iters, "matched_by": "training-step FLOPs per clip", "videofusion_train_flops_per_clip": target,
+            "widths": widths, "median": med, "runs": runs})
     return 0
 
 
