@@ -1,0 +1,61 @@
+"""Committed results say what made them, and the current ones still match what today's code would run.
+
+A current folder's ``provenance.json`` holds a hash of each run's resolved config; re-resolving its study
+with today's code and defaults must give the same hashes, or the folder's numbers are stale (re-run it, or
+move it to ``experiments/results/archive/``).
+"""
+
+import dataclasses
+import json
+
+import pytest
+
+from tests.conftest import ROOT
+from vfusion.studies.provenance import PROVENANCE_FILE, config_hashes, readme_block, stale_runs
+
+RESULTS = ROOT / "experiments" / "results"
+FOLDERS = sorted(p for p in [*RESULTS.iterdir(), *(RESULTS / "archive").iterdir()]
+                 if p.is_dir() and p.name != "archive")
+CURRENT = [p for p in FOLDERS if json.loads((p / PROVENANCE_FILE).read_text()).get("status") == "current"]
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_every_results_folder_opens_with_its_provenance(folder):
+    record = json.loads((folder / PROVENANCE_FILE).read_text())
+    assert record["command"] and record["date"] and record["commit"] and record["config_hashes"]
+    assert (ROOT / record["study_file"]).exists()
+    assert (folder / "README.md").read_text().startswith(readme_block(record))
+    assert (record["status"] == "archived") == (folder.parent.name == "archive")
+    assert record["status"] == "current" or record["why"]
+
+
+def test_the_index_lists_every_folder_with_its_status():
+    index = (RESULTS / "README.md").read_text()
+    for folder in FOLDERS:
+        status = json.loads((folder / PROVENANCE_FILE).read_text())["status"]
+        line = next((ln for ln in index.splitlines() if f"[`{folder.relative_to(RESULTS)}/`]" in ln), None)
+        assert line is not None, f"{folder.name} is missing from experiments/results/README.md"
+        assert line.rstrip(" |").split("|")[-1].strip().startswith(status)
+
+
+@pytest.mark.parametrize("folder", CURRENT, ids=lambda p: p.name)
+def test_current_results_match_todays_configs(folder):
+    record = json.loads((folder / PROVENANCE_FILE).read_text())
+    stale = stale_runs(record, ROOT)
+    assert not stale, (f"{folder.relative_to(ROOT)} is stale: these runs' resolved configs changed "
+                       f"(recorded, today): {stale}; re-run the command in its README, or move the folder to "
+                       "experiments/results/archive/ with a line saying why")
+
+
+def test_a_changed_default_makes_a_result_stale(monkeypatch):
+    """The check sees schema defaults, not only the config file: move one default and every run differs."""
+    from vfusion.config import ExperimentConfig, TrainConfig
+
+    record = {"study_file": "configs/embedded.yaml", "overrides": [],
+              "config_hashes": config_hashes(ROOT / "configs/embedded.yaml")}
+    assert stale_runs(record, ROOT) == {}
+    train = next(f for f in dataclasses.fields(ExperimentConfig) if f.name == "train")
+    monkeypatch.setattr(train, "default_factory", lambda: TrainConfig(keep_checkpoints=TrainConfig().keep_checkpoints + 1))
+    stale = stale_runs(record, ROOT)
+    assert set(stale) == set(record["config_hashes"])
+    assert all(old != new for old, new in stale.values())
