@@ -3,6 +3,7 @@ detectors injected in place of I3D / Inception (the real networks have their own
 
 import gc
 import json
+from pathlib import Path
 import weakref
 
 import numpy as np
@@ -178,6 +179,27 @@ def test_cli_real_fake_folders_prints_lines_and_writes_json(tmp_path, monkeypatc
     assert p["real"]["source"] == "folder" and p["fake"]["source"] == "folder"
     assert p["comparable_to_published"] is False and "note" in p
     assert result["detectors"]["i3d_k400"]["sha256"] == "a" * 64 and result["wall_time_s"] > 0
+
+
+def test_metrics_json_names_no_absolute_path_under_the_working_directory(tmp_path, monkeypatch, capsys):
+    """A committed metrics.json must not carry one machine's disk layout: folders under the working
+    directory are written relative to it, the home directory as ~."""
+    from vfusion.utils.io import portable_paths
+
+    monkeypatch.chdir(tmp_path)
+    write_clips(tmp_path / "real", smooth_clips(6, seed=3))
+    write_clips(tmp_path / "fake", smooth_clips(6, seed=4))
+    monkeypatch.setattr(E, "load_detectors", lambda *a, **k: tiny_detectors())
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"), "--metrics", "fvd",
+                 "--out", str(out), "--no-progress"]) == 0
+    text = out.read_text()
+    assert str(tmp_path) not in text
+    p = json.loads(text)["protocol"]
+    assert (p["real"]["path"], p["fake"]["path"]) == ("real", "fake")
+    home = str(Path.home())
+    assert portable_paths({"w": [home + "/.cache/w.ckpt"], "here": str(tmp_path), "other": "/opt/x", "n": 3}) == \
+        {"w": ["~/.cache/w.ckpt"], "here": ".", "other": "/opt/x", "n": 3}
 
 
 def test_fake_folder_reads_per_video_files_only_and_refuses_mixed_sizes(tmp_path, monkeypatch, capsys):

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from vfusion.studies import plots
 from vfusion.studies.rows import LOSS_TAGS, group_rows, mean_std  # also importable from here, as before
 from vfusion.studies.spec import Study, plan_study
-from vfusion.utils.io import atomic_write_text
+from vfusion.utils.io import atomic_write_text, portable_paths
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -269,7 +269,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     out += ["Metric names carry their protocol (see metrics.json of each run and docs/protocols.md). "
-            f"All runs in TensorBoard: `tensorboard --logdir {study.study_dir / 'runs'}`.", ""]
+            f"All runs in TensorBoard: `tensorboard --logdir {portable_paths(str(study.study_dir.resolve() / 'runs'))}`.", ""]
     return "\n".join(out)
 
 

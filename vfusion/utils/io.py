@@ -45,6 +45,25 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def portable_paths(obj: Any, base: str | Path | None = None) -> Any:
+    """A record with its absolute paths made machine-neutral, so a committed result names no one's disk:
+    paths under ``base`` (default: the working directory) relative to it, paths under the home directory
+    as ``~/...``; other values unchanged."""
+    base = Path(base or os.getcwd()).resolve()
+    home = Path.home().resolve()
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable_paths(v, base) for v in obj)
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj:
+        path = Path(obj)
+        for root, prefix in ((base, None), (home, "~")):
+            if path == root or root in path.parents:
+                rel = path.relative_to(root).as_posix()
+                return (rel or ".") if prefix is None else f"{prefix}/{rel}"
+    return obj
+
+
 def replace_dir(tmp: Path, out_dir: Path) -> None:
     """Put the finished folder ``tmp`` in place of ``out_dir`` (the old one is removed only after)."""
     import shutil
