@@ -12,9 +12,10 @@ they share):
 - architecture at independent noise: video UNet − VideoFusion (λ = 0, each temporal setting), DiT −
   VideoFusion.
 
-A difference is called **resolved** when every seed's paired difference has the same sign and their
-mean is larger than the seed-to-seed spread (the larger sample std of the two cells); otherwise it
-is **within seed noise**. With 2 or 3 seeds this is a rule of thumb, not a significance test.
+Each effect's 95% confidence interval is the Student-t interval of the mean paired difference over
+seeds (``vfusion.studies.rows.ci95``: mean ± t(0.975, n−1)·s/√n, n = seeds; the evaluation clips of a
+run are not resampled). An effect is **resolved** only when its interval excludes 0; otherwise it is
+**within seed noise**. One seed gives no interval, so nothing is resolved.
 
     python experiments/factorial_effects.py --study-dir runs/studies/factorial_embedded \\
         --out experiments/results/factorial_embedded
@@ -27,6 +28,8 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+
+from vfusion.studies.rows import ci95
 
 # (what is compared, cell minus reference): pairs of cells of the factorial study files that differ in one factor
 PAIRS = [
@@ -77,28 +80,29 @@ def effects(rows: list[dict]) -> list[dict]:
             diffs = [a[s] - b[s] for s in seeds]
             mean = statistics.fmean(diffs)
             spread = max(_sd(list(a.values())), _sd(list(b.values())))
-            same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+            interval = ci95(diffs)
             out.append({"metric": metric, "factor": factor, "comparison": what, "cell": cell, "reference": ref,
                         "seeds": seeds, "diffs": diffs, "mean_diff": mean, "cell_mean": statistics.fmean(a.values()),
                         "reference_mean": statistics.fmean(b.values()), "seed_spread": spread,
-                        "resolved": bool(same_sign and len(seeds) > 1 and abs(mean) > spread)})
+                        "ci95": list(interval) if interval else None,
+                        "resolved": bool(interval and (interval[0] > 0 or interval[1] < 0))})
     return out
 
 
 def markdown(found: list[dict]) -> str:
     lines = ["# Factor effects (paired by seed; lower is better for every metric here)", "",
-             "Difference = cell − reference, per seed; **resolved**: every seed's difference has the same sign "
-             "and their mean exceeds the seed-to-seed spread (the larger sample std of the two cells); "
-             "otherwise within seed noise.", ""]
+             "Difference = cell − reference, per seed; 95% CI: Student-t interval of the mean difference over "
+             "seeds; **resolved**: the interval excludes 0, otherwise within seed noise.", ""]
     for metric in dict.fromkeys(e["metric"] for e in found):
         lines += [f"## {metric}", "", "| factor | comparison | reference | cell | difference per seed | mean | "
-                  "seed spread | verdict |", "|---|---|---|---|---|---|---|---|"]
+                  "95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
         for e in (e for e in found if e["metric"] == metric):
             per = ", ".join(f"{d:+.4g}" for d in e["diffs"])
+            ci = f"[{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]" if e["ci95"] else "— (1 seed)"
             verdict = ("**resolved**: " + ("lower" if e["mean_diff"] < 0 else "higher")) if e["resolved"] \
                 else "within seed noise"
             lines.append(f"| {e['factor']} | {e['comparison']} | {e['reference_mean']:.4g} | {e['cell_mean']:.4g} | "
-                         f"{per} | {e['mean_diff']:+.4g} | {e['seed_spread']:.3g} | {verdict} |")
+                         f"{per} | {e['mean_diff']:+.4g} | {ci} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
 

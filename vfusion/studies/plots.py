@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vfusion.studies.rows import LOSS_TAGS, group_rows, mean_std
+from vfusion.studies.rows import LOSS_TAGS, ci95, group_rows, mean_std
 from vfusion.studies.spec import Study
 from vfusion.utils.io import atomic_path
 
@@ -146,6 +146,10 @@ def plot_metric_by_cell(study: Study, rows: list[dict], floor: dict | None, path
             color = colors[group[0]["model_name"]]
             ax.bar(i, m, color=color, alpha=0.35, width=0.7)
             ax.scatter([i] * len(vals), vals, color=color, s=14, zorder=3)
+            interval = ci95(vals)
+            if interval is not None:
+                ax.errorbar([i], [m], yerr=[[m - interval[0]], [interval[1] - m]], color="k", capsize=4,
+                            linewidth=1, zorder=4)
         name = y.split(":", 1)[1]
         ref = floor_metrics.get(name)
         reals = [r.get(f"metric:{name}_real") for r in done if r.get(f"metric:{name}_real") is not None]
@@ -158,7 +162,7 @@ def plot_metric_by_cell(study: Study, rows: list[dict], floor: dict | None, path
         ax.set_xticklabels(["_".join(k) for k, _ in groups], rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"{study.name}: each seed a dot, the bar their mean")
+    fig.suptitle(f"{study.name}: each seed a dot, the bar their mean, the whisker its 95% t-interval")
     return _save(fig, path)
 
 

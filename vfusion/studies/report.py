@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from omegaconf import DictConfig
 
 from vfusion.studies import plots
-from vfusion.studies.rows import LOSS_TAGS, group_rows, mean_std  # also importable from here, as before
+from vfusion.studies.rows import LOSS_TAGS, ci95, group_rows, mean_std  # also importable from here, as before
 from vfusion.studies.spec import Study, plan_study
 from vfusion.utils.io import atomic_write_text, portable_paths
 
@@ -225,7 +225,8 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
             + (f"; command line: `{' '.join(study.cli_overrides)}`" if study.cli_overrides else ""),
             f"- budget per run: {budget}; seeds: {list(spec.seeds)}",
             f"- runs: {sum(r['state'] == 'done' for r in rows)} of {len(rows)} done",
-            f"- table: mean ± sample std over the seeds of each cell (n = runs done); losses are the mean of the "
+            f"- table: mean ± sample std over the seeds of each cell (n = runs done), and for metrics with 2 or more "
+            "seeds the 95% Student-t interval of the mean over seeds [low, high]; losses are the mean of the "
             f"last {window} logged values (a convergence check: across λ the regression target changes, so "
             "losses do not rank sample quality)", ""]
     flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
@@ -241,9 +242,14 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
         for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
             m, s, _ = mean_std([r.get(col) for r in done])
             cells.append(_fmt_ms(m, s, scale))
-        for col in flops_cols + loss_cols + metric_cols:
+        for col in flops_cols + loss_cols:
             m, s, _ = mean_std([r.get(col) for r in done])
             cells.append(_fmt_ms(m, s))
+        for col in metric_cols:
+            values = [r.get(col) for r in done]
+            m, s, _ = mean_std(values)
+            interval = ci95(values)
+            cells.append(_fmt_ms(m, s) + (f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else ""))
         body.append(cells)
     out += ["## Results (pooled over seeds)", "", _md_table(header, body), ""]
     if floor and floor.get("metrics"):

@@ -1,5 +1,5 @@
 """What the study tables and plots both read from the rows of ``results.csv``: the loss tags
-a row summarises, the runs of one grid cell, and mean ± sample std over seeds.
+a row summarises, the runs of one grid cell, mean ± sample std and the t-interval over seeds.
 
 A row is one run (``report.run_row``): its grid labels (one key per axis), ``seed``,
 ``state`` and the measured values.
@@ -24,6 +24,18 @@ def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float], int
     if len(vals) < 2:
         return m, None, 1
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)), len(vals)
+
+
+def ci95(values: list[float]) -> Optional[tuple[float, float]]:
+    """Student-t 95% confidence interval of the mean, ``mean ± t(0.975, n−1)·s/√n`` over the values that are
+    not None/NaN (seeds, or paired per-seed differences); None below 2 values."""
+    m, s, n = mean_std(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * s / math.sqrt(n)
+    return m - half, m + half
 
 
 def group_rows(study: Study, rows: list[dict]) -> list[tuple[tuple, list[dict]]]:
