@@ -382,6 +382,57 @@ def test_study_writes_results_table_and_plots(tiny_study):
     assert (d / "stage1" / "base_unet" / "config.json").is_file()
 
 
+def _page(path: Path) -> dict:
+    """What a browser would load from the page: image sources, the table's first column, the cell blocks."""
+    from html.parser import HTMLParser
+
+    found = {"img": [], "rows": [], "cells": []}
+
+    class Reader(HTMLParser):
+        row, col = None, 0
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                found["img"].append(attrs["src"])
+            elif tag == "div" and attrs.get("class") == "cell":
+                found["cells"].append(attrs["id"])
+            elif tag == "tr":
+                self.row, self.col = [], 0
+
+        def handle_data(self, data):
+            if self.row is not None and data.strip():
+                self.row.append(data.strip())
+
+        def handle_endtag(self, tag):
+            if tag == "tr" and self.row:
+                found["rows"].append(self.row[0])
+                self.row = None
+
+    Reader().feed(path.read_text())
+    return found
+
+
+def test_study_report_page_shows_every_cell_and_its_images(tiny_study, monkeypatch, capsys):
+    """``vfusion study report``: one static page; every cell is in the table and has a block with its
+    animated samples and the real clips, and every image the page references exists beside it."""
+    study = tiny_study["study"]
+    clips = torch.rand(16, 3, 4, 16, 16) * 2 - 1
+    monkeypatch.setattr("vfusion.evaluation.clip_sources.labelled_subset",
+                        lambda data_cfg, split, num: (clips[:num], torch.zeros(num), ["a"]))
+    spec_file = study.path
+    assert main(["study", "report", "--config", str(spec_file), "--study-dir", str(study.study_dir)]) == 0
+    page = study.study_dir / "report.html"
+    assert "report.html" in capsys.readouterr().out
+    found = _page(page)
+    assert found["rows"] == ["lam", "l0", "l0.5"] and found["cells"] == ["l0", "l0.5"]
+    assert "runs/l0_s0/samples/grid.gif" in found["img"] and "runs/l0.5_s0/samples/grid.gif" in found["img"]
+    assert found["img"].count("report_assets/real.gif") == 2 and "plots/samples.png" in found["img"]
+    for src in found["img"]:
+        assert (study.study_dir / src).is_file(), src
+    assert (study.study_dir / "report_assets" / "real.gif").read_bytes()[:6] == b"GIF89a"
+
+
 def test_changed_study_file_refuses_to_reuse_a_run(tiny_study, tmp_path):
     study = tiny_study["study"]
     changed = load_study(write_study(tmp_path / "s.yaml", overrides=list(TINY_OVERRIDES) + [

@@ -10,10 +10,13 @@ def register(sub) -> None:
     p = sub.add_parser("study", help="run a grid of experiments (train, sample, evaluate) and tabulate/plot them",
                        description="Runs every run of a study file that is not done yet (interrupted runs resume "
                                    "from their last checkpoint), then writes results.csv, results.md and plots/ "
-                                   "in the study directory (default runs/studies/<name>).")
+                                   "in the study directory (default runs/studies/<name>). 'vfusion study report "
+                                   "--config FILE' runs nothing and writes report.html there: the table with its "
+                                   "intervals, the plots, and each cell's samples beside real clips.")
     p.add_argument("--config", required=True, help="study YAML (e.g. configs/studies/lambda_sweep_embedded.yaml)")
     p.add_argument("overrides", nargs="*",
-                   help="key=value overrides applied to every run, e.g. train.accelerator=gpu")
+                   help="key=value overrides applied to every run, e.g. train.accelerator=gpu (first word 'report': "
+                        "write the HTML report only)")
     p.add_argument("--study-dir", default=None, help="where the study lives (default: study_dir of the file, "
                                                       "else runs/studies/<name>)")
     p.add_argument("--dry-run", action="store_true", help="list the runs with their state and overrides; run nothing")
@@ -37,7 +40,13 @@ def cmd_study(args) -> int:
     from vfusion.studies.report import write_report
     from vfusion.studies.spec import load_study
 
-    study = load_study(args.config, args.overrides, study_dir=args.study_dir)
+    report = bool(args.overrides) and args.overrides[0] == "report"
+    study = load_study(args.config, args.overrides[1:] if report else args.overrides, study_dir=args.study_dir)
+    if report:
+        from vfusion.studies.html_report import write_html
+
+        write_html(study)
+        return 0
     if args.dry_run:
         print("\n".join(dry_run_lines(study, args.only)))
         return 0

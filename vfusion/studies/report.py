@@ -205,6 +205,39 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 FLOPS_HEADERS = {"flops_per_step": "FLOP/step", "flops_total": "train FLOP"}
 
 
+def cell_table(study: Study, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The pooled table, one row per grid cell: mean ± sample std over seeds, and for metrics the 95%
+    t-interval [low, high] (results.md and the HTML report both show it)."""
+    window = int(study.spec.results.loss_window)
+    cols = _columns(rows)
+    metric_cols = [c for c in cols if c.startswith("metric:") and not c.endswith("_std")]
+    loss_cols = [c for c in (f"loss_last{window}", f"loss_base_last{window}", f"loss_residual_last{window}")
+                 if any(r.get(c) is not None for r in rows)]
+    flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
+    header = list(study.axes) + ["model.name", "noise", "λ̄ (non-key)", "ρ̄ (frames)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
+    header += [FLOPS_HEADERS[c] for c in flops_cols]
+    header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
+    body = []
+    for key, group in group_rows(study, rows):
+        done = [r for r in group if r["state"] == "done"]
+        first = group[0]
+        cells = list(key) + [str(first["model_name"]), str(first["noise_schedule"]), _fmt(first["lambda_mean"], 3),
+                             _fmt(first["frame_corr"], 3), f"{len(done)}/{len(group)}"]
+        for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
+            m, s, _ = mean_std([r.get(col) for r in done])
+            cells.append(_fmt_ms(m, s, scale))
+        for col in flops_cols + loss_cols:
+            m, s, _ = mean_std([r.get(col) for r in done])
+            cells.append(_fmt_ms(m, s))
+        for col in metric_cols:
+            values = [r.get(col) for r in done]
+            m, s, _ = mean_std(values)
+            interval = ci95(values)
+            cells.append(_fmt_ms(m, s) + (f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else ""))
+        body.append(cells)
+    return header, body
+
+
 def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = None, plots: list[str] = ()) -> str:
     window = int(study.spec.results.loss_window)
     spec = study.spec
@@ -230,27 +263,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
             f"last {window} logged values (a convergence check: across λ the regression target changes, so "
             "losses do not rank sample quality)", ""]
     flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
-    header = list(study.axes) + ["model.name", "noise", "λ̄ (non-key)", "ρ̄ (frames)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
-    header += [FLOPS_HEADERS[c] for c in flops_cols]
-    header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
-    body = []
-    for key, group in group_rows(study, rows):
-        done = [r for r in group if r["state"] == "done"]
-        first = group[0]
-        cells = list(key) + [str(first["model_name"]), str(first["noise_schedule"]), _fmt(first["lambda_mean"], 3),
-                             _fmt(first["frame_corr"], 3), f"{len(done)}/{len(group)}"]
-        for col, scale in (("steps", 1), ("train_s", 1 / 60), ("mean_step_s", 1000), ("params", 1e-6)):
-            m, s, _ = mean_std([r.get(col) for r in done])
-            cells.append(_fmt_ms(m, s, scale))
-        for col in flops_cols + loss_cols:
-            m, s, _ = mean_std([r.get(col) for r in done])
-            cells.append(_fmt_ms(m, s))
-        for col in metric_cols:
-            values = [r.get(col) for r in done]
-            m, s, _ = mean_std(values)
-            interval = ci95(values)
-            cells.append(_fmt_ms(m, s) + (f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else ""))
-        body.append(cells)
+    header, body = cell_table(study, rows)
     out += ["## Results (pooled over seeds)", "", _md_table(header, body), ""]
     if floor and floor.get("metrics"):
         out += ["Real-vs-real floor (two disjoint halves of the real clips): "
