@@ -27,7 +27,7 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class DataConfig:
-    # embedded | ucf101 | sky | folder
+    # embedded | ucf101 | sky | folder | captions | webvid (see vfusion/data/registry.py)
     dataset: str = "embedded"
     # Dataset root. For ``embedded`` it is where the procedural dataset is written
     # (in the UCF-101 layout) the first time it is needed.
@@ -51,6 +51,14 @@ class DataConfig:
     class_conditional: bool = True
     # folder dataset: take labels from the first-level subfolder names
     labels_from_subfolders: bool = False
+    # captioned datasets (captions, webvid): the CSV of captions / WebVid metadata (relative to root or absolute);
+    # null: captions.csv in the root, else sidecar NAME.txt files (captions); the CSV in the root (webvid)
+    captions_file: Optional[str] = None
+    # a video without a usable caption (missing, empty, unreadable): error | skip (left out and counted)
+    missing_caption: str = "error"
+    # captioned datasets: probability that a clip's caption is replaced by the empty prompt in training
+    # (classifier-free guidance); model.class_dropout plays this part for class labels
+    caption_dropout: float = 0.1
     # none | clips | latents
     cache: str = "none"
     cache_dir: str = "data/cache"
@@ -424,6 +432,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice(cfg.data.eval_split, SPLITS, "data.eval_split")
     _check_choice(cfg.data.short_policy, ("skip", "loop", "lower_stride"), "data.short_policy")
     _check_choice(cfg.data.cache, ("none", "clips", "latents"), "data.cache")
+    _check_choice(cfg.data.missing_caption, ("error", "skip"), "data.missing_caption")
+    if not 0.0 <= cfg.data.caption_dropout < 1.0:
+        raise ConfigError(f"config key 'data.caption_dropout' is {cfg.data.caption_dropout}; expected a value in [0, 1)")
     _check_choice(cfg.noise.prior, prior_names(), "noise.prior")
     _check_choice(cfg.noise.schedule, LAMBDA_SCHEDULES, "noise.schedule")
     _check_choice(cfg.model.name, model_names(), "model.name")

@@ -195,3 +195,20 @@ class PromptEncoder:
     def __repr__(self) -> str:
         return (f"PromptEncoder({type(self.text_encoder).__name__} from {self.source}, "
                 f"max_length={self.max_length}, cached={self.cached})")
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer of a text base folder (its ``tokenizer/``, the class ``model_index.json`` names) or of a
+    tokenizer folder; a :class:`TextEncoderError` naming the folder otherwise."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise TextEncoderError(f"tokenizer folder {folder} does not exist; pass a pipeline folder with tokenizer/ "
+                               f"or a tokenizer folder")
+    try:
+        if (folder / "tokenizer").is_dir():
+            return _component_class(folder, "tokenizer", "AutoTokenizer").from_pretrained(str(folder / "tokenizer"))
+        import transformers
+
+        return transformers.AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError) as err:
+        raise TextEncoderError(f"cannot load a tokenizer from {folder}: {' '.join(str(err).split())[:200]}") from err

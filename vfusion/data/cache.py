@@ -139,7 +139,7 @@ def build_cache(data_cfg: Any, split: str, clips: ClipDataset, key: dict, target
     loader = DataLoader(_CacheSource(clips, positions), batch_size=1, shuffle=False, num_workers=num_workers,
                         collate_fn=_first)
     shards: list[dict] = []
-    labels, keys, failed = [], [], []
+    labels, keys, captions, failed = [], [], [], []
     shard = None
     bar = None
     if progress:
@@ -170,6 +170,7 @@ def build_cache(data_cfg: Any, split: str, clips: ClipDataset, key: dict, target
             shards[-1]["rows"] += 1
             labels.append(int(clips.index.items[i].label))
             keys.append(clips.index.items[i].key)
+            captions.append(clips.index.items[i].caption)
         if shard is not None:
             shard.flush()
             del shard
@@ -178,6 +179,7 @@ def build_cache(data_cfg: Any, split: str, clips: ClipDataset, key: dict, target
         manifest = {
             "key": key, "kind": kind, "item_shape": list(item_shape), "dtype": np.dtype(dtype).name,
             "shards": shards, "labels": labels, "keys": keys, "class_names": clips.class_names,
+            "captions": captions if clips.captioned else None,
             "description": clips.index.listing.description,
             "counts": {**clips.index.counts(), "videos": len(keys), "unreadable": len(clips.index.unreadable) + len(failed)},
             "undecodable": failed,
@@ -199,8 +201,8 @@ def build_cache(data_cfg: Any, split: str, clips: ClipDataset, key: dict, target
 
 # --- reading ---------------------------------------------------------------------------
 class CachedDataset(Dataset):
-    """``(clip or latents, label)`` from a cache folder: uint8 clips come out as ``(C, T, H, W)``
-    float32 in [-1, 1], latents as ``(c, T, h, w)`` float32."""
+    """``(clip or latents, label)`` from a cache folder (``(..., label, caption)`` for captioned data): uint8
+    clips come out as ``(C, T, H, W)`` float32 in [-1, 1], latents as ``(c, T, h, w)`` float32."""
 
     def __init__(self, path: str | Path, train: bool = True, random_flip: bool = True, seed: int = 0,
                  class_conditional: bool = True):
@@ -215,6 +217,7 @@ class CachedDataset(Dataset):
         self.random_flip = random_flip and train
         self.class_conditional = class_conditional
         self.labels = manifest["labels"]
+        self.captions = manifest.get("captions")
         self.item_shape = tuple(manifest["item_shape"])
         rows = [s["rows"] for s in manifest["shards"]]
         self._starts = np.cumsum([0] + rows)
@@ -239,7 +242,11 @@ class CachedDataset(Dataset):
         s = int(np.searchsorted(self._starts, i, side="right")) - 1
         return self._shards[s][i - self._starts[s]]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
+        value, label = self._clip(i)
+        return (value, label, self.captions[i]) if self.captions is not None else (value, label)
+
+    def _clip(self, i: int) -> tuple[torch.Tensor, int]:
         if not 0 <= i < len(self):
             raise IndexError(i)
         stored = self.item(i)

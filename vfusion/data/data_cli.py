@@ -2,7 +2,8 @@
 
 ``data check --dataset NAME --root PATH [--fold K] [--split S]``
 lists and opens every video of the split and prints the counts (videos, classes,
-frames, short, unreadable, missing); exit code 1 when the layout is wrong. NAME is one of
+frames, short, unreadable, missing; for captioned datasets the captions, those missing, empty or
+unreadable, and their length, in tokens with ``--tokenizer DIR``); exit code 1 when the layout is wrong. NAME is one of
 ``vfusion.data.registry.dataset_names()``.
 ``data cache --config CFG [key=value ...]`` builds the configured ``data.cache``
 (clips or latents) for ``data.split`` and ``data.eval_split``, with a progress bar.
@@ -33,6 +34,11 @@ def register(subparsers) -> None:
     check.add_argument("--num-frames", type=int, default=16, help="clip length used to count short videos (16)")
     check.add_argument("--stride", type=int, default=1, help="frame stride used to count short videos (1)")
     check.add_argument("--decode", action="store_true", help="also decode one clip of every video")
+    check.add_argument("--captions-file", default=None,
+                       help="captions / webvid: the captions CSV or WebVid metadata CSV (default: found in --root)")
+    check.add_argument("--tokenizer", default=None, metavar="DIR",
+                       help="captioned datasets: a text base folder (tokenizer/) or tokenizer folder, to count caption "
+                            "tokens and those cut at its limit (default: words)")
     check.set_defaults(func=_check)
 
     cache = sub.add_parser("cache", help="build the configured data cache (data.cache=clips|latents)",
@@ -57,7 +63,13 @@ def _check(args: argparse.Namespace) -> int:
 
     cfg = OmegaConf.structured(DataConfig(dataset=args.dataset, root=args.root, fold=args.fold, split=args.split,
                                           splits_dir=args.splits_dir, labels_from_subfolders=args.labels_from_subfolders,
-                                          num_frames=args.num_frames, frame_stride=args.stride, short_policy="loop"))
+                                          num_frames=args.num_frames, frame_stride=args.stride, short_policy="loop",
+                                          captions_file=args.captions_file, missing_caption="skip"))
+    tokenizer = None
+    if args.tokenizer:   # a wrong folder is refused before the videos are opened
+        from vfusion.backbones.text import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")       # everything a warning would say is printed below
@@ -76,7 +88,9 @@ def _check(args: argparse.Namespace) -> int:
     print(f"  frames       {counts['frames']}" + (f" (mean {counts['frames'] / max(1, counts['videos']):.1f} per video)"))
     print(f"  short        {counts['short']} (< {(cfg.num_frames - 1) * cfg.frame_stride + 1} frames)")
     print(f"  unreadable   {counts['unreadable']}")
-    print(f"  missing      {counts['missing']} (in a split file, not on disk)")
+    print(f"  missing      {counts['missing']} (in a split or captions file, not on disk)")
+    if listing.captioned:
+        _print_captions(index, listing, tokenizer)
     for line in index.unreadable[:20]:
         print(f"    unreadable: {line}")
     for key in listing.missing[:20]:
@@ -87,6 +101,16 @@ def _check(args: argparse.Namespace) -> int:
         for line in failed[:20]:
             print(f"    undecodable: {line}")
     return 0
+
+
+def _print_captions(index, listing, tokenizer) -> None:
+    from vfusion.data.caption_report import caption_report, report_lines
+
+    report = caption_report([it.caption for it in index.items], listing.caption_skipped, tokenizer)
+    for line in report_lines(report):
+        print(line)
+    for line in listing.caption_skipped[:20]:
+        print(f"    no caption: {line}")
 
 
 def _listing(cfg):

@@ -32,6 +32,15 @@ LAYOUTS = {
         "frames (.jpg/.png), at any depth; optional <root>/train and <root>/test; with "
         "data.labels_from_subfolders=true the first-level subfolders are the classes"
     ),
+    "captions": (
+        "captions: <root> holding video files (or frame folders) as in the folder layout, each with its caption "
+        "in NAME.txt beside it (video2dataset's layout: 00000/000000001.mp4 + 00000/000000001.txt), or in "
+        "<root>/captions.csv (or data.captions_file) with columns video,caption and paths relative to <root>"
+    ),
+    "webvid": (
+        "webvid: WebVid's metadata CSV (columns videoid,name,page_dir,...) in <root> (or data.captions_file) "
+        "and the videos at <root>/<page_dir>/<videoid>.mp4"
+    ),
     "embedded": (
         "embedded: the procedural dataset, written in the UCF-101 layout to <root> on first use "
         "(no download); run `vfusion data cache --config configs/<experiment>.yaml` or any training "

@@ -39,21 +39,27 @@ def _walk(base: Path) -> list[VideoItem]:
     return sorted(items, key=lambda it: natural_key(it.key))
 
 
-def list_folder(root: str | Path, split: str = "train", labels_from_subfolders: bool = False) -> Listing:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise layout_error("folder", f"data.root '{root}' does not exist")
+def split_bases(root: Path, split: str) -> list[Path]:
+    """The folders holding ``split``: ``root/train`` and/or ``root/test`` when both exist, else ``root``."""
     split_dirs = {s: _child_dir(root, s) for s in ("train", "test")}
     if all(split_dirs.values()):
-        bases = [split_dirs["train"], split_dirs["test"]] if split == "all" else [split_dirs[split]]
-    else:
-        bases = [root]
+        return [split_dirs["train"], split_dirs["test"]] if split == "all" else [split_dirs[split]]
+    return [root]
+
+
+def list_folder(root: str | Path, split: str = "train", labels_from_subfolders: bool = False,
+                dataset: str = "folder") -> Listing:
+    """``dataset``: the layout named in errors (layouts built on this one, e.g. ``captions``)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise layout_error(dataset, f"data.root '{root}' does not exist")
+    bases = split_bases(root, split)
     items: list[VideoItem] = []
     for base in bases:
         items += [VideoItem(key=f"{base.name}/{it.key}" if base != root else it.key, path=it.path,
                             frames=it.frames) for it in _walk(base)]
     if not items:
-        raise layout_error("folder", f"no video files or frame folders found under {', '.join(map(str, bases))}")
+        raise layout_error(dataset, f"no video files or frame folders found under {', '.join(map(str, bases))}")
     class_names = ["video"]
     if labels_from_subfolders:
         def class_of(item: VideoItem, base_rel: str) -> str:
@@ -69,7 +75,7 @@ def list_folder(root: str | Path, split: str = "train", labels_from_subfolders: 
         label_of = {n: i for i, n in enumerate(class_names)}
         items = [VideoItem(key=it.key, path=it.path, label=label_of[n], frames=it.frames) for it, n in zip(items, names)]
     desc = f"folder layout, {split}: {', '.join(map(str, bases))}"
-    return Listing(dataset="folder", items=items, class_names=class_names, description=desc)
+    return Listing(dataset=dataset, items=items, class_names=class_names, description=desc)
 
 
 def list_from_config(data_cfg, split: str) -> Listing:

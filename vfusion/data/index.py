@@ -42,19 +42,21 @@ class VideoIndex:
     def counts(self) -> dict:
         return {
             "videos": len(self.items),
-            "listed": len(self.listing.items) + len(self.listing.missing),
+            "listed": len(self.listing.items) + len(self.listing.missing) + len(self.listing.caption_skipped),
             "missing": len(self.listing.missing),
             "unreadable": len(self.unreadable),
             "short": len(self.short),
             "skipped_short": self.skipped_short,
             "frames": int(sum(self.lengths)),
+            "caption_skipped": len(self.listing.caption_skipped),
         }
 
     def fingerprint(self) -> str:
-        """Changes whenever a usable video, its label or its length changes."""
+        """Changes whenever a usable video, its label, its length or its caption changes."""
         h = hashlib.sha256()
         for item, n in zip(self.items, self.lengths):
-            h.update(f"{item.key}\0{item.label}\0{n}\0{_stat_key(item.path)}\n".encode())
+            caption = "" if item.caption is None else f"\0{item.caption}"
+            h.update(f"{item.key}\0{item.label}\0{n}\0{_stat_key(item.path)}{caption}\n".encode())
         return h.hexdigest()[:16]
 
 

@@ -17,7 +17,8 @@ from typing import Callable, Mapping
 
 from vfusion.data.errors import DatasetError
 
-__all__ = ["DatasetEntry", "DATASETS", "SPLITS", "dataset_names", "listing_function", "has_folds", "default_prompt"]
+__all__ = ["DatasetEntry", "DATASETS", "SPLITS", "dataset_names", "listing_function", "has_folds", "has_captions",
+           "default_prompt"]
 
 
 class DatasetEntry(str):
@@ -25,18 +26,22 @@ class DatasetEntry(str):
 
     ``folds``: the dataset has UCF-101-style train/test folds, chosen by ``data.fold``.
     ``prompt``: what a text-conditioned base is told when the data is used without classes.
+    ``captions``: every video comes with its own caption (text-to-video data).
     """
 
     folds: bool
     prompt: str
+    captions: bool
 
-    def __new__(cls, target: str, *, folds: bool = False, prompt: str = "a video") -> "DatasetEntry":
+    def __new__(cls, target: str, *, folds: bool = False, prompt: str = "a video",
+                captions: bool = False) -> "DatasetEntry":
         module, sep, function = target.partition(":")
         if not (module and sep and function):
             raise ValueError(f"a dataset entry is 'module:function', not '{target}'")
         entry = super().__new__(cls, target)
         entry.folds = bool(folds)
         entry.prompt = str(prompt)
+        entry.captions = bool(captions)
         return entry
 
     def __repr__(self) -> str:
@@ -51,6 +56,8 @@ DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
     "ucf101": DatasetEntry("vfusion.data.ucf101:list_from_config", folds=True),
     "sky": DatasetEntry("vfusion.data.sky:list_from_config", prompt="a time-lapse video of the sky"),
     "folder": DatasetEntry("vfusion.data.folder:list_from_config"),
+    "captions": DatasetEntry("vfusion.data.captions:list_captions_from_config", captions=True),
+    "webvid": DatasetEntry("vfusion.data.captions:list_webvid_from_config", captions=True),
 })
 
 
@@ -76,6 +83,11 @@ def listing_function(name: str) -> Callable:
 def has_folds(name: str) -> bool:
     """Whether dataset ``name`` has UCF-101-style folds; :class:`DatasetError` for an unknown name."""
     return _entry(name).folds
+
+
+def has_captions(name: str) -> bool:
+    """Whether every video of dataset ``name`` has its own caption; :class:`DatasetError` for an unknown name."""
+    return _entry(name).captions
 
 
 def default_prompt(name: str) -> str:

@@ -56,6 +56,7 @@ class VideoItem:
     path: str                      # the file, or the folder of frames
     label: int = 0
     frames: Optional[tuple[str, ...]] = None   # ordered frame file names (frame folders only)
+    caption: Optional[str] = None              # captioned datasets: the text this video is trained on
 
     @property
     def is_frame_folder(self) -> bool:
@@ -71,6 +72,9 @@ class Listing:
     class_names: list[str]
     description: str               # e.g. "UCF-101 fold 1 train at /data/ucf (splits: /data/ucf/ucfTrainTestlist)"
     missing: list[str] = field(default_factory=list)   # listed in a split file, absent on disk
+    captioned: bool = False                            # every item carries a caption
+    # captioned datasets: "key: reason" of videos left out for a missing, empty or unreadable caption
+    caption_skipped: list[str] = field(default_factory=list)
 
 
 class UnreadableVideo(RuntimeError):

@@ -1,7 +1,8 @@
-"""The decoding dataset: one clip per video per access, ``(video, label)``.
+"""The decoding dataset: one clip per video per access, ``(video, label)``, or
+``(video, label, caption)`` for a captioned dataset.
 
 ``video`` is ``(C, T, H, W)`` float32 in [-1, 1] (``vfusion.layout``), ``label`` an
-int (0 when the run is unconditional). Training draws the clip's start and the
+int (0 when the run is unconditional), ``caption`` the video's text. Training draws the clip's start and the
 flip from a per-process generator that is reseeded in every DataLoader worker
 from ``torch.initial_seed()`` (different per worker and per epoch, reproducible
 from the loader's seed); evaluation uses a start fixed by ``(seed, index)`` and
@@ -80,6 +81,13 @@ class ClipDataset(Dataset):
     def label(self, i: int) -> int:
         return int(self.index.items[i].label) if self.class_conditional else 0
 
+    @property
+    def captioned(self) -> bool:
+        return self.index.listing.captioned
+
+    def caption(self, i: int) -> str:
+        return self.index.items[i].caption or ""
+
     # --- sampling --------------------------------------------------------------------
     def frame_indices(self, i: int, u: float) -> np.ndarray:
         """Source-frame indices of the clip of video ``i`` at position ``u`` in [0, 1)."""
@@ -100,7 +108,7 @@ class ClipDataset(Dataset):
         flip = bool(rng.random() < 0.5) if self.random_flip else False
         return u, flip
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
         if not 0 <= i < len(self):
             raise IndexError(i)
         for attempt in range(min(len(self), 16)):
@@ -116,5 +124,6 @@ class ClipDataset(Dataset):
                     self.decode_failures.append(str(err))
                     warnings.warn(f"skipping undecodable video {err}", stacklevel=2)
                 continue
-            return to_clip(frames, flip), self.label(j)
+            clip = to_clip(frames, flip)
+            return (clip, self.label(j), self.caption(j)) if self.captioned else (clip, self.label(j))
         raise DatasetError(f"16 videos in a row failed to decode, the last: {self.decode_failures[-1]}")
