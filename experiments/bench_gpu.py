@@ -139,7 +139,7 @@ def bench_one(cfg, info, variant: str, device: torch.device, steps: int, warmup:
     for i in range(steps):
         _sync(device)
         t0 = time.perf_counter()
-        x, y = module.prepare_batch(batch)
+        x, y, _ = module.prepare_batch(batch)
         with autocast(precision, device):
             loss = module.diffusion_loss(x, y)["total"]
         opt.zero_grad(set_to_none=True)

@@ -128,7 +128,7 @@ def bare_steps(cfg, spec_info, batches, warmup: int) -> float:
         module.ema.to("cpu")
     ends = []
     for batch in batches:
-        x, y = module.prepare_batch(batch)
+        x, y, _ = module.prepare_batch(batch)
         loss = module.diffusion_loss(x, y)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

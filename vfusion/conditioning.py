@@ -22,8 +22,9 @@ class Cond:
     class_labels: Optional[torch.Tensor] = None      # (B,) long in [0, num_classes)
     text_embeds: Optional[torch.Tensor] = None       # (B, L, D) text encoder states
     text_mask: Optional[torch.Tensor] = None         # (B, L) attention mask of text_embeds
-    null_text_embeds: Optional[torch.Tensor] = None  # (1, L, D) the empty prompt's states (the null text)
-    null_text_mask: Optional[torch.Tensor] = None    # (1, L) its attention mask
+    # (1, L, D) the empty prompt's states (the null text), or (B, L, D) one per row (negative prompts)
+    null_text_embeds: Optional[torch.Tensor] = None
+    null_text_mask: Optional[torch.Tensor] = None    # (1 or B, L) its attention mask
     uncond: Optional[torch.Tensor] = None            # (B,) bool: rows that ask for the null condition
 
     @property
@@ -53,17 +54,33 @@ class Cond:
 
         ua = a.uncond if a.uncond is not None else torch.zeros(a.batch_size, dtype=torch.bool, device=_device(a))
         ub = b.uncond if b.uncond is not None else torch.zeros(b.batch_size, dtype=torch.bool, device=_device(b))
+        null, null_mask = a.null_text_embeds, a.null_text_mask
+        if a.per_row_null or b.per_row_null:  # negative prompts: one null per row, on both sides
+            null = both(a._rows(a.null_text_embeds), b._rows(b.null_text_embeds))
+            null_mask = both(a._rows(a.null_text_mask), b._rows(b.null_text_mask))
         return Cond(class_labels=both(a.class_labels, b.class_labels), text_embeds=both(a.text_embeds, b.text_embeds),
-                    text_mask=both(a.text_mask, b.text_mask), null_text_embeds=a.null_text_embeds,
-                    null_text_mask=a.null_text_mask, uncond=torch.cat([ua, ub]))
+                    text_mask=both(a.text_mask, b.text_mask), null_text_embeds=null,
+                    null_text_mask=null_mask, uncond=torch.cat([ua, ub]))
+
+    @property
+    def per_row_null(self) -> bool:
+        """The null text differs from row to row (negative prompts) instead of one shared row."""
+        return self.null_text_embeds is not None and self.null_text_embeds.shape[0] > 1
+
+    def _rows(self, x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """A one-row null broadcast to the batch (a per-row one as it is)."""
+        return None if x is None else x.expand(self.batch_size, *x.shape[1:])
 
     def repeat_interleave(self, n: int) -> "Cond":
         """Per-clip rows -> per-frame rows (matches :func:`vfusion.layout.fold_frames`)."""
         def rep(x):
             return None if x is None else x.repeat_interleave(n, dim=0)
 
+        nulls = {}
+        if self.per_row_null:
+            nulls = dict(null_text_embeds=rep(self.null_text_embeds), null_text_mask=rep(self.null_text_mask))
         return replace(self, class_labels=rep(self.class_labels), text_embeds=rep(self.text_embeds),
-                       text_mask=rep(self.text_mask), uncond=rep(self.uncond))
+                       text_mask=rep(self.text_mask), uncond=rep(self.uncond), **nulls)
 
     def to(self, device) -> "Cond":
         def mv(x):
@@ -100,8 +117,9 @@ class Cond:
 
 
 class Conditioner(torch.nn.Module):
-    """Batch labels -> :class:`Cond`: class labels, and for a text-conditioned base the states of
-    each class's prompt (or of the one prompt of unconditional data), encoded once.
+    """Batch labels (and captions) -> :class:`Cond`: class labels, and for a text-conditioned base the
+    states of each class's prompt (or of the one prompt of unconditional data), encoded once, or the
+    states of each clip's own caption (captioned data).
 
     The tables are non-persistent buffers: they move with the module to the device and stay out
     of checkpoints and the EMA. ``text`` is ``(states (P, L, D), mask (P, L), null states (1, L, D),
@@ -119,14 +137,21 @@ class Conditioner(torch.nn.Module):
     def has_text(self) -> bool:
         return self.text_table is not None
 
-    def forward(self, labels: Optional[torch.Tensor], batch: int) -> Optional[Cond]:
+    def forward(self, labels: Optional[torch.Tensor], batch: int,
+                captions: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> Optional[Cond]:
+        """``captions``: the encoded captions of the batch's clips, ``(states (B, L, D), mask (B, L))``, which
+        take the place of the prompt table."""
         if not self.has_text:
             return class_cond(labels if self.num_classes else None)
         device = self.text_table.device
-        rows = labels.to(device) if labels is not None and self.text_table.shape[0] > 1 else \
-            torch.zeros(batch, dtype=torch.long, device=device)
-        mask = self.mask_table[rows] if self.mask_table is not None else None
-        return Cond(class_labels=labels if self.num_classes else None, text_embeds=self.text_table[rows],
+        if captions is not None:
+            states, mask = (v.to(device) for v in captions)
+        else:
+            rows = labels.to(device) if labels is not None and self.text_table.shape[0] > 1 else \
+                torch.zeros(batch, dtype=torch.long, device=device)
+            states = self.text_table[rows]
+            mask = self.mask_table[rows] if self.mask_table is not None else None
+        return Cond(class_labels=labels if self.num_classes else None, text_embeds=states,
                     text_mask=mask, null_text_embeds=self.null_states, null_text_mask=self.null_mask)
 
 

@@ -176,6 +176,9 @@ class TextConfig:
     # the prompt of every clip when the data is unconditional; null: the dataset's own
     # (vfusion/data/registry.py, e.g. Sky Time-lapse: "a time-lapse video of the sky")
     prompt: Optional[str] = None
+    # captioned data: the encoded states of this many captions are kept (least recently used leave first),
+    # so the frozen text encoder runs once per caption instead of every step; 0: encode every step
+    cache_size: int = 10000
 
 
 @dataclass
@@ -538,6 +541,7 @@ def _check_ranges(cfg: DictConfig) -> None:
     if cfg.diffusion.num_train_timesteps is not None:
         _at_least(cfg, ("diffusion.num_train_timesteps",), 1)
     _at_least(cfg, ("train.optim.lr", "pretrain.lr"), 0.0, strict=True)
+    _at_least(cfg, ("model.text.cache_size",), 0)
     _at_least(cfg, ("train.max_minutes", "pretrain.max_minutes", "train.optim.weight_decay",
                     "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
                     "train.sample_every_n_steps", "train.ema_decay"), 0.0)

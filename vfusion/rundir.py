@@ -61,16 +61,34 @@ class SampleSettings:
     batch_size: int
     fps: int
     prompt: Optional[str] = None   # free text for a text-conditioned base (None: each class's prompt)
+    prompts: Optional[tuple[str, ...]] = None   # or one per video, cycling: video i gets prompts[i mod P]
+    negative_prompt: Optional[str] = None       # what guidance steers away from (None: the empty prompt)
 
     def check(self, num_train_timesteps: Optional[int] = None) -> "SampleSettings":
+        from vfusion.errors import UserError
+
         check_sampling(self.batch_size, self.steps, self.guidance_scale, num_train_timesteps, self.num_videos)
+        if self.prompt is not None and self.prompts is not None:
+            raise UserError("give one prompt for every video (--prompt) or a file of prompts (--prompts), not both")
+        if self.prompts is not None and not self.prompts:
+            raise UserError("the prompts file holds no prompt; write one prompt per line")
         return self
+
+    def video_prompts(self, start: int, count: int) -> Optional[list[str]]:
+        """The given prompts of videos ``start .. start + count - 1`` (None: the run's own prompts)."""
+        if self.prompts:
+            return [self.prompts[(start + j) % len(self.prompts)] for j in range(count)]
+        return [self.prompt] * count if self.prompt is not None else None
 
     def describe(self) -> dict:
         out = {"num_videos": self.num_videos, "sampler": self.sampler, "steps": self.steps,
                "guidance_scale": self.guidance_scale, "seed": self.seed, "batch_size": self.batch_size}
         if self.prompt is not None:
             out["prompt"] = self.prompt
+        if self.prompts is not None:
+            out["prompts"] = list(self.prompts)
+        if self.negative_prompt is not None:
+            out["negative_prompt"] = self.negative_prompt
         return out
 
 
@@ -81,7 +99,9 @@ def resolve_sample_settings(defaults: dict, **choices) -> SampleSettings:
     return SampleSettings(num_videos=int(merged["num_videos"]), sampler=str(merged["sampler"]),
                           steps=int(merged["steps"]), guidance_scale=float(merged["guidance_scale"]),
                           seed=int(merged["seed"]), batch_size=int(merged["batch_size"]), fps=int(merged["fps"]),
-                          prompt=merged.get("prompt"))
+                          prompt=merged.get("prompt"),
+                          prompts=tuple(merged["prompts"]) if merged.get("prompts") is not None else None,
+                          negative_prompt=merged.get("negative_prompt"))
 
 
 class RunDir:
@@ -178,7 +198,8 @@ class RunDir:
     def sample_settings(self, cfg=None, num_videos: Optional[int] = None, sampler: Optional[str] = None,
                         steps: Optional[int] = None, guidance_scale: Optional[float] = None,
                         seed: Optional[int] = None, batch_size: Optional[int] = None,
-                        for_eval: bool = False, prompt: Optional[str] = None) -> SampleSettings:
+                        for_eval: bool = False, prompt: Optional[str] = None,
+                        prompts: Optional[list[str]] = None, negative_prompt: Optional[str] = None) -> SampleSettings:
         """Sampling settings: the caller's values where given, else the run's ``sample.*`` (``eval.*`` for
         the count, seed and batch size when ``for_eval``). The one place these defaults are resolved."""
         cfg = cfg if cfg is not None else self.config()
@@ -187,7 +208,8 @@ class RunDir:
         defaults = {"num_videos": counts.num_videos, "seed": counts.seed, "batch_size": counts.batch_size,
                     "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
         return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
-                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt)
+                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt,
+                                       prompts=prompts, negative_prompt=negative_prompt)
 
 
 # the config keys that hold paths: a run records them relative to itself when they lie inside it

@@ -114,7 +114,16 @@ def text_dim(folder: BackboneFolder) -> int:
 
 def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = ()) -> dict:
     """How the base generator calls its image model (``spec.base``; kept in the pipeline's video_config)."""
+    from vfusion.data.registry import has_captions
+
     folder = base_folder(cfg)
+    captioned = has_captions(cfg.data.dataset)
+    if captioned and (folder is None or not folder.needs_text):
+        what = "the project's own fresh UNet" if folder is None else folder.describe()
+        raise BackboneError(f"data.dataset={cfg.data.dataset} trains on captions, but the base ({what}) "
+                            "is not text-conditioned; set model.base.pretrained to a text base folder (Stable "
+                            "Diffusion layout: unet/ with cross-attention, text_encoder/, tokenizer/), or use "
+                            "data.dataset=folder to train without the captions")
     if folder is None:
         return {"family": "unet", "text": False}
     facts: dict = {"family": folder.family, "model_class": folder.model_class, "text": folder.needs_text,
@@ -134,9 +143,11 @@ def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = (
 
         if num_classes:
             prompts = class_prompts(list(class_names)[:num_classes], cfg.model.text.template)
-        else:
+        else:  # unconditional data; captioned data: the prompt sampling uses when given none
             prompts = [cfg.model.text.prompt or dataset_prompt(cfg.data.dataset)]
         facts.update(text_dim=dim, prompts=prompts, template=cfg.model.text.template)
+        if captioned:
+            facts["captions"] = True
     if folder.family == "dit":
         facts.update(_dit_classes(cfg, folder, num_classes, class_names))
     return facts

@@ -98,7 +98,8 @@ def generate(pipe, settings: SampleSettings, progress: bool = True
             gen = torch.Generator(device=device).manual_seed(settings.seed + i)
             out = pipe(batch_size=b, num_inference_steps=settings.steps, sampler=settings.sampler,
                        guidance_scale=settings.guidance_scale, generator=gen, output_type="pt", start_index=done,
-                       progress=False, callback=lambda _s: bar.update(1), prompt=settings.prompt)
+                       progress=False, callback=lambda _s: bar.update(1), prompt=settings.video_prompts(done, b),
+                       negative_prompt=settings.negative_prompt)
             yield out.frames, out.class_labels
             done += b
             i += 1
@@ -178,9 +179,11 @@ def write_samples(pipe, out_dir: str | Path, settings: SampleSettings, progress:
         del store
         write_previews(tmp, torch.cat(shown), fps=settings.fps)
         secs = time.perf_counter() - start
+        given = settings.video_prompts(0, done)
         labels = [int(i) % int(vc["num_classes"]) for i in range(done)] \
-            if vc.get("num_classes") and settings.prompt is None else None
-        atomic_write_json(tmp / MANIFEST, {**settings.describe(), "frames_file": FRAMES_FILE, "labels": labels,
+            if vc.get("num_classes") and given is None else None
+        extra = {"video_prompts": given} if given is not None else {}
+        atomic_write_json(tmp / MANIFEST, {**settings.describe(), **extra, "frames_file": FRAMES_FILE, "labels": labels,
                                            "model": vc.get("model"), "seconds": round(secs, 3),
                                            **(describe or {})})
     return out_dir, secs, [out_dir / name for name in names]

@@ -144,21 +144,20 @@ class VideoFusionPipeline(DiffusionPipeline):
             self._prompts = PromptEncoder(self.tokenizer, self.text_encoder)
         return self._prompts
 
-    def condition(self, labels: Optional[torch.Tensor], prompt, batch_size: int, device):
+    def condition(self, labels: Optional[torch.Tensor], prompt, batch_size: int, device, negative_prompt=None):
         """The Cond of a batch: class labels, or (text-conditioned base) the prompt states — the given
-        prompt(s), else each class's prompt (the run's template), else the run's one prompt."""
+        prompt(s), else each class's prompt (the run's template), else the run's one prompt. The null
+        condition of guidance is the empty prompt, or ``negative_prompt`` (one for all, or one per video)."""
         from vfusion.conditioning import Cond
 
         if not self.text_conditioned:
-            if prompt is not None:
+            if prompt is not None or negative_prompt is not None:
                 raise UserError("this model's base is not text-conditioned, so it takes no prompt; choose classes "
                                 "with class_labels (--class) instead")
             return class_cond(labels.to(device) if labels is not None else None)
         table = list(self.spec().base.get("prompts") or [""])
         if prompt is not None:
-            prompts = [prompt] * batch_size if isinstance(prompt, str) else [str(p) for p in prompt]
-            if len(prompts) != batch_size:
-                raise UserError(f"{len(prompts)} prompts were given for a batch of {batch_size}")
+            prompts = per_video(prompt, batch_size, "prompts")
         elif labels is not None and len(table) > 1:
             prompts = [table[int(v)] for v in labels]
         else:
@@ -166,7 +165,10 @@ class VideoFusionPipeline(DiffusionPipeline):
         enc = self.prompt_encoder()
         enc.to(device)
         states, mask = enc.encode(prompts)
-        null_states, null_mask = enc.encode([""])
+        if negative_prompt is None:
+            null_states, null_mask = enc.encode([""])
+        else:
+            null_states, null_mask = enc.encode(per_video(negative_prompt, batch_size, "negative prompts"))
         return Cond(class_labels=labels if prompt is None else None, text_embeds=states, text_mask=mask,
                     null_text_embeds=null_states, null_text_mask=null_mask).to(device)
 
@@ -182,7 +184,8 @@ class VideoFusionPipeline(DiffusionPipeline):
                  guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None,
                  output_type: str = "np", return_dict: bool = True, start_index: int = 0,
                  callback: Optional[Callable[[int], None]] = None, progress: bool = True,
-                 prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None,
+                 prompt: Optional[Union[str, Sequence[str]]] = None,
+                 negative_prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None,
                  free_init_iters: Optional[int] = None, free_init_order: Optional[int] = None,
                  free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None,
                  known_frames: Optional[torch.Tensor] = None, known_mask: Optional[torch.Tensor] = None,
@@ -192,7 +195,8 @@ class VideoFusionPipeline(DiffusionPipeline):
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
         batch gets class (``start_index`` + j) mod K. ``prompt`` (text-conditioned bases only): free
-        text for every video, or one per video. ``latents``: the initial noise (B, C, T, h, w) instead
+        text for every video, or one per video; ``negative_prompt`` (the same forms) replaces the empty
+        prompt as the condition guidance steers away from (``guidance_scale`` > 1). ``latents``: the initial noise (B, C, T, h, w) instead
         of a draw from the run's prior. ``callback(step)`` is called after each denoising step.
         ``free_init_*``: FreeInit (:mod:`vfusion.diffusion.freeinit`; ``free_init_iters=0`` is off) — the
         iterations, the Butterworth order and the spatial / temporal cut-offs; each iteration is one more
@@ -255,7 +259,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         device = self.device
         model.to(device).eval()
         shape = self.sample_shape(batch_size)
-        cond = self.condition(labels, prompt, batch_size, device)
+        cond = self.condition(labels, prompt, batch_size, device, negative_prompt)
         known = init = None
         if known_frames is not None or known_mask is not None:
             if known_frames is None or known_mask is None:
@@ -334,6 +338,14 @@ class VideoFusionPipeline(DiffusionPipeline):
         from vfusion.data.latents import LatentCodec
 
         return LatentCodec(self.vae, self.video_config.get("vae_scaling_factor"))
+
+
+def per_video(text: Union[str, Sequence[str]], batch_size: int, what: str) -> list[str]:
+    """One string for every video, or one per video (their count checked)."""
+    texts = [text] * batch_size if isinstance(text, str) else [str(p) for p in text]
+    if len(texts) != batch_size:
+        raise UserError(f"{len(texts)} {what} were given for a batch of {batch_size}")
+    return texts
 
 
 def format_frames(videos: torch.Tensor, output_type: str):

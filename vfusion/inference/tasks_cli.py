@@ -102,6 +102,8 @@ def register(sub) -> None:
                    help="a class index or class name for every video (default: video j gets class j mod K)")
     g.add_argument("--prompt", metavar="P", default=None,
                    help="text for every video (only when the base model is text-conditioned)")
+    g.add_argument("--negative-prompt", metavar="P", default=None,
+                   help="what classifier-free guidance steers away from (default: the empty prompt)")
     g.add_argument("--num-videos", type=int, default=1, metavar="N",
                    help="how many videos from the same input, in one batch (default 1)")
     g.add_argument("--steps", type=int, default=None, metavar="N",
@@ -337,9 +339,9 @@ def cmd_generate(args) -> int:
     frames, sizes = load_inputs(args, pipe)
     n = int(args.num_videos)
     labels = class_labels(pipe, args.class_, n)
-    if args.prompt is not None and not pipe.text_conditioned:
-        raise UserError("this model's base is not text-conditioned, so it takes no --prompt; choose classes with "
-                         "--class instead")
+    if (args.prompt is not None or args.negative_prompt is not None) and not pipe.text_conditioned:
+        raise UserError("this model's base is not text-conditioned, so it takes no --prompt or --negative-prompt; "
+                        "choose classes with --class instead")
 
     # the settings the pipeline resolves from the run's defaults (None: the run's value)
     defaults = vc.get("sample", {})
@@ -351,12 +353,15 @@ def cmd_generate(args) -> int:
     settings = {"num_videos": n, "sampler": sampler, "steps": steps, "guidance_scale": guidance, "seed": args.seed}
     if args.prompt is not None:
         settings["prompt"] = args.prompt
+    if args.negative_prompt is not None:
+        settings["negative_prompt"] = args.negative_prompt
     if args.class_ is not None:
         settings["class"] = labels[0]
 
     x = {name: to_clip(f) for name, f in frames.items()}  # (C, t, H, W) in [-1, 1], as training clips
     device = pipe.device
-    call = dict(batch_size=n, class_labels=labels, prompt=args.prompt, num_inference_steps=args.steps,
+    call = dict(batch_size=n, class_labels=labels, prompt=args.prompt, negative_prompt=args.negative_prompt,
+                num_inference_steps=args.steps,
                 sampler=args.sampler, guidance_scale=args.guidance,
                 generator=torch.Generator(device=device).manual_seed(int(args.seed)), output_type="pt",
                 progress=False)

@@ -23,8 +23,12 @@ What diffusers covers and what is ours (diffusers 0.42):
   embedder with :class:`TimestepClassEmbedding` (its own timestep embedder + a label
   table, c = emb(t) + emb(y) as in DiT), so the class enters the adaLN conditioning. Latte's
   ``forward`` passes ``timestep`` only to that embedder, so (t, y) travel packed as a
-  ``(B, 2)`` tensor. The text path is removed (``caption_projection`` -> ``Identity`` fed
-  a dummy token; with ``cross_attention_dim=None`` no block reads it), so no dead weights.
+  ``(B, 2)`` tensor. Without text the text path is removed (``caption_projection`` ->
+  ``Identity`` fed a dummy token; with ``cross_attention_dim=None`` no block reads it), so
+  no dead weights. With a text-conditioned base folder (``text_dim`` > 0: its text encoder's
+  width) Latte's own text path is used: ``caption_projection`` maps the text states to the
+  hidden size and every spatial block cross-attends to them (the mask, when the Cond has one,
+  as PixArt passes it: a bias per token); the class table is then not built.
 - adaLN-Zero: Latte shares one modulation MLP across blocks (PixArt's adaLN-single) plus a
   learned per-block table. We zero-initialise that MLP's output layer, every block's table
   (so all gates, shifts and scales start at 0: each block is the identity) and the final
@@ -93,7 +97,7 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, in_channels: int, sample_size: int, num_frames: int, num_classes: int = 0,
                  hidden_size: int = 64, depth: int = 4, num_heads: int = 4, patch_size: int = 4,
-                 temporal_patch_size: int = 1):
+                 temporal_patch_size: int = 1, text_dim: int = 0):
         super().__init__()
         if depth < 2 or depth % 2:
             raise ValueError(f"DiT depth {depth}: must be even (alternating spatial and temporal blocks)")
@@ -104,16 +108,20 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
         if num_frames % temporal_patch_size:
             raise ValueError(f"{num_frames} frames are not divisible by the temporal patch size {temporal_patch_size}")
         self.num_frames = num_frames
-        self.num_classes = num_classes
+        self.num_classes = 0 if text_dim else num_classes  # text replaces the class table
+        num_classes = self.num_classes
+        self.text_dim = int(text_dim)
         self.temporal_patch_size = temporal_patch_size
         channels = in_channels * temporal_patch_size
         self.latte = LatteTransformer3DModel(
             num_attention_heads=num_heads, attention_head_dim=hidden_size // num_heads,
-            in_channels=channels, out_channels=channels, num_layers=depth // 2, cross_attention_dim=None,
+            in_channels=channels, out_channels=channels, num_layers=depth // 2,
+            cross_attention_dim=hidden_size if text_dim else None,
             attention_bias=True, sample_size=sample_size, patch_size=patch_size, activation_fn="gelu-approximate",
-            norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=1,
-            video_length=num_frames // temporal_patch_size)
-        self.latte.caption_projection = nn.Identity()  # no text: see module docstring
+            norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+            caption_channels=text_dim or 1, video_length=num_frames // temporal_patch_size)
+        if not text_dim:
+            self.latte.caption_projection = nn.Identity()  # no text: see module docstring
         if num_classes > 0:
             self.latte.adaln_single.emb = TimestepClassEmbedding(self.latte.adaln_single.emb, num_classes + 1,
                                                                  hidden_size)
@@ -127,6 +135,9 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
             nn.init.zeros_(p)
         for block in (*latte.transformer_blocks, *latte.temporal_transformer_blocks):
             nn.init.zeros_(block.scale_shift_table)
+            if getattr(block, "attn2", None) is not None:  # the ungated cross-attention starts at zero too
+                nn.init.zeros_(block.attn2.to_out[0].weight)
+                nn.init.zeros_(block.attn2.to_out[0].bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
         b, _, frames = x_t.shape[:3]
@@ -138,8 +149,16 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
         if class_labels is not None:
             timestep = torch.stack([t.float(), class_labels.float()], dim=1)  # (B, 2), see TimestepClassEmbedding
         x = fold_tubelets(x_t, self.temporal_patch_size)  # (B, C*pt, T/pt, H, W)
-        no_text = x.new_zeros(b, 1, 1)  # Latte always projects a caption; nothing reads it
-        out = self.latte(x, timestep=timestep, encoder_hidden_states=no_text, return_dict=False)[0]
+        text, bias = x.new_zeros(b, 1, 1), None  # without text Latte still projects a caption; nothing reads it
+        if self.text_dim:
+            if cond is None or cond.text_embeds is None:
+                raise ValueError("this DiT is text-conditioned: pass a Cond with text states")
+            text = cond.text_states().to(x.dtype)                     # (B, L, D)
+            mask = cond.attention_mask()
+            if mask is not None:  # (B, L) -> a bias per token for each frame-slot's spatial block, (B*T', 1, L)
+                bias = ((1 - mask.to(x.dtype)) * -10000.0).repeat_interleave(x.shape[2], dim=0).unsqueeze(1)
+        out = self.latte(x, timestep=timestep, encoder_hidden_states=text, encoder_attention_mask=bias,
+                         return_dict=False)[0]
         return unfold_tubelets(out, self.temporal_patch_size)
 
     def parameter_counts(self) -> dict:
@@ -152,8 +171,9 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
     def build(cls, cfg, spec: ModelSpec) -> "SpacetimeDiT":
         dcfg = cfg.model.dit
         hidden, depth, heads = dit_dims(dcfg)
+        text_dim = int(spec.base.get("text_dim", 0)) if spec.base.get("text") else 0
         return cls(spec.in_channels, spec.sample_size, spec.num_frames, spec.num_classes, hidden, depth, heads,
-                   int(dcfg.patch_size), int(dcfg.temporal_patch_size))
+                   int(dcfg.patch_size), int(dcfg.temporal_patch_size), text_dim)
 
     def pipeline_components(self) -> dict:
         return {"denoiser": self}

@@ -25,6 +25,10 @@ def register(sub) -> None:
     p.add_argument("--prompt", default=None,
                    help="text for every video (only when the base model is text-conditioned; default: each class's "
                         "prompt from the run's template)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="a text file of prompts, one per line: video i gets prompt i mod P (default --num-videos: P)")
+    p.add_argument("--negative-prompt", default=None,
+                   help="what classifier-free guidance steers away from (default: the empty prompt; needs --guidance > 1)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     p.add_argument("--device", default=None)
@@ -90,8 +94,11 @@ def cmd_sample(args) -> int:
 
     if bool(args.run) == bool(args.pipeline):
         raise UserError("pass --run RUN_DIR or --pipeline DIR (one of them)")
-    choices = dict(num_videos=args.num_videos, sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
-                   seed=args.seed, batch_size=args.batch_size, prompt=args.prompt)
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    choices = dict(num_videos=args.num_videos if args.num_videos is not None or prompts is None else len(prompts),
+                   sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                   batch_size=args.batch_size, prompt=args.prompt, prompts=prompts,
+                   negative_prompt=args.negative_prompt)
     if args.run:
         run = RunDir(args.run)
         cfg = run.config()
@@ -106,9 +113,29 @@ def cmd_sample(args) -> int:
                                            **choices)
         out = args.out
     settings.check(pipe.process.num_train_timesteps)
+    if not pipe.text_conditioned and (settings.prompt or settings.prompts or settings.negative_prompt):
+        raise UserError("this model's base is not text-conditioned, so it takes no --prompt, --prompts or "
+                        "--negative-prompt")
     out_dir, secs, paths = write_samples(pipe, out, settings)
     print(f"wrote {len(paths)} videos, videos.npy, grid.gif and filmstrip.png to {out_dir} in {secs:.1f}s")
     return 0
+
+
+def read_prompts(path: str) -> list[str]:
+    """The prompts of a text file, one per line (blank lines skipped), or one clear error."""
+    from pathlib import Path
+
+    from vfusion.errors import UserError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read the prompts file {path} ({type(err).__name__}); give a UTF-8 text file with "
+                        f"one prompt per line") from err
+    prompts = [" ".join(line.split()) for line in lines if line.strip()]
+    if not prompts:
+        raise UserError(f"the prompts file {path} holds no prompt; write one prompt per line")
+    return prompts
 
 
 def cmd_export(args) -> int:

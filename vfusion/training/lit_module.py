@@ -39,12 +39,13 @@ class RandomFrames:
     def __init__(self, count: int):
         self.count = int(count)
 
-    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor]):
+    def __call__(self, x: torch.Tensor, y: Optional[torch.Tensor], captions: Optional[list[str]] = None):
         n = x.shape[2]
         frames = fold_frames(x).unsqueeze(2)                      # (B*T, C, 1, H, W)
         y = y.repeat_interleave(n) if y is not None else None
         perm = torch.randperm(frames.shape[0], device=frames.device)[: self.count]
-        return frames[perm], (y[perm] if y is not None else None)
+        picked = [captions[int(i) // n] for i in perm] if captions is not None else None   # each frame's clip's
+        return frames[perm], (y[perm] if y is not None else None), picked
 
 
 class VideoDiffusionModule(L.LightningModule):
@@ -57,7 +58,8 @@ class VideoDiffusionModule(L.LightningModule):
         """``optim``: lr, betas, weight_decay, warmup_steps; ``signature``: what a checkpoint must match
         to be resumed into this module (see :func:`check_signature`); ``conditioner`` turns batch labels
         into the models' Cond (with a text base: the prompt states of each class); ``prompt_encoder``
-        (frozen, kept out of the module tree like the VAE) goes into the exported pipeline."""
+        (frozen, kept out of the module tree like the VAE) encodes captioned batches' captions and goes
+        into the exported pipeline; ``class_dropout`` is the caption dropout on captioned data."""
         super().__init__()
         self.model = model
         self.process = process
@@ -88,31 +90,40 @@ class VideoDiffusionModule(L.LightningModule):
         object.__setattr__(self, "prompt_encoder", prompt_encoder)
 
     # ---- data -------------------------------------------------------------------------------
-    def prepare_batch(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """A loader batch ``(x, y)`` as the diffusion loss takes it: encoded to latents (a frozen VAE,
-        no gradient) and/or cut into single frames (stage 1) when the module does that."""
+    def prepare_batch(self, batch) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[list[str]]]:
+        """A loader batch ``(x, y)`` or ``(x, y, captions)`` as the diffusion loss takes it: encoded to latents
+        (a frozen VAE, no gradient) and/or cut into single frames (stage 1) when the module does that."""
         x, y = batch[0], batch[1]
+        captions = list(batch[2]) if len(batch) > 2 else None
         if self.encode_batches:
             with torch.no_grad():
                 x = self.codec.to(x.device).encode(x)
         if self.batch_transform is not None:
-            x, y = self.batch_transform(x, y)
-        return x, y
+            x, y, captions = self.batch_transform(x, y, captions)
+        return x, y, captions
+
+    def encode_captions(self, captions: Optional[list[str]]):
+        """The frozen text encoder's ``(states, mask)`` of a batch's captions (cached per caption), or None
+        when the batch has none or the model is not text-conditioned."""
+        if captions is None or not self.conditioner.has_text or self.prompt_encoder is None:
+            return None
+        return self.prompt_encoder.to(self.conditioner.text_table.device).encode(captions)
 
     # ---- training -----------------------------------------------------------------------------
-    def diffusion_loss(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def diffusion_loss(self, x: torch.Tensor, y: Optional[torch.Tensor],
+                       captions: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
         t = self.process.sample_timesteps(x.shape[0], device=x.device)
         eps = self.noise.sample(x.shape, device=x.device, dtype=x.dtype, level=self.process.noise_level(t)).eps
         x_t = self.process.add_noise(x, eps, t)
-        cond = self.conditioner(y if self.conditional else None, x.shape[0])
+        cond = self.conditioner(y if self.conditional else None, x.shape[0], self.encode_captions(captions))
         pred = self.model(x_t, t, cond.drop(self.class_dropout) if cond is not None else None)
         weights = self.process.loss_weights(t, self.loss_weighting, self.min_snr_gamma) \
             if self.loss_weighting != "none" else None
         return loss_terms(pred, self.process.target(x, eps, t), self.keyframe, weights)
 
     def training_step(self, batch, batch_idx):
-        x, y = self.prepare_batch(batch)
-        terms = self.diffusion_loss(x, y)
+        x, y, captions = self.prepare_batch(batch)
+        terms = self.diffusion_loss(x, y, captions)
         self.log("train/loss", terms["total"], prog_bar=True, batch_size=x.shape[0])
         self.log("train/loss_base", terms["base"], batch_size=x.shape[0])
         if "residual" in terms:
@@ -221,6 +232,8 @@ def _strip_non_architecture(sig: dict) -> dict:
     for key in ("pretrained", "subfolder", "lr_mult", "freeze"):
         base.pop(key, None)
     model["base"] = base
+    if isinstance(model.get("text"), dict):   # how prompts are cached is no part of the model
+        model["text"] = {k: v for k, v in model["text"].items() if k != "cache_size"}
     for section in ("base", "residual"):   # keys added later, at their defaults: older checkpoints fit
         part = model.get(section)
         if isinstance(part, dict):

@@ -131,7 +131,9 @@ def _facts(cfg: DictConfig, geometry: tuple[int, int], class_names: list[str]) -
         from vfusion.config import check_sample_size
 
         check_sample_size(cfg, size // downsample)
-    conditional = bool(cfg.data.class_conditional)
+    from vfusion.data.registry import has_captions
+
+    conditional = bool(cfg.data.class_conditional) and not has_captions(cfg.data.dataset)  # captions, not classes
     return {"in_channels": channels, "sample_size": size // downsample, "num_frames": int(cfg.data.num_frames),
             "num_classes": len(class_names) if conditional else 0, "class_names": class_names}
 
@@ -161,7 +163,8 @@ def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusion
     conditioner, prompt_encoder = conditioner_for(cfg, spec)
     module = VideoDiffusionModule(
         model, process, noise, optim=to_dict(cfg.train.optim), ema_decay=float(cfg.train.ema_decay),
-        class_dropout=float(cfg.model.class_dropout), base_lr_mult=float(cfg.model.base.lr_mult),
+        class_dropout=float(cfg.data.caption_dropout if spec.base.get("captions") else cfg.model.class_dropout),
+        base_lr_mult=float(cfg.model.base.lr_mult),
         freeze_base=bool(cfg.model.base.freeze), conditional=spec.num_classes > 0, seed=int(cfg.seed),
         signature=model_signature(to_dict(cfg.model), facts),
         batch_transform=RandomFrames(cfg.pretrain.batch_size) if frames < data_frames else None,
@@ -183,11 +186,16 @@ def conditioner_for(cfg: DictConfig, spec):
     from vfusion.backbones.adopt import base_folder
     from vfusion.backbones.text import PromptEncoder
 
-    encoder = PromptEncoder.from_folder(base_folder(cfg).text_encoder_dir.parent)
+    encoder = PromptEncoder.from_folder(base_folder(cfg).text_encoder_dir.parent,
+                                        cache_size=int(cfg.model.text.cache_size))
     prompts = list(spec.base["prompts"])
     states, mask = encoder.encode(prompts)
     null_states, null_mask = encoder.encode([""])
-    log.info("text condition: %d prompt(s) encoded once, e.g. %r", len(prompts), prompts[0])
+    if spec.base.get("captions"):
+        log.info("text condition: each clip's caption, encoded once per caption (model.text.cache_size=%d)",
+                 int(cfg.model.text.cache_size))
+    else:
+        log.info("text condition: %d prompt(s) encoded once, e.g. %r", len(prompts), prompts[0])
     return Conditioner(spec.num_classes, (states, mask, null_states, null_mask)), encoder
 
 
