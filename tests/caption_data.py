@@ -61,3 +61,15 @@ def webvid_tree(root: Path, n: int = 4, name: str = "results_2M_train.csv") -> P
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+def run_overrides(tmp_path, sd, root, dataset="captions", *extra):
+    """A tiny captioned run on the text base folder ``sd`` (16 px, 4 frames, 2 steps) in ``tmp_path/run``."""
+    return [f"data.dataset={dataset}", f"data.root={root}", "data.num_frames=4", "data.resolution=16",
+            "data.batch_size=2", "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}",
+            "model.residual.block_out_channels=[8,8]", "model.residual.norm_num_groups=4",
+            "model.residual.frame_embed_dim=8", f"model.base.pretrained={sd}", "diffusion.prediction_type=null",
+            "train.loss_weighting=none", "sample.sampler=ddim", "sample.guidance_scale=1.0",
+            "train.progress_bar=false", "train.max_minutes=0", "train.max_steps=2", "train.log_every_n_steps=1",
+            "train.sample_every_n_steps=0", "sample.steps=2", "sample.batch_size=2", "sample.num_videos=2",
+            f"run_dir={tmp_path / 'run'}", *extra]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.backbone_folders import sd_folder
-from tests.caption_data import CAPTIONS, csv_tree, sidecar_tree, webvid_tree
+from tests.caption_data import CAPTIONS, csv_tree, run_overrides as overrides, sidecar_tree, webvid_tree
 from tests.conftest import ROOT
 from vfusion.cli import main
 from vfusion.config import load_config
@@ -28,17 +28,6 @@ def sd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory):
     return sidecar_tree(tmp_path_factory.mktemp("captioned") / "data")
-
-
-def overrides(tmp_path, sd, root, dataset="captions", *extra):
-    return [f"data.dataset={dataset}", f"data.root={root}", "data.num_frames=4", "data.resolution=16",
-            "data.batch_size=2", "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}",
-            "model.residual.block_out_channels=[8,8]", "model.residual.norm_num_groups=4",
-            "model.residual.frame_embed_dim=8", f"model.base.pretrained={sd}", "diffusion.prediction_type=null",
-            "train.loss_weighting=none", "sample.sampler=ddim", "sample.guidance_scale=1.0",
-            "train.progress_bar=false", "train.max_minutes=0", "train.max_steps=2", "train.log_every_n_steps=1",
-            "train.sample_every_n_steps=0", "sample.steps=2", "sample.batch_size=2", "sample.num_videos=2",
-            f"run_dir={tmp_path / 'run'}", *extra]
 
 
 def module_and_batch(tmp_path, sd, root, *extra):
