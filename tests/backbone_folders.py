@@ -218,3 +218,53 @@ def pixart_folder(root: Path, seed: int = 0, name: str = "pixart") -> Path:
     folder = Path(root) / name
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def clip_folder(root: Path, seed: int = 0, name: str = "clip", image_size: int = 32) -> Path:
+    """A transformers ``CLIPModel`` folder with its ``CLIPProcessor`` (a 32-pixel image processor and the
+    byte-level tokenizer): text and vision towers of width 16, one layer, 8-dimensional projections."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = _clip_tokenizer()
+    text = dict(vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=TEXT_LENGTH, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=8)
+    with _seeded(seed):
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).eval()
+    images = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                crop_size={"height": image_size, "width": image_size})
+    folder = root / name
+    model.save_pretrained(str(folder))
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(str(folder))
+    return folder
+
+
+BLIP_WORDS = ("a", "red", "blue", "ball", "square", "moon", "sky", "clouds", "over", "the", "sea", "bouncing",
+              "drifting", "rising", "video", "of")
+
+
+def blip_folder(root: Path, seed: int = 0, name: str = "blip", image_size: int = 32) -> Path:
+    """A ``BlipForConditionalGeneration`` folder with its ``BlipProcessor``: a 32-pixel image processor and a
+    BERT tokenizer over a few words (``[DEC]`` begins a caption, ``[SEP]`` ends it, as in the published
+    BLIP captioners); towers of width 16, one layer each."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *BLIP_WORDS]
+    with tempfile.TemporaryDirectory() as staging:
+        (Path(staging) / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizer(str(Path(staging) / "vocab.txt"), bos_token="[DEC]")
+    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=32, encoder_hidden_size=16,
+                bos_token_id=vocab.index("[DEC]"), eos_token_id=vocab.index("[SEP]"),
+                sep_token_id=vocab.index("[SEP]"), pad_token_id=vocab.index("[PAD]"))
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=8)
+    with _seeded(seed):
+        model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
+    folder = root / name
+    model.save_pretrained(str(folder))
+    images = BlipImageProcessor(size={"height": image_size, "width": image_size})
+    BlipProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(str(folder))
+    return folder

@@ -350,6 +350,8 @@ class EvalConfig:
     protocol: str = "vfusion"
     # `vfusion pipeline` also measures the metrics between two halves of the real clips (their floor)
     real_vs_real: bool = True
+    # a transformers CLIP folder (CLIPModel + CLIPProcessor) for the clipsim metric (text-conditioned runs)
+    clip_model: Optional[str] = None
 
 
 @dataclass

@@ -215,7 +215,7 @@ class RunDir:
 # the config keys that hold paths: a run records them relative to itself when they lie inside it
 # (vfusion.runpaths), and reads them back against wherever the run directory is now
 PATH_KEYS = ("data.root", "data.splits_dir", "data.captions_file", "data.cache_dir", "data.vae_path", "model.base.pretrained",
-             "eval.weights_dir", "eval.real_stats_dir", "eval.c3d_weights")
+             "eval.weights_dir", "eval.real_stats_dir", "eval.c3d_weights", "eval.clip_model")
 
 
 def resolve_paths(cfg: DictConfig, run_dir) -> DictConfig:

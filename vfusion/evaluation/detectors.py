@@ -18,7 +18,10 @@ from torch import nn
 from vfusion.errors import UserError
 
 # flicker, drift, motion and objects are pixel statistics (clip_stats.py): they need no detector
-METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d", "flicker", "drift", "motion", "objects")
+METRIC_CHOICES = ("fvd", "kvd", "fid", "is", "is_k400_i3d", "is_ucf_c3d", "flicker", "drift", "motion", "objects",
+                  "clipsim")
+# metrics of how generated clips match their text (clipsim.py), computed beside the detectors' ones
+TEXT_METRICS = ("clipsim",)
 
 
 @dataclass

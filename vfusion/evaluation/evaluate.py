@@ -28,7 +28,8 @@ from vfusion.evaluation.clip_sources import (check_same_size, clip_shape, datase
                                              fake_video_files, folder_batches, video_files)
 from vfusion.evaluation.core import _fake_side, _Side  # noqa: F401 - re-exported (the tests' accumulators)
 from vfusion.evaluation.core import RUN_KEYS, KVD_SEED, ClipSource, compute_metrics, evaluate, quantize
-from vfusion.evaluation.detectors import METRIC_CHOICES, Detectors, default_device, expand_metrics, load_detectors
+from vfusion.evaluation.detectors import (METRIC_CHOICES, TEXT_METRICS, Detectors, default_device, expand_metrics,
+                                         load_detectors)
 from vfusion.evaluation.limits import CLI_KEYS, CONFIG_KEYS, check_counts, check_frames, check_split, floor_metrics
 from vfusion.evaluation.protocols import (SGV_SELECTION, check_protocol, min_length, selection_info,
                                           stylegan_v_folder, stylegan_v_selection)
@@ -87,7 +88,8 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
                  batch_size: Optional[int] = None, device: Optional[str] = None, weights_dir: Optional[str] = None,
                  c3d_weights: Optional[str] = None, out: Optional[str | Path] = None,
                  detectors: Optional[Detectors] = None, progress: bool = True,
-                 fake_batches: Optional[Iterable[torch.Tensor]] = None, protocol: Optional[str] = None) -> dict:
+                 fake_batches: Optional[Iterable[torch.Tensor]] = None, protocol: Optional[str] = None,
+                 clip_model: Optional[str] = None) -> dict:
     """Sample ``num_videos`` clips from a run and write ``<run_dir>/metrics.json`` (or ``out``).
 
     Unset arguments come from the run's resolved config (``eval.*``, ``sample.*``,
@@ -98,6 +100,8 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     real clips; ``stylegan_v`` reads its own split and ignores ``real_split``. Returns the
     dict written. A class-conditional run on the embedded dataset also gets the object metrics
     (``objects.py``) when it samples its clips here (their labels index the run's dataset classes).
+    ``clipsim`` (text-conditioned runs, ``clip_model`` or ``eval.clip_model``) comes with its real-caption
+    reference, ``clipsim{N}_{T}f_real`` (:class:`~vfusion.evaluation.clipsim.RunTexts`).
     """
     from vfusion.rundir import RunDir
 
@@ -108,13 +112,24 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     ev = cfg.eval
     c3d_weights = c3d_weights or ev.get("c3d_weights")
     metrics = expand_metrics(metrics, c3d_weights)
+    text_metrics = [m for m in metrics if m in TEXT_METRICS]
+    metrics = [m for m in metrics if m not in TEXT_METRICS]
     settings = run.sample_settings(cfg, num_videos=num_videos, sampler=sampler, steps=steps,
                                    guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, for_eval=True)
     settings.check(cfg.diffusion.num_train_timesteps)
-    num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
-    seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
     protocol = check_protocol(protocol or ev.get("protocol"))
     split, split_note = _split_for(cfg, protocol, real_split)
+    texts = None
+    if text_metrics:  # the text of every clip, and a captioned run's prompts (the real clips' captions)
+        if fake_batches is not None:
+            raise UserError("clipsim scores clips against the prompts they were made from: let the evaluation "
+                            "sample them (no fake_batches)")
+        from vfusion.evaluation.clipsim import RunTexts
+
+        texts = RunTexts(run, cfg, split, settings.num_videos, clip_model or ev.get("clip_model"), device)
+        settings = texts.settings(settings)
+    num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
+    seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
     det = detectors or load_detectors(metrics, weights_dir or ev.weights_dir, device, c3d_weights)
     check_frames(metrics, int(cfg.data.num_frames), RUN_KEYS, det.frame_minima)  # before a clip is sampled
 
@@ -126,10 +141,24 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
             metrics = metrics + ["objects"]
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
             "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
-    fake = ClipSource(fake_batches, info, desc=f"generated clips ({sampler}, {steps} steps)", num=num_videos,
-                      what="the generated clips", class_names=real.class_names)
-    return evaluate(real, fake, metrics, det, out=run_dir / "metrics.json" if out is None else out,
-                    progress=progress, start=start, protocol=protocol)
+    out = run_dir / "metrics.json" if out is None else out
+    if texts is not None:
+        fake_batches = texts.scoring(fake_batches, settings)
+    if not metrics:  # text metrics alone: no detector, no real statistics
+        for _ in fake_batches:
+            pass
+        result = {"metrics": {}, "metric_names": [], "protocol": {"fake": info}}
+    else:
+        fake = ClipSource(fake_batches, info, desc=f"generated clips ({sampler}, {steps} steps)", num=num_videos,
+                          what="the generated clips", class_names=real.class_names)
+        result = evaluate(real, fake, metrics, det, out=None, progress=progress, start=start, protocol=protocol)
+    if texts is not None:
+        result["metrics"].update(texts.values(batch_size))
+        result["metric_names"] = list(result["metrics"])
+        result["protocol"]["clipsim"] = texts.protocol()
+    from vfusion.evaluation.core import _finish
+
+    return _finish(result, out, start)
 
 
 def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence[str] = ("fvd", "kvd", "fid"),
@@ -153,7 +182,7 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
     frames discarded, the first N of the rest read from a seeded random offset.
     """
     start = time.time()
-    metrics = expand_metrics(metrics, c3d_weights)
+    metrics = _no_text_metrics(expand_metrics(metrics, c3d_weights), "--real PATH --fake DIR")
     fake_files = fake_video_files(fake)
     if num_videos:
         if len(fake_files) < num_videos:
@@ -186,6 +215,14 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
                           desc="fake clips", num=n, what=f"the clips of {fake}")
     return evaluate(real_src, fake_src, metrics, det, out=out, progress=progress, start=start, protocol=protocol,
                     keys=CLI_KEYS)
+
+
+def _no_text_metrics(metrics: list[str], mode: str) -> list[str]:
+    text = [m for m in metrics if m in TEXT_METRICS]
+    if text:
+        raise UserError(f"{', '.join(text)} scores generated clips against the prompts they were made from: evaluate "
+                        f"a run (--run RUN_DIR), not {mode}")
+    return metrics
 
 
 def _folder_source(real: Path, n: int, num_frames: int, stride: int, size: tuple[int, int], batch_size: int,
@@ -224,7 +261,7 @@ def real_vs_real(cfg, num_videos: Optional[int] = None, metrics: str | Sequence[
     (its real set) and half B the next n, in the same sorted order.
     """
     start = time.time()
-    metrics = expand_metrics(metrics)
+    metrics = _no_text_metrics(expand_metrics(metrics), "real-vs-real")
     if {"is_k400_i3d", "is_ucf_c3d"} & set(metrics):
         raise UserError("real-vs-real compares two sets: use fvd, kvd or fid (IS is a property of one set)")
     num_videos = int(num_videos or cfg.eval.num_videos)
@@ -278,7 +315,7 @@ def available_real_clips(cfg, split: str, protocol: str) -> int:
 def preflight(cfg, floor: bool = True) -> None:
     """Refuse, before any training, a run whose evaluation (``eval.*``) and floor could not be computed:
     too few clips or frames for a metric, or an evaluation split smaller than ``eval.num_videos``."""
-    metrics = expand_metrics(list(cfg.eval.metrics), cfg.eval.get("c3d_weights"))
+    metrics = [m for m in expand_metrics(list(cfg.eval.metrics), cfg.eval.get("c3d_weights")) if m not in TEXT_METRICS]
     n = int(cfg.eval.num_videos)
     check_frames(metrics, int(cfg.data.num_frames))
     check_counts(metrics, None, n, int(cfg.data.num_frames))

@@ -59,7 +59,9 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", help="comma-separated: fvd,kvd,fid,is (is = is_k400_i3d, plus is_ucf_c3d with "
                                      "--c3d-weights), is_k400_i3d, is_ucf_c3d, flicker, drift, motion (optical "
                                      "flow, with motion_ratio), objects (the embedded dataset's objects; needs "
-                                     "labelled clips); the pixel statistics come next to their real value, _real")
+                                     "labelled clips), clipsim (--run of a text-conditioned model, with "
+                                     "--clip-model); the pixel statistics and clipsim come next to their real "
+                                     "value, _real")
     from vfusion.evaluation.protocols import PROTOCOLS
 
     p.add_argument("--protocol", choices=PROTOCOLS,
@@ -85,6 +87,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--weights-dir", help="detector weights folder (default: $VFUSION_WEIGHTS_DIR or the user cache)")
     p.add_argument("--c3d-weights", metavar="FILE", help="C3D fine-tuned on UCF-101 (enables is_ucf_c3d)")
+    p.add_argument("--clip-model", metavar="DIR",
+                   help="--run: a transformers CLIP folder for clipsim (default eval.clip_model)")
     p.add_argument("--out", metavar="FILE", help="where the JSON goes (see the defaults above)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run, on_interrupt="no metrics were written: the metrics file is as it was")
@@ -164,7 +168,8 @@ def run(args) -> int:
         _check_split_choice(args, args.protocol or cfg.eval.get("protocol") or "vfusion", cfg.data.dataset)
         result = E.evaluate_run(args.run, real_split=args.real_split, sampler=args.sampler, steps=args.steps,
                                 seed=args.seed, guidance_scale=args.guidance, batch_size=args.batch_size,
-                                c3d_weights=args.c3d_weights, out=args.out, protocol=args.protocol, **common)
+                                c3d_weights=args.c3d_weights, out=args.out, protocol=args.protocol,
+                                clip_model=args.clip_model, **common)
         out = args.out or Path(args.run) / "metrics.json"
     elif mode == "folders":
         real = args.real or args.real_config
