@@ -1,10 +1,13 @@
-"""CLI: ``vfusion data check`` (is a dataset laid out as expected?) and ``vfusion data cache``.
+"""CLI: ``vfusion data check`` (is a dataset laid out as expected?), ``vfusion data caption`` and
+``vfusion data cache``.
 
 ``data check --dataset NAME --root PATH [--fold K] [--split S]``
 lists and opens every video of the split and prints the counts (videos, classes,
 frames, short, unreadable, missing; for captioned datasets the captions, those missing, empty or
 unreadable, and their length, in tokens with ``--tokenizer DIR``); exit code 1 when the layout is wrong. NAME is one of
 ``vfusion.data.registry.dataset_names()``.
+``data caption --root DIR --model MODEL_DIR [--frames K] [--overwrite]`` writes sidecar captions
+(:mod:`vfusion.data.recaption`).
 ``data cache --config CFG [key=value ...]`` builds the configured ``data.cache``
 (clips or latents) for ``data.split`` and ``data.eval_split``, with a progress bar.
 """
@@ -40,6 +43,21 @@ def register(subparsers) -> None:
                        help="captioned datasets: a text base folder (tokenizer/) or tokenizer folder, to count caption "
                             "tokens and those cut at its limit (default: words)")
     check.set_defaults(func=_check)
+
+    caption = sub.add_parser("caption", help="write sidecar NAME.txt captions with an image-to-text model",
+                             description="Caption every video under --root with a transformers image-to-text model "
+                                         "(e.g. BLIP) run on its keyframe (or --frames K frames), into NAME.txt "
+                                         "beside it. Existing captions are kept unless --overwrite; a rerun resumes.")
+    caption.add_argument("--root", required=True, help="a folder of videos (any depth)")
+    caption.add_argument("--model", required=True, metavar="DIR",
+                         help="a transformers image-to-text folder with its processor (e.g. BLIP)")
+    caption.add_argument("--frames", type=int, default=1,
+                         help="1: the keyframe (middle frame); K: K evenly spaced frames, captions joined (default 1)")
+    caption.add_argument("--max-new-tokens", type=int, default=30, help="longest caption in tokens (default 30)")
+    caption.add_argument("--overwrite", action="store_true", help="replace existing NAME.txt captions")
+    caption.add_argument("--device", default=None, help="cpu / cuda (default cpu)")
+    caption.add_argument("--no-progress", action="store_true", help="no progress bar")
+    caption.set_defaults(func=_caption, on_interrupt="captions written so far are kept; rerun to resume")
 
     cache = sub.add_parser("cache", help="build the configured data cache (data.cache=clips|latents)",
                            description="Build the cache that data.cache selects, for data.split and data.eval_split.")
@@ -142,6 +160,21 @@ def _decode_all(cfg, index) -> list[str]:
         except UnreadableVideo as err:
             failed.append(str(err))
     return failed
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vfusion.data.recaption import Captioner, caption_folder
+    from vfusion.errors import UserError
+
+    if args.frames < 1 or args.max_new_tokens < 1:
+        raise UserError("--frames and --max-new-tokens must be at least 1")
+    if not Path(args.root).is_dir():
+        raise UserError(f"--root {args.root} is not a folder")
+    captioner = Captioner(args.model, max_new_tokens=args.max_new_tokens, device=args.device)  # before any write
+    caption_folder(args.root, captioner, frames=args.frames, overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
 
 
 def _cache(args: argparse.Namespace) -> int:
