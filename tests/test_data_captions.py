@@ -20,7 +20,8 @@ from vfusion.data.errors import DatasetError
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
     base = tmp_path_factory.mktemp("captioned")
-    return {"sidecar": sidecar_tree(base / "sidecar"), "csv": csv_tree(base / "csv"), "webvid": webvid_tree(base / "wv")}
+    return {"sidecar": sidecar_tree(base / "sidecar"), "csv": csv_tree(base / "csv"),
+            "webvid": webvid_tree(base / "wv")}
 
 
 def copy(tree, tmp_path):

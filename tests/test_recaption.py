@@ -32,7 +32,8 @@ def by_hand(blip, video, frames):
     import decord
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    model, processor = BlipForConditionalGeneration.from_pretrained(str(blip)).eval(), BlipProcessor.from_pretrained(str(blip))
+    model = BlipForConditionalGeneration.from_pretrained(str(blip)).eval()
+    processor = BlipProcessor.from_pretrained(str(blip))
     images = decord.VideoReader(str(video)).get_batch(frames).asnumpy()
     with torch.no_grad():
         ids = model.generate(**processor(images=list(images), return_tensors="pt"), max_new_tokens=30, do_sample=False)

@@ -26,7 +26,8 @@ def caption_report(captions: Sequence[str], skipped: Sequence[str], tokenizer=No
     report = {"captions": len(captions), **{k: kinds.count(k) for k in ("missing", "empty", "unreadable")}}
     if tokenizer is not None:
         limit = int(max_length or tokenizer.model_max_length)
-        lengths = [len(ids) for ids in tokenizer(list(captions), truncation=False, verbose=False)["input_ids"]] if captions else []
+        ids = tokenizer(list(captions), truncation=False, verbose=False)["input_ids"] if captions else []
+        lengths = [len(row) for row in ids]
         report.update(unit="tokens", limit=limit, cut=sum(n > limit for n in lengths))
     else:
         lengths = [len(c.split()) for c in captions]

@@ -122,6 +122,7 @@ def caption_folder(root: str | Path, captioner: Captioner, frames: int = 1, over
                                                                     "captions joined with '; '",
               **captioner.describe(), "seconds": round(time.perf_counter() - start, 3)}
     atomic_write_json(root / REPORT, report)
-    log(f"{len(written)} captions written, {len(kept)} kept (already there{'' if overwrite else '; --overwrite redoes them'}), "
+    redo = "" if overwrite else "; --overwrite redoes them"
+    log(f"{len(written)} captions written, {len(kept)} kept (already there{redo}), "
         f"{len(failed)} failed; report: {root / REPORT}")
     return report

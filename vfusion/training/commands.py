@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--prompts", default=None, metavar="FILE",
                    help="a text file of prompts, one per line: video i gets prompt i mod P (default --num-videos: P)")
     p.add_argument("--negative-prompt", default=None,
-                   help="what classifier-free guidance steers away from (default: the empty prompt; needs --guidance > 1)")
+                   help="what classifier-free guidance steers away from (default: the empty prompt; acts with "
+                        "--guidance > 1)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     p.add_argument("--device", default=None)
