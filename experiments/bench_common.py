@@ -27,7 +27,14 @@ PROJECT_OVERRIDES = {"dit": ["model.dit.hidden_size=128", "model.dit.depth=6", "
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory in MB. On Linux VmHWM, the high-water mark of this process's own
+    memory map: ``ru_maxrss`` also carries the peak of the parent it was forked from (kept across exec),
+    which would hide a child's peak below a large parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def params(model) -> int:
@@ -40,8 +47,15 @@ def project_model(name: str, config: str, frames: int, size: int, overrides=()):
     from vfusion.models.spec import experiment_spec
 
     torch.manual_seed(0)
+    own = load_config(config, ["model.base.pretrained=null", *overrides])
+    scale = size / int(own.data.resolution)  # the same networks at another size: attention at the same levels
+    attention = []
+    for net in ("base", "residual"):
+        sizes = [str(round(r * scale)) for r in own.model[net].get("attention_resolutions") or []]
+        if sizes:
+            attention.append(f"model.{net}.attention_resolutions=[{','.join(sizes)}]")
     cfg = load_config(config, ["model.base.pretrained=null", f"model.name={name}", f"data.num_frames={frames}",
-                               f"data.resolution={size}", *PROJECT_OVERRIDES.get(name, []), *overrides])
+                               f"data.resolution={size}", *attention, *PROJECT_OVERRIDES.get(name, []), *overrides])
     model = build_model(cfg, experiment_spec(cfg, 3, size, frames, 0))
     return model, lambda x, t: model(x, t, None)
 

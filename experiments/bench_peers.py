@@ -96,13 +96,17 @@ def main(argv=None) -> int:
             print(f"round {r + 1}/{a.rounds} {m:<12} {runs[m][-1]['train_step_s'] * 1e3:8.1f} ms/train step", flush=True)
     keys = ("train_step_s", "sample_step_s", "peak_mem_mb")
     med = {m: {**v[0], **{k: statistics.median(x[k] for x in v) for k in keys}} for m, v in runs.items()}
+    for v in med.values():  # the grid's widths cannot match FLOPs exactly: compare per FLOP too
+        v["train_flops_per_s"] = v["train_flops"] / v["train_step_s"]
+        v["train_step_s_at_videofusion_flops"] = v["train_step_s"] * target * a.batch / v["train_flops"]
     ref = med.get("videofusion") or next(iter(med.values()))
     print(f"\nbatch {a.batch} x {a.frames} frames at {a.size} px, {machine(a.device)}; medians of {a.rounds} rounds")
     print(f"{'model':<12} {'width':>5} {'params [M]':>10} {'GFLOP/step':>10} {'train [ms]':>11} {'x VF':>6} "
-          f"{'sample [ms]':>12} {'x VF':>6} {'peak [MB]':>10} {'x VF':>6}")
+          f"{'GFLOP/s':>8} {'sample [ms]':>12} {'x VF':>6} {'peak [MB]':>10} {'x VF':>6}")
     for m, v in med.items():
         print(f"{m:<12} {widths.get(m, '-'):>5} {v['params'] / 1e6:>10.3f} {v['train_flops'] / 1e9:>10.1f} "
               f"{v['train_step_s'] * 1e3:>11.1f} {v['train_step_s'] / ref['train_step_s']:>6.2f} "
+              f"{v['train_flops_per_s'] / 1e9:>8.1f} "
               f"{v['sample_step_s'] * 1e3:>12.1f} {v['sample_step_s'] / ref['sample_step_s']:>6.2f} "
               f"{v['peak_mem_mb']:>10.1f} {v['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9):>6.2f}")
     if a.json:
