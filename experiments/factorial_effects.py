@@ -5,12 +5,11 @@ and, for every metric, compares pairs of grid cells that differ in one factor on
 (the runs of one seed share their stage-1 base UNet and data order, so the pairing removes what
 they share):
 
-- noise within an architecture: VideoFusion λ = 0.5 − λ = 0 (each residual-temporal setting), the
-  video UNet decomposed λ = 0.5 − independent and PYoCo progressive − independent, the DiT λ = 0.5 −
-  independent;
-- VideoFusion's residual temporal layer: conv − none (each λ);
-- architecture at independent noise: video UNet − VideoFusion (λ = 0, each temporal setting), DiT −
-  VideoFusion.
+- noise within an architecture: VideoFusion λ = 0.5 and λ 0.9→1.0 against λ = 0 (and each other), the
+  video UNet decomposed λ = 0.5, PYoCo mixed and PYoCo progressive against independent, the DiT λ = 0.5
+  against independent;
+- architecture at the same noise: video UNet and DiT against VideoFusion at λ = 0 (independent), the
+  video UNet against VideoFusion at λ = 0.5.
 
 Each effect's 95% confidence interval is the Student-t interval of the mean paired difference over
 seeds (``vfusion.studies.rows.ci95``: mean ± t(0.975, n−1)·s/√n, n = seeds; the evaluation clips of a
@@ -33,16 +32,16 @@ from vfusion.studies.rows import ci95
 
 # (what is compared, cell minus reference): pairs of cells of the factorial study files that differ in one factor
 PAIRS = [
-    ("noise", "VideoFusion λ 0.5 − λ 0 (no temporal layer)", "vf-none-l0.5", "vf-none-l0"),
-    ("noise", "VideoFusion λ 0.5 − λ 0 (temporal conv)", "vf-conv-l0.5", "vf-conv-l0"),
+    ("noise", "VideoFusion λ 0.5 − λ 0", "vf-l0.5", "vf-l0"),
+    ("noise", "VideoFusion λ 0.9→1.0 − λ 0", "vf-l0.9to1", "vf-l0"),
+    ("noise", "VideoFusion λ 0.9→1.0 − λ 0.5", "vf-l0.9to1", "vf-l0.5"),
     ("noise", "video UNet decomposed λ 0.5 − independent", "vunet-l0.5", "vunet-ind"),
+    ("noise", "video UNet PYoCo mixed α 1 − independent", "vunet-pyoco-mixed", "vunet-ind"),
     ("noise", "video UNet PYoCo progressive α 2 − independent", "vunet-pyoco2", "vunet-ind"),
     ("noise", "DiT decomposed λ 0.5 − independent", "dit-l0.5", "dit-ind"),
-    ("temporal layer", "VideoFusion conv − none (λ 0)", "vf-conv-l0", "vf-none-l0"),
-    ("temporal layer", "VideoFusion conv − none (λ 0.5)", "vf-conv-l0.5", "vf-none-l0.5"),
-    ("architecture", "video UNet − VideoFusion, independent noise (no temporal layer)", "vunet-ind", "vf-none-l0"),
-    ("architecture", "video UNet − VideoFusion, independent noise (temporal conv)", "vunet-ind", "vf-conv-l0"),
-    ("architecture", "DiT − VideoFusion, independent noise (no temporal layer)", "dit-ind", "vf-none-l0"),
+    ("architecture", "video UNet − VideoFusion, independent noise", "vunet-ind", "vf-l0"),
+    ("architecture", "DiT − VideoFusion, independent noise", "dit-ind", "vf-l0"),
+    ("architecture", "video UNet − VideoFusion, decomposed λ 0.5", "vunet-l0.5", "vf-l0.5"),
 ]
 
 
