@@ -1,4 +1,4 @@
-"""The keyframe of a VideoFusion sample IS the image model's own sample (README, "Use a pretrained
+"""The keyframe of a VideoFusion sample IS the image model's own sample (docs/usage.md, "Use a pretrained
 image model as the base generator").
 
 λ at the keyframe is 1 and the base generator alone denoises it, so with a frozen base and a

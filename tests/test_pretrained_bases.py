@@ -1,6 +1,6 @@
 """Pretrained image folders as the base generator, through the ordinary commands.
 
-Each kind of folder the README lists (a Stable Diffusion 1.5-style folder: latent, text; a 2.x
+Each kind of folder docs/usage.md lists (a Stable Diffusion 1.5-style folder: latent, text; a 2.x
 v-prediction folder; a DiT-XL/2-style folder: latent, class, learned σ; a pixel-space UNet2DModel
 folder) is stood in for by a tiny folder of the real classes (tests/backbone_folders.py). The run
 must adopt the folder's own noise process, VAE and text encoder, train, sample and export through
