@@ -21,21 +21,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from vfusion.studies.provenance import (PROVENANCE_FILE, config_hashes, git_commit,  # noqa: E402
-                                        readme_block)
+from vfusion.studies.provenance import PROVENANCE_FILE, config_record, git_commit, readme_block  # noqa: E402
 
 _AT_COMMIT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 exec(open(sys.argv[2]).read())
-print(json.dumps(config_hashes(sys.argv[3], json.loads(sys.argv[4]))))
+print(json.dumps(config_record(sys.argv[3], json.loads(sys.argv[4]))))
 """
 
 
-def hashes_at(commit: str, study: str, overrides: list[str]) -> dict:
-    """The study's config hashes as the code at ``commit`` resolves them."""
+def record_at(commit: str, study: str, overrides: list[str]) -> dict:
+    """The study's config keys and hashes as the code at ``commit`` resolves them."""
     if git_commit(ROOT) == commit:
-        return config_hashes(ROOT / study, overrides)
+        return config_record(ROOT / study, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
@@ -73,9 +72,9 @@ def main(argv=None) -> int:
     folder = Path(a.folder)
     record = {"command": a.command, "date": a.date, "commit": a.commit, "study_file": a.study,
               "overrides": a.overrides, "status": a.status, "why": a.why,
-              "config_hashes": {}}
+              "config_keys": [], "config_hashes": {}}
     try:
-        record["config_hashes"] = hashes_at(a.commit, a.study, a.overrides)
+        record.update(record_at(a.commit, a.study, a.overrides))
     except subprocess.CalledProcessError as err:
         print(f"{folder}: the code at {a.commit} cannot resolve {a.study} ({(err.stderr or '').strip().splitlines()[-1:]});"
               " its config hashes are not recorded", file=sys.stderr)

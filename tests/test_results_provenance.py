@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import ROOT
-from vfusion.studies.provenance import PROVENANCE_FILE, config_hashes, readme_block, stale_runs
+from vfusion.studies.provenance import PROVENANCE_FILE, config_hash, config_record, readme_block, resolved_configs, stale_runs
 
 RESULTS = ROOT / "experiments" / "results"
 FOLDERS = sorted(p for p in [*RESULTS.iterdir(), *(RESULTS / "archive").iterdir()]
@@ -23,6 +23,7 @@ CURRENT = [p for p in FOLDERS if json.loads((p / PROVENANCE_FILE).read_text()).g
 def test_every_results_folder_opens_with_its_provenance(folder):
     record = json.loads((folder / PROVENANCE_FILE).read_text())
     assert record["command"] and record["date"] and record["commit"] and record["config_hashes"]
+    assert len(record["config_keys"]) > 100  # every key of the schema the runs were resolved with
     assert (ROOT / record["study_file"]).exists()
     assert (folder / "README.md").read_text().startswith(readme_block(record))
     assert (record["status"] == "archived") == (folder.parent.name == "archive")
@@ -47,15 +48,36 @@ def test_current_results_match_todays_configs(folder):
                        "experiments/results/archive/ with a line saying why")
 
 
-def test_a_changed_default_makes_a_result_stale(monkeypatch):
-    """The check sees schema defaults, not only the config file: move one default and every run differs."""
+def _keep_checkpoints_default(monkeypatch, value):
     from vfusion.config import ExperimentConfig, TrainConfig
 
-    record = {"study_file": "configs/embedded.yaml", "overrides": [],
-              "config_hashes": config_hashes(ROOT / "configs/embedded.yaml")}
-    assert stale_runs(record, ROOT) == {}
     train = next(f for f in dataclasses.fields(ExperimentConfig) if f.name == "train")
-    monkeypatch.setattr(train, "default_factory", lambda: TrainConfig(keep_checkpoints=TrainConfig().keep_checkpoints + 1))
+    monkeypatch.setattr(train, "default_factory", lambda: TrainConfig(keep_checkpoints=value))
+
+
+def test_a_changed_default_makes_a_result_stale(monkeypatch):
+    """The check sees schema defaults, not only the config file: move one default and every run differs."""
+    from vfusion.config import TrainConfig
+
+    record = {"study_file": "configs/embedded.yaml", "overrides": [], **config_record(ROOT / "configs/embedded.yaml")}
+    assert stale_runs(record, ROOT) == {}
+    _keep_checkpoints_default(monkeypatch, TrainConfig().keep_checkpoints + 1)
     stale = stale_runs(record, ROOT)
     assert set(stale) == set(record["config_hashes"])
     assert all(old != new for old, new in stale.values())
+
+
+def test_a_key_added_since_the_record_is_not_stale(monkeypatch):
+    """A key the record does not cover (an option added since) is not hashed, so it cannot make the result
+    stale; a recorded key that no longer exists (an option removed) does."""
+    from vfusion.config import TrainConfig
+
+    configs = resolved_configs(ROOT / "configs/embedded.yaml")
+    full = config_record(ROOT / "configs/embedded.yaml")
+    keys = [k for k in full["config_keys"] if k != "train.keep_checkpoints"]  # as if recorded before it existed
+    record = {"study_file": "configs/embedded.yaml", "overrides": [], "config_keys": keys,
+              "config_hashes": {k: config_hash(c, keys) for k, c in configs.items()}}
+    _keep_checkpoints_default(monkeypatch, TrainConfig().keep_checkpoints + 1)
+    assert stale_runs(record, ROOT) == {}
+    record["config_keys"] = keys + ["train.an_option_since_removed"]
+    assert set(stale_runs(record, ROOT)) == set(record["config_hashes"])
