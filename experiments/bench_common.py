@@ -19,6 +19,8 @@ import types
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import vfusion.training.flops  # noqa: F401  (registers the FLOPs of the CPU's fused attention kernel)
+
 PROJECT_MODELS = ("videofusion", "video_unet", "dit")
 # the project's sizes in the studies: the video UNet with temporal convolutions, the DiT at about
 # VideoFusion's parameter count
