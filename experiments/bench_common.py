@@ -9,8 +9,8 @@ backward and an AdamW step; a sampling step is one forward without gradients. FL
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -181,7 +181,7 @@ def measure(spec: dict) -> dict:
         counter = FlopCounterMode(display=False) if i == 0 else None
         sync()
         start = time.perf_counter()
-        with counter or _nothing():
+        with counter or nullcontext():
             loss = (fwd(x, t) - target).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,7 +197,7 @@ def measure(spec: dict) -> dict:
             counter = FlopCounterMode(display=False) if i == 0 else None
             sync()
             start = time.perf_counter()
-            with counter or _nothing():
+            with counter or nullcontext():
                 fwd(x, t)
             sync()
             sample.append(time.perf_counter() - start)
@@ -207,14 +207,6 @@ def measure(spec: dict) -> dict:
             "params": params(model), "train_flops": int(flops["train"]), "sample_flops": int(flops["sample"]),
             "train_step_s": min(train[warmup:]), "sample_step_s": min(sample[warmup:]),
             "peak_mem_mb": peak}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def in_subprocess(spec: dict, env=None) -> dict:

@@ -49,8 +49,9 @@ def _table(header: list[str], body: list[list[str]]) -> str:
 
 def write_html(study: Study, echo: Callable[[str], None] = print) -> Path:
     """``report.html`` (and ``report_assets/``) in the study directory, after refreshing results.md and plots."""
-    made = write_report(study, echo=lambda _: None)
-    rows, _, plans = collect(study)
+    collected = collect(study)
+    made = write_report(study, echo=lambda _: None, collected=collected)
+    rows, _, plans = collected
     root = study.study_dir
     header, body = cell_table(study, rows)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(study.name)}</title>"

@@ -205,15 +205,21 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 FLOPS_HEADERS = {"flops_per_step": "FLOP/step", "flops_total": "train FLOP"}
 
 
+def _table_columns(study: Study, rows: list[dict]) -> tuple[list[str], list[str], list[str]]:
+    """The metric, loss and FLOPs columns the rows have: the columns of both tables."""
+    window = int(study.spec.results.loss_window)
+    metric_cols = [c for c in _columns(rows) if c.startswith("metric:") and not c.endswith("_std")]
+    loss_cols = [c for c in (f"loss_last{window}", f"loss_base_last{window}", f"loss_residual_last{window}")
+                 if any(r.get(c) is not None for r in rows)]
+    flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
+    return metric_cols, loss_cols, flops_cols
+
+
 def cell_table(study: Study, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The pooled table, one row per grid cell: mean ± sample std over seeds, and for metrics the 95%
     t-interval [low, high] (results.md and the HTML report both show it)."""
     window = int(study.spec.results.loss_window)
-    cols = _columns(rows)
-    metric_cols = [c for c in cols if c.startswith("metric:") and not c.endswith("_std")]
-    loss_cols = [c for c in (f"loss_last{window}", f"loss_base_last{window}", f"loss_residual_last{window}")
-                 if any(r.get(c) is not None for r in rows)]
-    flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
+    metric_cols, loss_cols, flops_cols = _table_columns(study, rows)
     header = list(study.axes) + ["model.name", "noise", "λ̄ (non-key)", "ρ̄ (frames)", "n", "steps", "train [min]", "step [ms]", "params [M]"]
     header += [FLOPS_HEADERS[c] for c in flops_cols]
     header += [c.replace(f"_last{window}", "") for c in loss_cols] + [c.split(":", 1)[1] for c in metric_cols]
@@ -241,10 +247,7 @@ def cell_table(study: Study, rows: list[dict]) -> tuple[list[str], list[list[str
 def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = None, plots: list[str] = ()) -> str:
     window = int(study.spec.results.loss_window)
     spec = study.spec
-    cols = _columns(rows)
-    metric_cols = [c for c in cols if c.startswith("metric:") and not c.endswith("_std")]
-    loss_cols = [c for c in (f"loss_last{window}", f"loss_base_last{window}", f"loss_residual_last{window}")
-                 if any(r.get(c) is not None for r in rows)]
+    metric_cols, loss_cols, flops_cols = _table_columns(study, rows)
     b = spec.budget
     limits = [x for x in (f"{b.steps} steps" if b.steps is not None else "",
                           f"{_fmt(float(b.flops))} training FLOPs (steps = floor(budget / FLOPs of one step, counted "
@@ -262,7 +265,6 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
             "seeds the 95% Student-t interval of the mean over seeds [low, high]; losses are the mean of the "
             f"last {window} logged values (a convergence check: across λ the regression target changes, so "
             "losses do not rank sample quality)", ""]
-    flops_cols = [c for c in ("flops_per_step", "flops_total") if any(r.get(c) is not None for r in rows)]
     header, body = cell_table(study, rows)
     out += ["## Results (pooled over seeds)", "", _md_table(header, body), ""]
     if floor and floor.get("metrics"):
@@ -297,10 +299,12 @@ def _read_status_error(study: Study, run_id: str) -> Optional[str]:
     return st.get("error")
 
 
-def write_report(study: Study, echo: Callable[[str], None] = print) -> dict[str, Path]:
-    """results.csv, results.md and plots/*.png in the study directory; returns their paths."""
+def write_report(study: Study, echo: Callable[[str], None] = print, collected: Optional[tuple] = None
+                 ) -> dict[str, Path]:
+    """results.csv, results.md and plots/*.png in the study directory; returns their paths. ``collected``:
+    what :func:`collect` returned, when the caller has it already."""
     study.study_dir.mkdir(parents=True, exist_ok=True)
-    rows, curves, plans = collect(study)
+    rows, curves, plans = collected or collect(study)
     paths = {"csv": study.study_dir / "results.csv", "md": study.study_dir / "results.md"}
     write_csv(paths["csv"], rows)
     floor = _read_json(study.study_dir / "real_vs_real.json")
