@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common, also when loaded by path
+from bench_common import rss_mb as _peak_rss_mb  # noqa: E402  (this process's own peak, not its parent's)
 
 
 def _build(cfg_path, overrides, frames, size):
