@@ -73,7 +73,7 @@ def encode_timing(sd: Path, captions: list[str], rounds: int) -> dict:
     """Median seconds of one batch of captions encoded (no cache) and looked up (cache), interleaved."""
     import statistics
 
-    from vfusion.backbones.text import PromptEncoder
+    from vfusion.text import PromptEncoder
 
     cold = PromptEncoder.from_folder(sd, cache_size=0)
     warm = PromptEncoder.from_folder(sd)

@@ -44,19 +44,19 @@ def params(model) -> int:
 
 
 def project_model(name: str, config: str, frames: int, size: int, overrides=()):
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.models.registry import build_model
     from vfusion.models.spec import experiment_spec
 
     torch.manual_seed(0)
-    own = load_config(config, ["model.base.pretrained=null", *overrides])
+    own = load_experiment_config(config, ["model.base.pretrained=null", *overrides])
     scale = size / int(own.data.resolution)  # the same networks at another size: attention at the same levels
     attention = []
     for net in ("base", "residual"):
         sizes = [str(round(r * scale)) for r in own.model[net].get("attention_resolutions") or []]
         if sizes:
             attention.append(f"model.{net}.attention_resolutions=[{','.join(sizes)}]")
-    cfg = load_config(config, ["model.base.pretrained=null", f"model.name={name}", f"data.num_frames={frames}",
+    cfg = load_experiment_config(config, ["model.base.pretrained=null", f"model.name={name}", f"data.num_frames={frames}",
                                f"data.resolution={size}", *attention, *PROJECT_OVERRIDES.get(name, []), *overrides])
     model = build_model(cfg, experiment_spec(cfg, 3, size, frames, 0))
     return model, lambda x, t: model(x, t, None)

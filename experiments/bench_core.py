@@ -30,12 +30,12 @@ from bench_common import rss_mb as _peak_rss_mb  # noqa: E402  (this process's o
 
 
 def _build(cfg_path, overrides, frames, size):
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.models.base_generator import BaseGenerator, base_network
     from vfusion.models.spec import experiment_spec
     from vfusion.models.videofusion import VideoFusion
 
-    cfg = load_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
+    cfg = load_experiment_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
     spec = experiment_spec(cfg, 3, size, frames, 0)
     return cfg, VideoFusion.build(cfg, spec), BaseGenerator(base_network(cfg.model.base, spec), 0)
 

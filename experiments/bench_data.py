@@ -84,10 +84,10 @@ def training_clips_per_s(config: str, steps: int = 6, warmup: int = 2, overrides
 
     import torch
 
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.training.runner import build_module
 
-    cfg = load_config(config, ["model.base.pretrained=null", "train.accelerator=cpu", *overrides])
+    cfg = load_experiment_config(config, ["model.base.pretrained=null", "train.accelerator=cpu", *overrides])
     b, t, r = int(cfg.data.batch_size), int(cfg.data.num_frames), int(cfg.data.resolution)
     spec = {"in_channels": 3, "sample_size": r, "num_frames": t, "num_classes": 101 if cfg.data.class_conditional else 0,
             "class_names": []}
@@ -130,16 +130,16 @@ def main() -> int:
 
     import torch
 
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
     from vfusion.data import build_dataloader, default_num_workers, ensure_cache
 
     warnings.simplefilter("ignore")
     if args.config:                      # an experiment's own data section (e.g. the embedded default)
         from omegaconf import OmegaConf
 
-        from vfusion.config import load_config
+        from vfusion.experiment import load_experiment_config
 
-        data = OmegaConf.to_container(load_config(args.config).data)
+        data = OmegaConf.to_container(load_experiment_config(args.config).data)
         data.update(cache="none", cache_dir=str(Path(args.workdir) / "cache_config"), batch_size=args.batch_size)
         clip_desc = (f"{args.config}: {data['dataset']}, {data['num_frames']} frames, stride {data['frame_stride']}, "
                      f"-> {data['resolution']}x{data['resolution']}")
@@ -154,7 +154,7 @@ def main() -> int:
                 "batch_size": args.batch_size, "cache_dir": str(Path(args.workdir) / f"cache_gop{args.gop}"),
                 "num_workers": -1, "random_flip": True}
         clip_desc = f"UCF-like 320x240 XviD (gop {args.gop}), 16 frames, stride 3 -> 128x128"
-    cfg = merge_config({"name": "bench", "data": data}).data
+    cfg = resolve_config({"name": "bench", "data": data}).data
     workers = default_num_workers(cfg)
     print(f"DataLoader: batch {args.batch_size}, {workers} workers (data.num_workers=-1), {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}")
@@ -162,7 +162,7 @@ def main() -> int:
     decode, n_decode = throughput(build_dataloader(cfg, train=True, seed=0), args.seconds)
     print(f"decode path : {decode:8.1f} clips/s  ({n_decode} clips)")
 
-    cache_cfg = merge_config({"name": "bench", "data": {**data, "cache": "clips"}}).data
+    cache_cfg = resolve_config({"name": "bench", "data": {**data, "cache": "clips"}}).data
     t0 = time.perf_counter()
     path = ensure_cache(cache_cfg, "train", progress=False)
     build_s = time.perf_counter() - t0

@@ -38,11 +38,11 @@ class StepClock(L.Callback):
 
 
 def worker(args) -> None:
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.training.runner import fit
 
     procs = args.procs
-    cfg = load_config(args.config, [
+    cfg = load_experiment_config(args.config, [
         f"run_dir={args.run_dir}", "model.base.pretrained=null", f"train.max_steps={args.steps}",
         "train.accelerator=cpu", f"train.devices={procs}", "train.strategy=" + ("ddp" if procs > 1 else "auto"),
         f"data.batch_size={args.global_batch // procs}", "data.num_workers=0", "train.progress_bar=false",

@@ -109,7 +109,8 @@ def child(args) -> dict:
     import torch
 
     import vfusion.data
-    from vfusion.config import merge_config, save_config
+    from vfusion.experiment import resolve_config
+    from vfusion.rundir import save_config
     from vfusion.evaluation import core as C
     from vfusion.evaluation import evaluate as E
 
@@ -169,7 +170,7 @@ def child(args) -> dict:
 
     C._consume, C.compute_metrics = consume_logged, compute_logged
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = merge_config({"name": "bench"}, overrides=[
+        cfg = resolve_config({"name": "bench"}, overrides=[
             f"run_dir={tmp}/run", f"data.num_frames={frames}", f"data.resolution={size}", "data.num_workers=0",
             f"data.cache_dir={tmp}/cache", f"eval.batch_size={args.batch}"])
         save_config(cfg, Path(tmp) / "run" / "config.yaml")

@@ -84,10 +84,11 @@ def model_configs(study_path: str, models: list[str], overrides: list[str]) -> d
         cfg = run_config(study, plan)
         name = str(cfg.model.name)
         if name in models and name not in out and plan.seed == study.spec.seeds[0]:
-            from vfusion.config import merge_config, to_dict
+            from vfusion.config import to_dict
+            from vfusion.experiment import resolve_config
 
             cfg.model.base.pretrained = None  # stage 1's base: the same architecture, built fresh
-            out[name] = merge_config(to_dict(cfg), overrides=list(overrides))
+            out[name] = resolve_config(to_dict(cfg), overrides=list(overrides))
     missing = [m for m in models if m not in out]
     if missing:
         raise SystemExit(f"bench_gpu: the study has no cell with model {missing}; use --models")

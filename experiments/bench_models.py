@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.models.registry import build_model
 from vfusion.conditioning import Cond
 from vfusion.models.spec import experiment_spec
@@ -60,7 +60,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = experiment_spec(merge_config({"name": "bench"}), args.channels, args.size, args.frames, args.classes)
+    spec = experiment_spec(resolve_config({"name": "bench"}), args.channels, args.size, args.frames, args.classes)
     x = torch.randn(args.batch, args.channels, args.frames, args.size, args.size, device=args.device)
     t = torch.randint(0, 1000, (args.batch,), device=args.device)
     y = torch.randint(0, args.classes + 1, (args.batch,), device=args.device)
@@ -68,7 +68,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'model':24s} {'params':>12s} {'spatial':>12s} {'temporal':>12s} {'min ms':>10s} {'median ms':>10s}")
     for name, overrides in MODELS.items():
-        model = build_model(merge_config({"name": "bench"}, overrides), spec).to(args.device).train()
+        model = build_model(resolve_config({"name": "bench"}, overrides), spec).to(args.device).train()
         counts = model.parameter_counts()
         fastest, median = step_ms(model, x, t, y, args.iters)
         print(f"{name:24s} {counts['all']['trainable']:12,d} {counts['spatial']['total']:12,d} "

@@ -34,11 +34,11 @@ VARIANTS = {"fp32": [], "channels_last": ["train.channels_last=true"], "compile"
 
 
 def _setup(config: str, variant: str, overrides=()):
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.training.runner import build_module, shape_facts
     from vfusion.training.switches import apply_switches
 
-    cfg = load_config(config, ["model.base.pretrained=null", *overrides, *VARIANTS[variant]])
+    cfg = load_experiment_config(config, ["model.base.pretrained=null", *overrides, *VARIANTS[variant]])
     spec_info = shape_facts(cfg)
     torch.manual_seed(0)
     module = build_module(cfg, spec_info)

@@ -154,11 +154,11 @@ def main(argv=None) -> int:
     if a.steps < a.warmup + 3:
         print("bench_trainer: --steps must exceed --warmup by at least 3", flush=True)
         return 2
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.utils.quiet import quiet_third_party
 
     quiet_third_party()
-    cfg = load_config(a.config, ["model.base.pretrained=null", "train.accelerator=cpu", "train.devices=1",
+    cfg = load_experiment_config(a.config, ["model.base.pretrained=null", "train.accelerator=cpu", "train.devices=1",
                                  "train.sample_every_n_steps=0", *a.overrides])
     spec_info = {"in_channels": 3, "sample_size": int(cfg.data.resolution), "num_frames": int(cfg.data.num_frames),
                  "num_classes": 4 if cfg.data.class_conditional else 0, "class_names": []}

@@ -70,9 +70,9 @@ def experiment_script(name: str):
 
 
 def tiny_config(run_dir, *overrides, name="tiny"):
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
 
-    return merge_config({"name": name}, overrides=TINY_OVERRIDES + [f"run_dir={run_dir}", *overrides])
+    return resolve_config({"name": name}, overrides=TINY_OVERRIDES + [f"run_dir={run_dir}", *overrides])
 
 
 def tiny_spec(num_classes=2, frames=4, size=16, channels=3):
@@ -93,12 +93,12 @@ def model_spec(size, frames, in_channels=3, num_classes=5):
     """A ModelSpec for model tests: the default diffusion process and a decomposed prior (λ = 0.5).
 
     The baselines do not read ``process`` / ``noise``; VideoFusion does."""
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
     from vfusion.diffusion.noise import build_noise_prior
     from vfusion.diffusion.process import DiffusionProcess
     from vfusion.models.spec import ModelSpec
 
-    process = DiffusionProcess.from_config(merge_config({"name": "x"}).diffusion)
+    process = DiffusionProcess.from_config(resolve_config({"name": "x"}).diffusion)
     return ModelSpec(in_channels, size, frames, num_classes, process=process,
                      noise=build_noise_prior("decomposed", frames, value=0.5))
 

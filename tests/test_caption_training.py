@@ -13,7 +13,7 @@ from tests.backbone_folders import sd_folder
 from tests.caption_data import CAPTIONS, csv_tree, run_overrides as overrides, sidecar_tree, webvid_tree
 from tests.conftest import ROOT
 from vfusion.cli import main
-from vfusion.config import load_config
+from vfusion.experiment import load_experiment_config
 
 BASE = str(ROOT / "configs" / "embedded.yaml")
 MODELS = {"videofusion": [], "video_unet": ["noise.value=0", "model.video_unet.temporal_layers=conv"],
@@ -35,7 +35,7 @@ def module_and_batch(tmp_path, sd, root, *extra):
     from vfusion.data import build_dataloader
     from vfusion.training.runner import build_module, spec_info_for
 
-    cfg = adopt_backbone(load_config(BASE, overrides(tmp_path, sd, root, "captions", *extra)))
+    cfg = adopt_backbone(load_experiment_config(BASE, overrides(tmp_path, sd, root, "captions", *extra)))
     info, codec = spec_info_for(cfg)
     torch.manual_seed(0)
     module = build_module(cfg, info, codec)
@@ -52,7 +52,7 @@ def captured_conds(module):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_each_clip_is_conditioned_on_its_own_caption(tmp_path, sd, sidecar, name):
-    from vfusion.backbones.text import PromptEncoder
+    from vfusion.text import PromptEncoder
 
     module, batch = module_and_batch(tmp_path, sd, sidecar, f"model.name={name}", "data.caption_dropout=0",
                                      *MODELS[name])

@@ -2,11 +2,12 @@
 
 import pytest
 
-from vfusion.config import ConfigError, load_config, merge_config
+from vfusion.config import ConfigError
+from vfusion.experiment import load_experiment_config, resolve_config
 
 
 def test_defaults_and_override():
-    cfg = merge_config({"name": "x"}, overrides=["train.max_steps=5", "noise.value=0.25"])
+    cfg = resolve_config({"name": "x"}, overrides=["train.max_steps=5", "noise.value=0.25"])
     assert cfg.train.max_steps == 5 and cfg.noise.value == 0.25
 
 
@@ -20,21 +21,21 @@ def test_defaults_and_override():
 ])
 def test_bad_overrides_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        merge_config({"name": "x"}, overrides=overrides)
+        resolve_config({"name": "x"}, overrides=overrides)
 
 
 def test_unknown_key_in_yaml(tmp_path):
     p = tmp_path / "exp.yaml"
     p.write_text("name: x\nmodel:\n  base:\n    lr_multiplier: 0.2\n")
     with pytest.raises(ConfigError, match="model.base.lr_multiplier"):
-        load_config(p)
+        load_experiment_config(p)
 
 
 def test_missing_name_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="name"):
-        merge_config({})
+        resolve_config({})
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(tmp_path / "nope.yaml")
+        load_experiment_config(tmp_path / "nope.yaml")
 
 
 def test_every_shipped_config_loads():
@@ -44,4 +45,4 @@ def test_every_shipped_config_loads():
     files = [p for p in root.glob("*.yaml")]
     assert files, "no configs shipped"
     for p in files:
-        load_config(p)
+        load_experiment_config(p)

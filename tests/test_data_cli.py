@@ -7,7 +7,7 @@ import pytest
 
 from test_data_fixtures import sky_tree, ucf_tree
 from vfusion.cli import main
-from vfusion.config import load_config
+from vfusion.experiment import load_experiment_config
 
 
 def _run(argv, capsys):
@@ -62,7 +62,7 @@ def test_cache_builds_the_configured_cache(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,conditional,stride", [("ucf101", True, 3), ("sky", False, 1)])
 def test_shipped_data_configs_load(name, conditional, stride):
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    cfg = load_experiment_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     assert cfg.data.dataset == name and cfg.data.class_conditional is conditional
     assert (cfg.data.num_frames, cfg.data.frame_stride, cfg.data.resolution) == (16, stride, 128)
     assert list(cfg.model.base.block_out_channels) == [128, 256, 256, 512]

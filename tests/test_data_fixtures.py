@@ -125,6 +125,6 @@ def sequential_decode(path: str | Path) -> np.ndarray:
 
 def data_config(**data):
     """A validated ``DataConfig`` (as a DictConfig) with overrides."""
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
 
-    return merge_config({"name": "test", "data": data}).data
+    return resolve_config({"name": "test", "data": data}).data

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import model_inputs, model_spec
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.models.dit import SpacetimeDiT, dit_dims, fold_tubelets, unfold_tubelets
 from vfusion.models.registry import build_model
 
@@ -15,7 +15,7 @@ T, S, P = 4, 8, 2
 
 
 def cfg(**dit):
-    return merge_config({"name": "t", "model": {"name": "dit", "dit": {"patch_size": P, **dit}}})
+    return resolve_config({"name": "t", "model": {"name": "dit", "dit": {"patch_size": P, **dit}}})
 
 
 spec = partial(model_spec, S, T)

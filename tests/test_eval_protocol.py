@@ -13,7 +13,9 @@ import torch
 from test_data_fixtures import data_config, sequential_decode, write_video
 from test_evaluate import tiny_detectors
 from vfusion.cli import main
-from vfusion.config import ConfigError, merge_config, save_config
+from vfusion.config import ConfigError
+from vfusion.experiment import resolve_config
+from vfusion.rundir import save_config
 from vfusion.data.clips import center_crop_resize, eval_position, to_clip
 from vfusion.evaluation import evaluate as E
 from vfusion.evaluation.core import ClipSource, quantize
@@ -131,19 +133,19 @@ def test_a_real_folder_under_stylegan_v_reads_the_kept_files_from_their_offsets(
 
 
 def test_config_checks_the_protocol_and_the_split_it_reads():
-    assert merge_config({"name": "x"}).eval.protocol == "vfusion"
+    assert resolve_config({"name": "x"}).eval.protocol == "vfusion"
     with pytest.raises(ConfigError, match="eval.protocol.*vfusion, stylegan_v"):
-        merge_config({"name": "x"}, overrides=["eval.protocol=sgv"])
+        resolve_config({"name": "x"}, overrides=["eval.protocol=sgv"])
     with pytest.raises(ConfigError, match="eval.real_split.*stylegan_v reads the 'all' split of ucf101"):
-        merge_config({"name": "x"}, overrides=["data.dataset=ucf101", "eval.protocol=stylegan_v",
+        resolve_config({"name": "x"}, overrides=["data.dataset=ucf101", "eval.protocol=stylegan_v",
                                               "eval.real_split=test"])
-    merge_config({"name": "x"}, overrides=["data.dataset=ucf101", "eval.protocol=stylegan_v", "eval.real_split=all"])
+    resolve_config({"name": "x"}, overrides=["data.dataset=ucf101", "eval.protocol=stylegan_v", "eval.real_split=all"])
 
 
 # --------------------------------------------------------------------------- metrics.json, names, caches
 
 def _run(tmp_path, ucf, *overrides):
-    cfg = merge_config({"name": "p"}, overrides=[
+    cfg = resolve_config({"name": "p"}, overrides=[
         f"run_dir={tmp_path / 'run'}", "data.dataset=ucf101", f"data.root={ucf}", f"data.num_frames={T}",
         f"data.frame_stride={STRIDE}", f"data.resolution={S}", "data.num_workers=0",
         f"data.cache_dir={tmp_path / 'cache'}", "eval.batch_size=2", *overrides])

@@ -15,7 +15,8 @@ from torch import nn
 import vfusion.data
 from vfusion.cli import main
 from vfusion.errors import UserError
-from vfusion.config import merge_config, save_config
+from vfusion.experiment import resolve_config
+from vfusion.rundir import save_config
 from vfusion.evaluation import evaluate as E
 from vfusion.evaluation.clip_sources import fit_size
 from vfusion.utils.video import save_videos
@@ -98,7 +99,7 @@ def write_clips(folder, clips):
 
 
 def tiny_cfg(tmp_path, *overrides):
-    return merge_config({"name": "tiny"}, overrides=[
+    return resolve_config({"name": "tiny"}, overrides=[
         f"run_dir={tmp_path / 'run'}", f"data.num_frames={T}", f"data.resolution={S}", "data.num_workers=0",
         "data.frame_stride=3", f"data.cache_dir={tmp_path / 'cache'}", "eval.batch_size=4", *overrides])
 

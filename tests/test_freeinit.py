@@ -8,7 +8,8 @@ import pytest
 import torch
 from diffusers.pipelines.free_init_utils import FreeInitMixin
 
-from vfusion.config import ConfigError, merge_config
+from vfusion.config import ConfigError
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.freeinit import FreeInit, FreeInitError, butterworth_low_pass, mix_frequencies, reinitialise
 from vfusion.diffusion.noise import build_noise_prior
 from vfusion.diffusion.factory import make_process
@@ -16,7 +17,7 @@ from vfusion.diffusion.process import DiffusionProcess
 from vfusion.diffusion.sampling import sample_loop
 
 DIMS = (-3, -2, -1)
-VP = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+VP = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
 FLOW = make_process({"_class_name": "FlowMatchEulerDiscreteScheduler"})
 
 
@@ -147,7 +148,7 @@ def test_free_init_loop_is_passes_from_reinitialised_noise(process, sampler):
                                       "sample.free_init_ds=0", "sample.free_init_dt=2"])
 def test_bad_free_init_keys_name_the_key(override):
     with pytest.raises(ConfigError, match=override.split("=")[0]):
-        merge_config({"name": "x"}, overrides=[override])
+        resolve_config({"name": "x"}, overrides=[override])
 
 
 def test_pipeline_takes_free_init_from_the_run_and_from_arguments(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from tests.backbone_folders import dit_folder, ddim_pixel_folder, sd_folder
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.layout import keyframe_index
 
 FRAMES = 4
@@ -28,7 +28,7 @@ def _pipeline(folder, in_channels, size, num_classes=0, class_names=(), extra=No
     from vfusion.inference.pipeline import VideoFusionPipeline
     from vfusion.training.runner import build_module, spec_info_for
 
-    cfg = merge_config({"name": "eq", "data": {"num_frames": FRAMES, "resolution": 16,
+    cfg = resolve_config({"name": "eq", "data": {"num_frames": FRAMES, "resolution": 16,
                                                "class_conditional": num_classes > 0},
                         "model": {"base": {"pretrained": str(folder), "freeze": True}, "residual": TINY_RESIDUAL},
                         **(extra or {})})

@@ -27,7 +27,7 @@ def _stage1(tmp_path: Path) -> Path:
 def test_recorded_paths_are_relative_to_the_run_or_absolute(tmp_path, monkeypatch):
     from vfusion.rundir import RunDir
     from vfusion.runpaths import keep_base, recorded_config
-    from vfusion.config import save_config
+    from vfusion.rundir import save_config
 
     monkeypatch.chdir(tmp_path)
     _stage1(tmp_path)

@@ -19,7 +19,7 @@ import torch
 from tests.backbone_folders import ddim_pixel_folder, dit_folder, sd_folder
 from tests.conftest import ROOT
 from vfusion.cli import main
-from vfusion.config import load_config, merge_config
+from vfusion.experiment import load_experiment_config, resolve_config
 
 BASE = str(ROOT / "configs" / "embedded.yaml")
 
@@ -59,7 +59,7 @@ def test_sd15_style_folder_trains_samples_exports_with_its_own_process_vae_and_t
     folder = sd_folder(tmp_path, scheduler="pndm")  # the 1.x folders ship a PNDM scheduler config
     run = train_sample_export(tmp_path, folder, "model.class_dropout=0.5", "sample.guidance_scale=2.0",
                               prompt="a cat")
-    saved = load_config(run / "config.yaml")
+    saved = load_experiment_config(run / "config.yaml")
     theirs = checkpoint_scheduler(folder)
     for key in ("beta_schedule", "beta_start", "beta_end", "steps_offset", "set_alpha_to_one", "prediction_type"):
         assert saved.diffusion[key] == theirs[key], key
@@ -86,7 +86,7 @@ def test_sd2_v_prediction_folder_trains_v_and_sample_through_the_pipeline(tmp_pa
 
     folder = sd_folder(tmp_path, prediction_type="v_prediction")
     run = train_sample_export(tmp_path, folder)
-    assert load_config(run / "config.yaml").diffusion.prediction_type == "v_prediction"
+    assert load_experiment_config(run / "config.yaml").diffusion.prediction_type == "v_prediction"
     pipe = load_pipeline(tmp_path / "exported", "cpu")
     assert pipe.process.prediction_type == "v_prediction"
     out = pipe(prompt=["a dog", "a bird"], num_inference_steps=2, guidance_scale=2.0, output_type="np",
@@ -106,7 +106,7 @@ def test_dit_folder_learned_sigma_fresh_class_tables(tmp_path):
 
     folder = dit_folder(tmp_path, learned_sigma=True)
     run = train_sample_export(tmp_path, folder)
-    assert load_config(run / "config.yaml").diffusion.beta_schedule == "linear"
+    assert load_experiment_config(run / "config.yaml").diffusion.beta_schedule == "linear"
     pipe = load_pipeline(run, "cpu")
     dit = pipe.base
     assert type(dit).__name__ == "DiTTransformer2DModel" and dit.config.num_embeds_ada_norm == 2
@@ -134,7 +134,7 @@ def test_dit_fresh_tables_start_as_the_checkpoints_null_class(tmp_path):
 def test_pixel_unet2d_folder_trains_with_its_linear_schedule(tmp_path):
     folder = ddim_pixel_folder(tmp_path)
     run = train_sample_export(tmp_path, folder)
-    saved = load_config(run / "config.yaml")
+    saved = load_experiment_config(run / "config.yaml")
     assert saved.diffusion.beta_schedule == "linear" and saved.data.vae_path is None
     index = json.loads((run / "pipeline" / "model_index.json").read_text())
     assert index["base"][1] == "UNet2DModel" and index.get("vae", [None])[0] is None
@@ -145,7 +145,7 @@ def test_pixel_unet2d_folder_trains_with_its_linear_schedule(tmp_path):
 def _adopt(folder, *overrides):
     from vfusion.backbones.adopt import adopt_backbone
 
-    return adopt_backbone(merge_config({"name": "a"}, overrides=[f"model.base.pretrained={folder}", *overrides]))
+    return adopt_backbone(resolve_config({"name": "a"}, overrides=[f"model.base.pretrained={folder}", *overrides]))
 
 
 def test_resolved_process_equals_the_checkpoints(tmp_path):
@@ -255,7 +255,7 @@ def test_flow_matching_folder_selects_rectified_flow(tmp_path):
 
     folder = flow_folder(tmp_path)
     run = train_sample_export(tmp_path, folder, prompt="a time-lapse of clouds")
-    saved = load_config(run / "config.yaml")
+    saved = load_experiment_config(run / "config.yaml")
     assert saved.diffusion.kind == "flow" and saved.diffusion.beta_schedule is None
     written = json.loads((run / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
     assert written["_class_name"] == "FlowMatchEulerDiscreteScheduler"
@@ -271,7 +271,7 @@ def test_prediction_types_and_flow_train_through_the_cli_with_the_projects_own_b
     args += ["model.base.block_out_channels=[8,16]", "model.base.norm_num_groups=4", process]
     assert main(["train", "--config", BASE, *args]) == 0
     assert main(["sample", "--run", str(run), "--num-videos", "2", "--steps", "2"]) == 0
-    saved = load_config(run / "config.yaml")
+    saved = load_experiment_config(run / "config.yaml")
     key, value = process.split("=")
     assert saved[key.split(".")[0]][key.split(".")[1]] == value
     from vfusion.inference.generate import load_pipeline

@@ -4,7 +4,8 @@
 import pytest
 import torch
 
-from vfusion.config import ConfigError, merge_config
+from vfusion.config import ConfigError
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.noise import IndependentNoise, NoisePriorError, build_noise_prior, keyframe_lambdas, \
     noise_prior_from_config
 from vfusion.diffusion.priors import NOISE_PRIORS
@@ -67,7 +68,7 @@ def test_theoretical_correlations_are_the_papers():
 def test_unset_alpha_takes_pyocos_defaults():
     assert build_noise_prior("pyoco_mixed", T).alpha == 1.0
     assert build_noise_prior("pyoco_progressive", T, alpha=None).alpha == 2.0
-    assert noise_prior_from_config(merge_config({"name": "x"}, overrides=[
+    assert noise_prior_from_config(resolve_config({"name": "x"}, overrides=[
         "model.name=video_unet", "noise.prior=pyoco_mixed", "noise.alpha=0.5"]).noise, T).alpha == 0.5
 
 
@@ -120,7 +121,7 @@ def test_bad_alpha_is_refused(name, alpha):
 @pytest.mark.parametrize("prior", ["independent", "pyoco_mixed", "pyoco_progressive"])
 def test_videofusion_needs_the_decomposed_prior(prior):
     with pytest.raises(UserError) as err:
-        merge_config({"name": "x"}, overrides=[f"noise.prior={prior}"])
+        resolve_config({"name": "x"}, overrides=[f"noise.prior={prior}"])
     msg = str(err.value)
     assert "\n" not in msg and "noise.prior" in msg and "noise.prior=decomposed" in msg and prior in msg
 
@@ -128,15 +129,15 @@ def test_videofusion_needs_the_decomposed_prior(prior):
 @pytest.mark.parametrize("model", ["video_unet", "dit"])
 @pytest.mark.parametrize("prior", list(NOISE_PRIORS))
 def test_baselines_take_every_prior(model, prior):
-    cfg = merge_config({"name": "x"}, overrides=[f"model.name={model}", f"noise.prior={prior}"])
+    cfg = resolve_config({"name": "x"}, overrides=[f"model.name={model}", f"noise.prior={prior}"])
     assert noise_prior_from_config(cfg.noise, int(cfg.data.num_frames)).num_frames == cfg.data.num_frames
 
 
 def test_alpha_only_with_a_pyoco_prior_and_in_range():
     with pytest.raises(ConfigError, match="noise.alpha"):
-        merge_config({"name": "x"}, overrides=["noise.alpha=1.0"])  # decomposed does not read it
+        resolve_config({"name": "x"}, overrides=["noise.alpha=1.0"])  # decomposed does not read it
     with pytest.raises(ConfigError, match="noise.alpha"):
-        merge_config({"name": "x"}, overrides=["model.name=dit", "noise.prior=pyoco_mixed", "noise.alpha=-1"])
+        resolve_config({"name": "x"}, overrides=["model.name=dit", "noise.prior=pyoco_mixed", "noise.alpha=-1"])
 
 
 def test_videofusion_model_refuses_a_prior_without_keyframe_base():
@@ -148,7 +149,7 @@ def test_videofusion_model_refuses_a_prior_without_keyframe_base():
 
 # ---------------------------------------------------------------------------- sampling
 
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
 
 
 class _TinyVideoModel(torch.nn.Module):

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.noise import DecomposedNoise, build_noise_prior
 from vfusion.diffusion.process import DiffusionProcess
 from vfusion.diffusion.samplers import PREDICTION_TYPES, SAMPLERS
@@ -14,13 +14,13 @@ from vfusion.diffusion.sampling import guided, sample_loop
 from vfusion.models.base_generator import BaseGenerator
 from vfusion.models.image_unet import ImageUNet
 
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
 NUM_CLASSES = 3  # _Toy's label table: classes 0..2, null label 3
 
 
 def _process(prediction_type):
     return DiffusionProcess.from_config(
-        merge_config({"name": "x"}, overrides=[f"diffusion.prediction_type={prediction_type}"]).diffusion)
+        resolve_config({"name": "x"}, overrides=[f"diffusion.prediction_type={prediction_type}"]).diffusion)
 
 
 class _Toy(torch.nn.Module):

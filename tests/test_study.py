@@ -131,7 +131,7 @@ def test_flops_budget_gives_two_models_equal_compute(tmp_path):
     """A 2-cell study with a FLOPs budget: VideoFusion and the video UNet cost different FLOPs per step
     (counted for real), get different step counts, and train for the same total within one step's FLOPs;
     per-step FLOPs, steps and total FLOPs reach status.json, results.csv and results.md."""
-    from vfusion.config import save_config
+    from vfusion.rundir import save_config
     from vfusion.utils.io import atomic_write_json
 
     budget = 5.0e9
@@ -448,7 +448,7 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
     import numpy as np
     from torch.utils.tensorboard import SummaryWriter
 
-    from vfusion.config import save_config
+    from vfusion.rundir import save_config
     from vfusion.utils.io import atomic_write_json
     from vfusion.utils.video import write_png
 

@@ -104,13 +104,13 @@ def test_hook_acts_only_inside_mixing_frames():
 
 
 def test_both_models_use_the_one_temporal_module():
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
     from vfusion.models.residual_generator import ResidualGenerator
     from vfusion.models.temporal import TemporalHook, TemporalMixer
     from vfusion.models.unet2d import build_unet
     from vfusion.models.video_unet import VideoUNet
 
-    base = merge_config({"name": "t", "model": {"base": {"block_out_channels": [8, 16], "norm_num_groups": 4}}})
+    base = resolve_config({"name": "t", "model": {"base": {"block_out_channels": [8, 16], "norm_num_groups": 4}}})
     unet = build_unet(base.model.base, 3, 3, 8)
     video = VideoUNet(unet_config=dict(unet.config), temporal_layers="conv", unet=unet)
     residual = ResidualGenerator(sample_size=8, num_frames=4, block_out_channels=(8, 16), norm_num_groups=4,

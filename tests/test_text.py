@@ -1,4 +1,4 @@
-"""Class-name prompts and the frozen, cached text encoder (vfusion.backbones.text), checked against
+"""Class-name prompts and the frozen, cached text encoder (vfusion.text), checked against
 diffusers' own StableDiffusionPipeline.encode_prompt on a tiny real-class SD folder."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 
 from tests.backbone_folders import TEXT_LENGTH, ddim_pixel_folder, sd_folder
 from tests.conftest import ROOT
-from vfusion.backbones.text import (PromptEncoder, TextEncoderError, check_template, class_prompts,
+from vfusion.text import (PromptEncoder, TextEncoderError, check_template, class_prompts,
                                     split_class_name)
 from vfusion.errors import UserError
 
@@ -183,7 +183,7 @@ def test_missing_parts_are_one_line_user_errors(tmp_path):
 
 
 def test_import_does_not_load_transformers():
-    code = ("import sys, vfusion.backbones.text as t; "
+    code = ("import sys, vfusion.text as t; "
             "assert t.class_prompts(['YoYo']) == ['a video of yo yo']; "
             "print(sorted(m for m in ('transformers', 'diffusers', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""},

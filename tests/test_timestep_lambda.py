@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config, tiny_spec
-from vfusion.config import ConfigError, merge_config
+from vfusion.config import ConfigError
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.flow import FlowProcess
 from vfusion.diffusion.noise import DecomposedNoise, NoisePriorError, build_noise_prior, noise_prior_from_config
@@ -23,7 +24,7 @@ from vfusion.models.spec import ModelSpec
 
 T = 6
 K = T // 2
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
 
 
 def _schedule(value, kind="constant", min_value=0.0):
@@ -152,11 +153,11 @@ def test_videofusion_composes_with_lambda_at_each_samples_level(tmp_path):
 
 
 def test_config_keys_and_errors():
-    cfg = merge_config({"name": "x"}, overrides=["noise.value=0.2", "noise.value_T=0.7"])
+    cfg = resolve_config({"name": "x"}, overrides=["noise.value=0.2", "noise.value_T=0.7"])
     prior = noise_prior_from_config(cfg.noise, 4)
     assert prior.time_dependent and describe(cfg.noise) == "constant 0.2 (t=T: value 0.7)"
     with pytest.raises(ConfigError, match="only the decomposed prior"):
-        merge_config({"name": "x"}, overrides=["model.name=video_unet", "noise.prior=pyoco_mixed",
+        resolve_config({"name": "x"}, overrides=["model.name=video_unet", "noise.prior=pyoco_mixed",
                                                "noise.value_T=0.5"])
     with pytest.raises(NoisePriorError, match="per_frame_T"):
         build_noise_prior("decomposed", 4, value=0.2, per_frame_T=[0, 0, 1, 0])

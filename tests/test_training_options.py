@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.process import DiffusionProcess
 from vfusion.training.lit_module import lr_factor
 
@@ -48,9 +48,9 @@ def test_config_checks_the_new_keys():
     from vfusion.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.loss_weighting"):
-        merge_config({"name": "x"}, overrides=["train.loss_weighting=p2"])
+        resolve_config({"name": "x"}, overrides=["train.loss_weighting=p2"])
     with pytest.raises(ConfigError, match="rectified flow"):
-        merge_config({"name": "x"}, overrides=["train.loss_weighting=min_snr", "diffusion.kind=flow"])
+        resolve_config({"name": "x"}, overrides=["train.loss_weighting=min_snr", "diffusion.kind=flow"])
 
 
 def test_the_ema_decay_ramps_up_in_a_short_run():

@@ -10,7 +10,7 @@ from diffusers import UNetMotionModel
 
 from tests.conftest import model_inputs, model_spec
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import merge_config
+from vfusion.experiment import resolve_config
 from vfusion.layout import fold_frames, repeat_per_frame, unfold_frames
 from vfusion.models.base_generator import base_network
 from vfusion.models.registry import build_model
@@ -22,7 +22,7 @@ T, S = 4, 8
 
 def tiny_cfg(arch="unet2d", temporal_layers="both", **base):
     base = {"arch": arch, "block_out_channels": [8, 16], "norm_num_groups": 4, **base}
-    return merge_config({"name": "t", "model": {"name": "video_unet", "base": base,
+    return resolve_config({"name": "t", "model": {"name": "video_unet", "base": base,
                                                 "video_unet": {"temporal_layers": temporal_layers}}})
 
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from tests.conftest import tiny_config
 from vfusion.conditioning import Cond
-from vfusion.config import ConfigError, merge_config
+from vfusion.config import ConfigError
+from vfusion.experiment import resolve_config
 from vfusion.diffusion.noise import build_noise_prior
 from vfusion.diffusion.process import DiffusionProcess
 from vfusion.models.registry import build_model
@@ -16,7 +17,7 @@ from vfusion.models.spec import ModelSpec
 
 
 def _spec(frames=5, classes=3, lam=0.5):
-    process = DiffusionProcess.from_config(merge_config({"name": "x"}).diffusion)  # squaredcos_cap_v2, epsilon
+    process = DiffusionProcess.from_config(resolve_config({"name": "x"}).diffusion)  # squaredcos_cap_v2, epsilon
     return ModelSpec(3, 16, frames, classes, process=process, noise=build_noise_prior("decomposed", frames, value=lam))
 
 

@@ -123,7 +123,7 @@ class Conditioner(torch.nn.Module):
 
     The tables are non-persistent buffers: they move with the module to the device and stay out
     of checkpoints and the EMA. ``text`` is ``(states (P, L, D), mask (P, L), null states (1, L, D),
-    null mask (1, L))`` from :class:`vfusion.backbones.text.PromptEncoder`, P = classes or 1.
+    null mask (1, L))`` from :class:`vfusion.text.PromptEncoder`, P = classes or 1.
     """
 
     def __init__(self, num_classes: int, text: Optional[tuple] = None):

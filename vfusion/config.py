@@ -6,6 +6,9 @@ type fails at load time with the key's full name. Command-line ``key=value``
 overrides (dotted keys, e.g. ``train.max_steps=200``) are merged last. The
 resolved config is written to every run directory and read back by ``sample``,
 ``evaluate`` and ``study``, so model keys are never repeated on the command line.
+
+This module is the schema only: the checks beyond types belong to the package that owns each
+section (its registry) and are run together by :func:`vfusion.experiment.validate`.
 """
 
 from __future__ import annotations
@@ -381,7 +384,7 @@ def _describe(err: OmegaConfBaseException) -> str:
 
 
 def merge_config(*sources: Any, overrides: Optional[list[str]] = None) -> DictConfig:
-    """Merge dicts/DictConfigs onto the schema, then ``key=value`` overrides."""
+    """Merge dicts/DictConfigs onto the schema, then ``key=value`` overrides (types checked, values not)."""
     cfg = _schema()
     try:
         for src in sources:
@@ -396,7 +399,6 @@ def merge_config(*sources: Any, overrides: Optional[list[str]] = None) -> DictCo
         raise ConfigError(_describe(err) + " — check the spelling against vfusion/config.py") from err
     except yaml.YAMLError as err:  # an override value that is not valid YAML, e.g. k=@x
         raise ConfigError(f"an override is not valid YAML ({str(err).splitlines()[0]}); quote the value") from err
-    validate(cfg)
     return cfg
 
 
@@ -415,229 +417,21 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Dict
         raise ConfigError(f"{path}: {err}") from err
 
 
-# train.precision values: the trainer's, restricted to those that keep the weights, EMA and loss in fp32
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+def check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    """One line naming the key, the value and the choices (the registries pass their names here)."""
     if value not in choices:
         raise ConfigError(f"config key '{key}' is '{value}'; expected one of {', '.join(choices)}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks that go beyond types: choices and ranges."""
-    from vfusion.data.registry import SPLITS, dataset_names
-    from vfusion.diffusion.priors import LAMBDA_SCHEDULES, prior_names
-    from vfusion.diffusion.samplers import PREDICTION_TYPES, PROCESS_KINDS, sampler_names
-    from vfusion.models.registry import UNET_ARCHS, model_names
-
-    _check_choice(cfg.data.dataset, dataset_names(), "data.dataset")
-    _check_choice(cfg.data.split, SPLITS, "data.split")
-    _check_choice(cfg.data.eval_split, SPLITS, "data.eval_split")
-    _check_choice(cfg.data.short_policy, ("skip", "loop", "lower_stride"), "data.short_policy")
-    _check_choice(cfg.data.cache, ("none", "clips", "latents"), "data.cache")
-    _check_choice(cfg.data.missing_caption, ("error", "skip"), "data.missing_caption")
-    if not 0.0 <= cfg.data.caption_dropout < 1.0:
-        raise ConfigError(f"config key 'data.caption_dropout' is {cfg.data.caption_dropout}; expected a value in [0, 1)")
-    _check_choice(cfg.noise.prior, prior_names(), "noise.prior")
-    _check_choice(cfg.noise.schedule, LAMBDA_SCHEDULES, "noise.schedule")
-    _check_choice(cfg.model.name, model_names(), "model.name")
-    _check_choice(cfg.model.base.arch, UNET_ARCHS, "model.base.arch")
-    _check_choice(cfg.model.residual.arch, UNET_ARCHS, "model.residual.arch")
-    _check_choice(cfg.sample.sampler, sampler_names(), "sample.sampler")
-    from vfusion.diffusion.priors import ALPHA_PRIORS, KEYFRAME_BASE_PRIORS
-
-    if cfg.model.name == "videofusion" and cfg.noise.prior not in KEYFRAME_BASE_PRIORS:
-        raise ConfigError(f"config key 'noise.prior' is '{cfg.noise.prior}', but VideoFusion needs a prior with a "
-                          "shared keyframe base: use noise.prior=decomposed (noise.value=0 for independent noise off "
-                          f"the keyframe), or a baseline (model.name=video_unet or dit) for '{cfg.noise.prior}'")
-    timed = [k for k in ("value_T", "min_value_T", "per_frame_T") if cfg.noise.get(k) is not None]
-    if timed and cfg.noise.prior != "decomposed":
-        raise ConfigError(f"config key 'noise.{timed[0]}' is set, but only the decomposed prior has a λ that can depend "
-                          f"on t, not '{cfg.noise.prior}'; remove it (noise.{timed[0]}=null)")
-    if cfg.noise.alpha is not None and cfg.noise.prior not in ALPHA_PRIORS:
-        raise ConfigError(f"config key 'noise.alpha' is set, but prior '{cfg.noise.prior}' does not use it (only "
-                          f"{', '.join(ALPHA_PRIORS)} do); remove it (noise.alpha=null)")
-    s = cfg.sample
-    if s.free_init_iters < 0 or s.free_init_order < 1:
-        raise ConfigError(f"config keys 'sample.free_init_iters' ({s.free_init_iters}) and 'sample.free_init_order' "
-                          f"({s.free_init_order}) must be >= 0 and >= 1")
-    for key in ("free_init_ds", "free_init_dt"):
-        if not 0.0 < s[key] <= 1.0:
-            raise ConfigError(f"config key 'sample.{key}' is {s[key]}; expected a normalised cut-off in (0, 1]")
-    if cfg.diffusion.prediction_type is not None:
-        _check_choice(cfg.diffusion.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
-    if cfg.diffusion.kind is not None:
-        _check_choice(cfg.diffusion.kind, PROCESS_KINDS, "diffusion.kind")
-    from vfusion.diffusion.samplers import samplers_for
-
-    kind = cfg.diffusion.kind or "ddpm"  # unset: resolved later (a flow checkpoint makes it flow, checked again)
-    if cfg.sample.sampler not in samplers_for(kind) and (cfg.diffusion.kind or cfg.sample.sampler != "euler"):
-        raise ConfigError(f"config key 'sample.sampler' is '{cfg.sample.sampler}', which does not sample a {kind} "
-                          f"process; use one of {', '.join(samplers_for(kind))}")
-    _check_choice(cfg.model.base.class_map, ("fresh", "checkpoint"), "model.base.class_map")
-    _check_choice(cfg.train.optim.schedule, ("constant", "cosine"), "train.optim.schedule")
-    _check_choice(cfg.train.loss_weighting, ("none", "min_snr"), "train.loss_weighting")
-    if cfg.train.loss_weighting == "min_snr" and cfg.diffusion.kind == "flow":
-        raise ConfigError("config key 'train.loss_weighting' is 'min_snr', which is defined for diffusion.kind=ddpm; "
-                          "use train.loss_weighting=none with rectified flow")
-    if cfg.model.text.template.count("{}") != 1:
-        raise ConfigError(f"config key 'model.text.template' is '{cfg.model.text.template}'; it needs exactly one {{}} "
-                          "where the class name goes, e.g. 'a video of {}'")
-    if cfg.data.fold not in (1, 2, 3):
-        raise ConfigError(f"config key 'data.fold' is {cfg.data.fold}; UCF-101 has folds 1, 2 and 3")
-    if cfg.data.num_frames < 1 or cfg.data.frame_stride < 1:
-        raise ConfigError("config keys 'data.num_frames' and 'data.frame_stride' must be >= 1")
-    if not 0.0 <= cfg.model.class_dropout < 1.0:
-        raise ConfigError(f"config key 'model.class_dropout' is {cfg.model.class_dropout}; expected a value in [0, 1)")
-    _check_choice(str(cfg.train.precision), PRECISIONS, "train.precision")
-    _check_choice(str(cfg.train.optim.fused).lower(), ("auto", "true", "false"), "train.optim.fused")
-    _check_choice(str(cfg.train.compile_mode), COMPILE_MODES, "train.compile_mode")
-    if str(cfg.train.strategy).startswith("fsdp") and cfg.train.ema_decay > 0:
-        raise ConfigError("config key 'train.strategy' is fsdp, which shards the weights across GPUs, but the EMA "
-                          "(train.ema_decay) keeps a full copy of them on every GPU; set train.ema_decay=0 with fsdp")
-    if cfg.train.keep_checkpoints < 1:
-        raise ConfigError(f"config key 'train.keep_checkpoints' is {cfg.train.keep_checkpoints}; keep at least 1 step "
-                          "checkpoint (last.ckpt is kept besides them)")
-    _check_eval(cfg)
-    if cfg.data.cache == "latents" and not cfg.data.vae_path:
-        raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers AutoencoderKL directory)")
-    _check_ranges(cfg)
-    _check_shapes(cfg)
-    from vfusion.diffusion.noise import noise_prior_from_config  # imports torch: only configs that are used get here
-
-    try:
-        noise_prior_from_config(cfg.noise, int(cfg.data.num_frames))  # the prior's own checks (λ schedules)
-    except UserError as err:
-        raise ConfigError(f"config section 'noise' (prior '{cfg.noise.prior}'): {err}") from err
-
-
-def _check_eval(cfg: DictConfig) -> None:
-    """The evaluation protocol, and a real split it would not read."""
-    from vfusion.data.registry import SPLITS
-    from vfusion.evaluation.protocols import PROTOCOLS, stylegan_v_split
-
-    _check_choice(cfg.eval.protocol, PROTOCOLS, "eval.protocol")
-    if cfg.eval.real_split is not None:
-        _check_choice(cfg.eval.real_split, SPLITS, "eval.real_split")
-        preset = stylegan_v_split(cfg.data.dataset)
-        if cfg.eval.protocol == "stylegan_v" and cfg.eval.real_split != preset:
-            raise ConfigError(f"config key 'eval.real_split' is '{cfg.eval.real_split}' but eval.protocol=stylegan_v "
-                              f"reads the '{preset}' split of {cfg.data.dataset}; unset eval.real_split or use "
-                              "eval.protocol=vfusion")
-
-
-def _at_least(cfg: DictConfig, keys: tuple[str, ...], low: float, strict: bool = False) -> None:
+def at_least(cfg: DictConfig, keys: tuple[str, ...], low: float, strict: bool = False) -> None:
     for key in keys:
         v = OmegaConf.select(cfg, key)
         if v < low or (strict and v == low):
             raise ConfigError(f"config key '{key}' is {v}; expected a value {'>' if strict else '>='} {low}")
 
 
-def _check_ranges(cfg: DictConfig) -> None:
-    """Counts, rates and budgets a run can use (checked before anything is written)."""
-    _at_least(cfg, ("data.batch_size", "data.resolution", "pretrain.batch_size", "sample.steps", "sample.num_videos",
-                    "sample.batch_size", "sample.fps", "eval.num_videos", "eval.batch_size",
-                    "train.log_every_n_steps", "train.checkpoint_every_n_steps", "model.residual.frame_embed_dim"), 1)
-    if cfg.diffusion.num_train_timesteps is not None:
-        _at_least(cfg, ("diffusion.num_train_timesteps",), 1)
-    _at_least(cfg, ("train.optim.lr", "pretrain.lr"), 0.0, strict=True)
-    _at_least(cfg, ("model.text.cache_size",), 0)
-    _at_least(cfg, ("train.max_minutes", "pretrain.max_minutes", "train.optim.weight_decay",
-                    "train.optim.grad_clip", "train.optim.warmup_steps", "sample.guidance_scale",
-                    "train.sample_every_n_steps", "train.ema_decay"), 0.0)
-    per_clip = cfg.pretrain.frames_per_clip
-    if per_clip is not None and per_clip < 1:
-        raise ConfigError(f"config key 'pretrain.frames_per_clip' is {per_clip}; expected >= 1 (at most "
-                          f"data.num_frames are taken), or null for whole clips")
-    if cfg.train.ema_decay >= 1.0:
-        raise ConfigError(f"config key 'train.ema_decay' is {cfg.train.ema_decay}; expected a value in [0, 1)")
-    for stage in ("train", "pretrain"):
-        steps, minutes = cfg[stage].max_steps, cfg[stage].max_minutes
-        if steps == -1 and minutes > 0:  # a minutes-only budget
-            continue
-        if steps < 1:
-            raise ConfigError(f"config key '{stage}.max_steps' is {steps}; expected >= 1 (or -1 together with "
-                              f"{stage}.max_minutes > 0 for a time budget alone)")
-    steps_t = cfg.diffusion.num_train_timesteps  # unset: checked once the process is resolved (check_sampling)
-    if steps_t is not None and cfg.sample.steps > steps_t:
-        raise ConfigError(f"config key 'sample.steps' is {cfg.sample.steps}; a sampler takes at most the "
-                          f"{steps_t} training timesteps (diffusion.num_train_timesteps)")
-
-
-def _check_shapes(cfg: DictConfig) -> None:
-    """Frame counts and resolutions the chosen model can take."""
-    name, frames = cfg.model.name, int(cfg.data.num_frames)
-    if name == "videofusion" and frames < 2:
-        raise ConfigError(f"config key 'data.num_frames' is {frames}; VideoFusion needs at least 2 frames (a keyframe "
-                          "and the frames its residual generator denoises)")
-    if not cfg.data.vae_path:  # latents: the runner checks the latent size once the VAE is loaded
-        check_sample_size(cfg, int(cfg.data.resolution))
-        # fresh UNets only: a pretrained base keeps its own blocks (and may bring a VAE: latent sizes);
-        # building the networks checks the same at the size they really run at
-        if not cfg.model.base.pretrained:
-            res = int(cfg.data.resolution)
-            base, residual = cfg.model.base, cfg.model.residual
-            if base.attention:
-                level_sizes(base.attention_resolutions, len(base.block_out_channels), res,
-                            "model.base.attention_resolutions")
-            if residual.attention:
-                level_sizes(residual.attention_resolutions, len(residual.block_out_channels), res,
-                            "model.residual.attention_resolutions")
-            if residual.temporal != "none":
-                level_sizes(residual.temporal_resolutions, len(residual.block_out_channels), res,
-                            "model.residual.temporal_resolutions")
-
-
-def level_sizes(wanted, levels: int, sample_size: int, key: str) -> Optional[set[int]]:
-    """The feature-map sizes a list like ``attention_resolutions`` names, checked against the sizes
-    of a UNet's ``levels`` at input ``sample_size`` (each level halves it); None when unset."""
-    if wanted is None:
-        return None
-    sizes = [sample_size // 2 ** i for i in range(levels)]
-    unknown = sorted({int(r) for r in wanted} - set(sizes))
-    if unknown:
-        raise ConfigError(f"config key '{key}' asks for {unknown}, which are not feature-map sizes of this UNet: "
-                          f"at input size {sample_size} its levels are {sizes}")
-    return {int(r) for r in wanted}
-
-
-def check_sample_size(cfg: DictConfig, size: int) -> None:
-    """The spatial size the networks see (pixels, or latents) fits their down-sampling / patches."""
-    name, frames = cfg.model.name, int(cfg.data.num_frames)
-    seen = f"the networks see {size}x{size} (data.resolution{', in VAE latents' if cfg.data.vae_path else ''})"
-    unets = [("model.base", cfg.model.base)] + ([("model.residual", cfg.model.residual)] if name == "videofusion" else [])
-    for key, ucfg in unets if name != "dit" else []:
-        if ucfg.pretrained:
-            continue
-        levels = len(ucfg.block_out_channels)
-        factor = 2 ** (levels - 1)
-        if size % factor:
-            raise ConfigError(f"{seen}, not divisible by {factor}, the down-sampling of {key} "
-                              f"({levels} levels in {key}.block_out_channels); use a resolution divisible by "
-                              f"{factor} or fewer levels")
-        bad = [c for c in ucfg.block_out_channels if c % ucfg.norm_num_groups]
-        if bad:
-            raise ConfigError(f"{key}.block_out_channels {list(ucfg.block_out_channels)}: {bad} not divisible by "
-                              f"{key}.norm_num_groups={ucfg.norm_num_groups}")
-    if name == "dit":
-        d = cfg.model.dit
-        if d.patch_size < 1 or size % d.patch_size:
-            raise ConfigError(f"{seen}, not divisible by model.dit.patch_size={d.patch_size}")
-        if d.temporal_patch_size < 1 or frames % d.temporal_patch_size:
-            raise ConfigError(f"data.num_frames {frames} is not divisible by model.dit.temporal_patch_size="
-                              f"{d.temporal_patch_size}")
-
-
 def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
-
-
-def save_config(cfg: DictConfig, path: str | Path) -> None:
-    from vfusion.utils.io import atomic_write_text
-
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def to_dict(cfg: DictConfig) -> dict:

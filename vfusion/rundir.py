@@ -228,3 +228,10 @@ def resolve_paths(cfg: DictConfig, run_dir) -> DictConfig:
         if value and not Path(value).expanduser().is_absolute() and (run_dir / value).exists():
             OmegaConf.update(cfg, key, str(run_dir / value))
     return cfg
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """A resolved config as YAML, written atomically."""
+    from vfusion.utils.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

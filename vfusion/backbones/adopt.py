@@ -139,7 +139,7 @@ def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = (
         if want is not None and int(want) != dim and folder.family == "unet":
             raise BackboneError(f"the text encoder in {folder.text_encoder_dir} makes {dim}-wide states but the UNet "
                                 f"attends to {want}-wide ones; the folder's parts do not belong together")
-        from vfusion.backbones.text import class_prompts
+        from vfusion.text import class_prompts
 
         if num_classes:
             prompts = class_prompts(list(class_names)[:num_classes], cfg.model.text.template)
@@ -181,7 +181,7 @@ def _dit_classes(cfg: DictConfig, folder: BackboneFolder, num_classes: int, clas
 
 
 def _ids_by_name(folder: BackboneFolder, class_names: Sequence[str]) -> list[int]:
-    from vfusion.backbones.text import split_class_name
+    from vfusion.text import split_class_name
 
     if not folder.id2label:
         raise BackboneError(f"model.base.class_map=checkpoint needs model.base.class_ids, or an id2label in "

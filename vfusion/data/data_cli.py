@@ -85,7 +85,7 @@ def _check(args: argparse.Namespace) -> int:
                                           captions_file=args.captions_file, missing_caption="skip"))
     tokenizer = None
     if args.tokenizer:   # a wrong folder is refused before the videos are opened
-        from vfusion.backbones.text import load_tokenizer
+        from vfusion.text import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
     try:
@@ -181,10 +181,12 @@ def _cache(args: argparse.Namespace) -> int:
     from vfusion.errors import UserError
     from vfusion.config import load_config
     from vfusion.data.cache import read_manifest
+    from vfusion.data.registry import check_data_section
     from vfusion.data import ensure_cache
     from vfusion.data.embedded import ensure_embedded
 
     cfg = load_config(args.config, args.overrides)
+    check_data_section(cfg)  # this command reads the data section only
     data = cfg.data
     if data.dataset == "embedded":
         print(f"embedded dataset: {ensure_embedded(data)}")

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from vfusion.data.errors import DatasetError
 
 __all__ = ["DatasetEntry", "DATASETS", "SPLITS", "dataset_names", "listing_function", "has_folds", "has_captions",
-           "default_prompt"]
+           "default_prompt", "check_data_section"]
 
 
 class DatasetEntry(str):
@@ -93,3 +93,32 @@ def has_captions(name: str) -> bool:
 def default_prompt(name: str) -> str:
     """The prompt of dataset ``name`` for a text-conditioned base on unconditional clips."""
     return _entry(name).prompt
+
+
+# data.short_policy, data.cache, data.missing_caption
+SHORT_POLICIES = ("skip", "loop", "lower_stride")
+CACHE_KINDS = ("none", "clips", "latents")
+MISSING_CAPTION = ("error", "skip")
+
+
+def check_data_section(cfg) -> None:
+    """The ``data`` section's choices and counts, beyond the schema's types."""
+    from vfusion.config import ConfigError, at_least, check_choice
+
+    d = cfg.data
+    check_choice(d.dataset, dataset_names(), "data.dataset")
+    check_choice(d.split, SPLITS, "data.split")
+    check_choice(d.eval_split, SPLITS, "data.eval_split")
+    check_choice(d.short_policy, SHORT_POLICIES, "data.short_policy")
+    check_choice(d.cache, CACHE_KINDS, "data.cache")
+    check_choice(d.missing_caption, MISSING_CAPTION, "data.missing_caption")
+    if not 0.0 <= d.caption_dropout < 1.0:
+        raise ConfigError(f"config key 'data.caption_dropout' is {d.caption_dropout}; expected a value in [0, 1)")
+    if d.fold not in (1, 2, 3):
+        raise ConfigError(f"config key 'data.fold' is {d.fold}; UCF-101 has folds 1, 2 and 3")
+    if d.num_frames < 1 or d.frame_stride < 1:
+        raise ConfigError("config keys 'data.num_frames' and 'data.frame_stride' must be >= 1")
+    if d.cache == "latents" and not d.vae_path:
+        raise ConfigError("config key 'data.cache' is 'latents' but 'data.vae_path' is not set (a local diffusers "
+                          "AutoencoderKL directory)")
+    at_least(cfg, ("data.batch_size", "data.resolution"), 1)

@@ -67,3 +67,19 @@ def describe(noise) -> str:
         text += " (t=T: " + ", ".join(f"{k[:-2]} {','.join(f'{x:g}' for x in v) if k == 'per_frame_T' else f'{v:g}'}"
                                       for k, v in ends.items()) + ")"
     return text
+
+
+def check_noise_section(cfg) -> None:
+    """The ``noise`` section's names and keys; building the prior (:mod:`vfusion.experiment`) checks the rest."""
+    from vfusion.config import ConfigError, check_choice
+
+    n = cfg.noise
+    check_choice(n.prior, prior_names(), "noise.prior")
+    check_choice(n.schedule, LAMBDA_SCHEDULES, "noise.schedule")
+    timed = [k for k in ("value_T", "min_value_T", "per_frame_T") if n.get(k) is not None]
+    if timed and n.prior != "decomposed":
+        raise ConfigError(f"config key 'noise.{timed[0]}' is set, but only the decomposed prior has a λ that can depend "
+                          f"on t, not '{n.prior}'; remove it (noise.{timed[0]}=null)")
+    if n.alpha is not None and n.prior not in ALPHA_PRIORS:
+        raise ConfigError(f"config key 'noise.alpha' is set, but prior '{n.prior}' does not use it (only "
+                          f"{', '.join(ALPHA_PRIORS)} do); remove it (noise.alpha=null)")

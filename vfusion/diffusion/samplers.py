@@ -66,3 +66,34 @@ def sampler_spec(name: str) -> SamplerSpec:
 
         raise UserError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def check_diffusion_section(cfg) -> None:
+    """The ``diffusion`` and ``sample`` sections: a known process kind and prediction, a sampler that runs
+    on that kind, step counts the process has, FreeInit's filter in range."""
+    from vfusion.config import ConfigError, at_least, check_choice
+
+    diff, s = cfg.diffusion, cfg.sample
+    check_choice(s.sampler, sampler_names(), "sample.sampler")
+    if diff.prediction_type is not None:
+        check_choice(diff.prediction_type, PREDICTION_TYPES, "diffusion.prediction_type")
+    if diff.kind is not None:
+        check_choice(diff.kind, PROCESS_KINDS, "diffusion.kind")
+    kind = diff.kind or "ddpm"  # unset: resolved later (a flow checkpoint makes it flow, checked again)
+    if s.sampler not in samplers_for(kind) and (diff.kind or s.sampler != "euler"):
+        raise ConfigError(f"config key 'sample.sampler' is '{s.sampler}', which does not sample a {kind} "
+                          f"process; use one of {', '.join(samplers_for(kind))}")
+    if s.free_init_iters < 0 or s.free_init_order < 1:
+        raise ConfigError(f"config keys 'sample.free_init_iters' ({s.free_init_iters}) and 'sample.free_init_order' "
+                          f"({s.free_init_order}) must be >= 0 and >= 1")
+    for key in ("free_init_ds", "free_init_dt"):
+        if not 0.0 < s[key] <= 1.0:
+            raise ConfigError(f"config key 'sample.{key}' is {s[key]}; expected a normalised cut-off in (0, 1]")
+    at_least(cfg, ("sample.steps", "sample.num_videos", "sample.batch_size", "sample.fps"), 1)
+    at_least(cfg, ("sample.guidance_scale",), 0.0)
+    steps_t = diff.num_train_timesteps  # unset: checked once the process is resolved (check_sampling)
+    if steps_t is not None:
+        at_least(cfg, ("diffusion.num_train_timesteps",), 1)
+        if s.steps > steps_t:
+            raise ConfigError(f"config key 'sample.steps' is {s.steps}; a sampler takes at most the "
+                              f"{steps_t} training timesteps (diffusion.num_train_timesteps)")

@@ -31,7 +31,7 @@ from vfusion.evaluation.core import RUN_KEYS, KVD_SEED, ClipSource, compute_metr
 from vfusion.evaluation.detectors import (METRIC_CHOICES, TEXT_METRICS, Detectors, default_device, expand_metrics,
                                          load_detectors)
 from vfusion.evaluation.limits import CLI_KEYS, CONFIG_KEYS, check_counts, check_frames, check_split, floor_metrics
-from vfusion.evaluation.protocols import (SGV_SELECTION, check_protocol, min_length, selection_info,
+from vfusion.evaluation.protocols import (SGV_SELECTION, check_protocol, load_real_config, min_length, selection_info,
                                           stylegan_v_folder, stylegan_v_selection)
 from vfusion.evaluation.protocols import real_split as protocol_split
 from vfusion.evaluation.real_stats import CACHE_VERSION, _real_info, dataset_source, real_dataset_stats
@@ -197,9 +197,7 @@ def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence
 
     real = Path(real)
     if real.suffix.lower() in (".yaml", ".yml"):
-        from vfusion.config import load_config
-
-        cfg = load_config(real, overrides=overrides)
+        cfg = load_real_config(real, overrides=overrides)
         protocol = check_protocol(protocol or cfg.eval.get("protocol"))
         split, split_note = _split_for(cfg, protocol, real_split)
         if cfg.data.num_frames != num_frames:

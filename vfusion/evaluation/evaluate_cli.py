@@ -174,9 +174,9 @@ def run(args) -> int:
     elif mode == "folders":
         real = args.real or args.real_config
         if args.real_split and str(real).lower().endswith((".yaml", ".yml")):
-            from vfusion.config import load_config
+            from vfusion.evaluation.protocols import load_real_config
 
-            cfg = load_config(real, overrides=overrides)
+            cfg = load_real_config(real, overrides=overrides)
             _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
         out = args.out or Path(args.fake) / "metrics.json"
         result = E.evaluate_folders(real, args.fake, num_frames=args.num_frames,
@@ -184,9 +184,10 @@ def run(args) -> int:
                                     overrides=overrides, batch_size=args.batch_size or 8,
                                     c3d_weights=args.c3d_weights, out=out, protocol=args.protocol, **common)
     else:
-        from vfusion.config import load_config, run_dir_of
+        from vfusion.config import run_dir_of
+        from vfusion.evaluation.protocols import load_real_config
 
-        cfg = load_config(args.config, overrides=overrides)
+        cfg = load_real_config(args.config, overrides=overrides)
         _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
         out = args.out or run_dir_of(cfg) / "real_vs_real.json"
         result = E.real_vs_real(cfg, split=args.real_split, batch_size=args.batch_size, out=out,

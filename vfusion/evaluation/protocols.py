@@ -207,3 +207,34 @@ def stylegan_v_folder(files: Sequence[Path], num_videos: int, num_frames: int, s
         warnings.warn(f"eval.protocol=stylegan_v: {short} real video(s) have fewer than {need} frames "
                       f"({num_frames} frames x stride {stride}): discarded", stacklevel=2)
     return [files[k] for k in chosen], starts, short
+
+
+def load_real_config(path, overrides=None):
+    """An experiment YAML read for its real clips: the schema, then the data and eval sections' checks."""
+    from vfusion.config import ConfigError, load_config
+    from vfusion.data.registry import check_data_section
+
+    cfg = load_config(path, overrides)
+    try:
+        check_data_section(cfg)
+        check_eval_section(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return cfg
+
+
+def check_eval_section(cfg) -> None:
+    """The ``eval`` section: a known protocol, and a real split it would read."""
+    from vfusion.config import ConfigError, at_least, check_choice
+    from vfusion.data.registry import SPLITS
+
+    e = cfg.eval
+    check_choice(e.protocol, PROTOCOLS, "eval.protocol")
+    if e.real_split is not None:
+        check_choice(e.real_split, SPLITS, "eval.real_split")
+        preset = stylegan_v_split(cfg.data.dataset)
+        if e.protocol == "stylegan_v" and e.real_split != preset:
+            raise ConfigError(f"config key 'eval.real_split' is '{e.real_split}' but eval.protocol=stylegan_v "
+                              f"reads the '{preset}' split of {cfg.data.dataset}; unset eval.real_split or use "
+                              "eval.protocol=vfusion")
+    at_least(cfg, ("eval.num_videos", "eval.batch_size"), 1)

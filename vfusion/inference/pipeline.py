@@ -18,7 +18,7 @@ Components (``model_index.json``; weights as safetensors, no pickles):
   run's schedule and prediction type; :class:`~vfusion.diffusion.process.DiffusionProcess` reads it);
 - ``vae``: an optional ``AutoencoderKL`` for latent models;
 - ``text_encoder`` / ``tokenizer``: the frozen text encoder of a text-conditioned base (its
-  prompts are encoded by :class:`vfusion.backbones.text.PromptEncoder`, as diffusers' Stable
+  prompts are encoded by :class:`vfusion.text.PromptEncoder`, as diffusers' Stable
   Diffusion pipeline encodes them);
 - ``video_config`` (in ``model_index.json``): the model name, the data facts (channels, size,
   frames, classes and their names), the noise prior, sampling defaults and what was trained.
@@ -139,7 +139,7 @@ class VideoFusionPipeline(DiffusionPipeline):
             if self.text_encoder is None or self.tokenizer is None:
                 raise UserError("this pipeline's base is text-conditioned but the folder has no text_encoder/ and "
                                 "tokenizer/; export it again from its run")
-            from vfusion.backbones.text import PromptEncoder
+            from vfusion.text import PromptEncoder
 
             self._prompts = PromptEncoder(self.tokenizer, self.text_encoder)
         return self._prompts

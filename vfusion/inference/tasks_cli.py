@@ -61,7 +61,7 @@ RUN/generate/TASK (with --pipeline, --out is needed).
 
 
 def register(sub) -> None:
-    from vfusion.training.commands import sampler_choices
+    from vfusion.diffusion.samplers import sampler_names
 
     p = sub.add_parser("generate", help="image-to-video, extension, interpolation or editing with a trained run",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,7 +108,7 @@ def register(sub) -> None:
                    help="how many videos from the same input, in one batch (default 1)")
     g.add_argument("--steps", type=int, default=None, metavar="N",
                    help="sampling steps (default: the run's sample.steps)")
-    g.add_argument("--sampler", choices=sampler_choices(), default=None, help="default: the run's sample.sampler")
+    g.add_argument("--sampler", choices=sampler_names(), default=None, help="default: the run's sample.sampler")
     g.add_argument("--guidance", type=float, default=None, metavar="G",
                    help="classifier-free guidance scale (default: the run's sample.guidance_scale)")
     g.add_argument("--seed", type=int, default=0, metavar="S",

@@ -40,3 +40,32 @@ def build_model(cfg, spec):
 def assemble_model(name: str, components: dict, spec):
     """The model ``name`` from its pipeline components."""
     return model_class(name).from_pipeline_components(components, spec)
+
+
+# model.base.class_map
+CLASS_MAPS = ("fresh", "checkpoint")
+
+
+def check_model_section(cfg) -> None:
+    """The ``model`` section: registered names, a prior the model can use, and sizes it can take."""
+    from vfusion.config import ConfigError, at_least, check_choice
+    from vfusion.diffusion.priors import KEYFRAME_BASE_PRIORS
+    from vfusion.models.shapes import check_model_shapes
+
+    m = cfg.model
+    check_choice(m.name, model_names(), "model.name")
+    check_choice(m.base.arch, UNET_ARCHS, "model.base.arch")
+    check_choice(m.residual.arch, UNET_ARCHS, "model.residual.arch")
+    if m.name == "videofusion" and cfg.noise.prior not in KEYFRAME_BASE_PRIORS:
+        raise ConfigError(f"config key 'noise.prior' is '{cfg.noise.prior}', but VideoFusion needs a prior with a "
+                          "shared keyframe base: use noise.prior=decomposed (noise.value=0 for independent noise off "
+                          f"the keyframe), or a baseline (model.name=video_unet or dit) for '{cfg.noise.prior}'")
+    check_choice(m.base.class_map, CLASS_MAPS, "model.base.class_map")
+    if m.text.template.count("{}") != 1:
+        raise ConfigError(f"config key 'model.text.template' is '{m.text.template}'; it needs exactly one {{}} "
+                          "where the class name goes, e.g. 'a video of {}'")
+    if not 0.0 <= m.class_dropout < 1.0:
+        raise ConfigError(f"config key 'model.class_dropout' is {m.class_dropout}; expected a value in [0, 1)")
+    at_least(cfg, ("model.residual.frame_embed_dim",), 1)
+    at_least(cfg, ("model.text.cache_size",), 0)
+    check_model_shapes(cfg)

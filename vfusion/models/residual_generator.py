@@ -58,7 +58,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import ConfigError, level_sizes
+from vfusion.config import ConfigError
+from vfusion.models.shapes import level_sizes
 from vfusion.layout import fold_frames, unfold_frames
 from vfusion.models.temporal import (TemporalCheckpointing, TemporalHook, TemporalMixer, mixing_frames,
                                      spatial_units_with_levels)

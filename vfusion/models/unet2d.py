@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
-from vfusion.config import level_sizes
+from vfusion.models.shapes import level_sizes
 from vfusion.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def unet_forward(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, class_labels
         if context is None:
             if has_cross_attention(unet):
                 raise ValueError("a text UNet (cross-attention blocks) called without text states; the base folder's "
-                                 "text encoder provides them (vfusion.backbones.text)")
+                                 "text encoder provides them (vfusion.text)")
             # the project's class UNet of this class has no cross-attention: a placeholder context token
             dim = unet.config.cross_attention_dim
             dim = dim[0] if isinstance(dim, (list, tuple)) else dim

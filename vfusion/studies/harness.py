@@ -28,9 +28,9 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vfusion.config import save_config, to_dict
+from vfusion.config import to_dict
 from vfusion.diffusion.priors import describe
-from vfusion.rundir import RunDir
+from vfusion.rundir import RunDir, save_config
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
 from vfusion.utils.io import atomic_write_json
 
@@ -134,12 +134,12 @@ def as_recorded(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """The planned config as training records it in ``run_dir``: the noise process and VAE resolved against
     the base folder (:func:`vfusion.backbones.adopt.adopt_backbone`; as planned when that folder is gone),
     the paths as :func:`vfusion.runpaths.recorded_config` writes them."""
-    from vfusion.backbones.adopt import adopt_backbone
     from vfusion.errors import UserError
+    from vfusion.experiment import adopted_config
     from vfusion.runpaths import recorded_config
 
     try:
-        cfg = adopt_backbone(cfg)
+        cfg = adopted_config(cfg)
     except UserError:
         pass
     return recorded_config(cfg, run_dir)

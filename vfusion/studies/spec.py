@@ -52,7 +52,8 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vfusion.config import ConfigError, load_config
+from vfusion.config import ConfigError
+from vfusion.experiment import load_experiment_config
 
 STAGE1 = "@stage1"
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*$")
@@ -310,7 +311,7 @@ def single_run_study(config_path: str | Path, overrides: Optional[list[str]] = N
     from vfusion.config import run_dir_of
 
     overrides = list(overrides or [])
-    cfg = load_config(config_path, overrides)
+    cfg = load_experiment_config(config_path, overrides)
     budget_keys = ("train.max_steps", "train.max_minutes", "seed", "name", "run_dir")
     spec = OmegaConf.merge(OmegaConf.structured(StudySpec), {
         "name": cfg.name, "base": str(config_path), "description": f"vfusion pipeline --config {config_path}",
@@ -391,7 +392,7 @@ def _value(override: str) -> str:
 def run_config(study: Study, plan: RunPlan) -> DictConfig:
     """The resolved experiment config of one run (validated against the schema)."""
     try:
-        return load_config(study.base_path, plan.overrides)
+        return load_experiment_config(study.base_path, plan.overrides)
     except ConfigError as err:
         raise StudyError(f"study '{study.name}', run '{plan.run_id}': {err}") from err
 
@@ -417,7 +418,7 @@ def _stage1_config(study: Study, seed: int) -> DictConfig:
     d = stage1_dir(study, seed)
     ovs += [f"seed={sd}", f"name={d.name if study.single else f'{study.name}_{d.name}'}", f"run_dir={d}"]
     try:
-        return load_config(study.base_path, ovs)
+        return load_experiment_config(study.base_path, ovs)
     except ConfigError as err:
         raise StudyError(f"study '{study.name}', stage 1: {err}") from err
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vfusion.diffusion.samplers import sampler_names
+
 
 def register(sub) -> None:
     p = sub.add_parser("pretrain-base", help="stage 1: pretrain the base image UNet on single frames")
@@ -19,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--pipeline", help="a pipeline folder (model_index.json), instead of --run")
     p.add_argument("--num-videos", type=int, default=None, help="how many videos (default: sample.num_videos)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: sample.steps of the run)")
-    p.add_argument("--sampler", choices=sampler_choices(), default=None)
+    p.add_argument("--sampler", choices=sampler_names(), default=None)
     p.add_argument("--seed", type=int, default=None, help="batch i uses seed + i (default: sample.seed)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--prompt", default=None,
@@ -53,14 +55,14 @@ def _config_args(p: argparse.ArgumentParser, resume: bool = True) -> None:
 
 def _load(args):
     from vfusion.errors import UserError
-    from vfusion.config import load_config
+    from vfusion.experiment import load_experiment_config
     from vfusion.training.runner import resume_config
 
     if isinstance(args.resume, str):
         return resume_config(args.resume, args.overrides), True
     if not args.config:
         raise UserError("pass --config CONFIG.yaml (or --resume RUN_DIR)")
-    return load_config(args.config, args.overrides), bool(args.resume)
+    return load_experiment_config(args.config, args.overrides), bool(args.resume)
 
 
 def cmd_pretrain(args) -> int:
@@ -80,12 +82,6 @@ def cmd_train(args) -> int:
     run_dir = fit(cfg, stage="video", resume=resume)
     print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
     return 0
-
-
-def sampler_choices() -> tuple[str, ...]:
-    from vfusion.diffusion.samplers import sampler_names
-
-    return sampler_names()
 
 
 def cmd_sample(args) -> int:

@@ -104,10 +104,10 @@ def device_count(train_cfg: DictConfig) -> int:
 def _meta_module(cfg: DictConfig, spec_info: Optional[dict]):
     """The run's module on the meta device: shapes without values, so a step is counted in about a second
     whatever the model's size (``spec_info``: the data facts, else :func:`shape_facts` of the config)."""
-    from vfusion.backbones.adopt import adopt_backbone
+    from vfusion.experiment import adopted_config
     from vfusion.training.runner import build_module, shape_facts
 
-    cfg = adopt_backbone(cfg)
+    cfg = adopted_config(cfg)
     spec_info = spec_info if spec_info is not None else shape_facts(cfg)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
         module = build_module(cfg, spec_info, codec=None)  # the batches below are in the shape the model sees

@@ -28,10 +28,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from vfusion.config import ConfigError, run_dir_of, save_config, to_dict
+from vfusion.config import ConfigError, run_dir_of, to_dict
 from vfusion.errors import UserError
 from vfusion.models.unet2d import count_parameters
-from vfusion.rundir import RunDir
+from vfusion.rundir import RunDir, save_config
 from vfusion.runpaths import keep_base, recorded_config
 from vfusion.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temps
 from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
@@ -55,9 +55,11 @@ def last_checkpoint(run_dir: Path) -> Optional[Path]:
 
 def resume_config(run_dir: str | Path, overrides: Optional[list[str]] = None) -> DictConfig:
     """The saved config of an existing run, with optional overrides (e.g. more steps)."""
+    from vfusion.experiment import validate
+
     cfg = RunDir(run_dir).config(overrides)
     cfg.run_dir = str(run_dir)
-    return cfg
+    return validate(cfg)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -84,9 +86,9 @@ def stage1_config(cfg: DictConfig) -> DictConfig:
     c.data.batch_size = max(1, math.ceil(cfg.pretrain.batch_size / int(c.data.num_frames)))
     # the image UNet's one network is stage 2's base
     c.train.gradient_checkpointing = [n for n in cfg.train.gradient_checkpointing if n in ("all", "base")]
-    from vfusion.config import merge_config
+    from vfusion.experiment import resolve_config
 
-    return merge_config(c)
+    return resolve_config(c)
 
 
 def stage1_batch_hint(cfg: DictConfig) -> str:
@@ -128,7 +130,7 @@ def _facts(cfg: DictConfig, geometry: tuple[int, int], class_names: list[str]) -
         raise ConfigError(f"data.resolution {size} is not divisible by {downsample}, the VAE's down-sampling "
                           f"({cfg.data.vae_path}); use a multiple of {downsample}")
     if cfg.data.vae_path:
-        from vfusion.config import check_sample_size
+        from vfusion.models.shapes import check_sample_size
 
         check_sample_size(cfg, size // downsample)
     from vfusion.data.registry import has_captions
@@ -184,7 +186,7 @@ def conditioner_for(cfg: DictConfig, spec):
     if not spec.base.get("text"):
         return Conditioner(spec.num_classes), None
     from vfusion.backbones.adopt import base_folder
-    from vfusion.backbones.text import PromptEncoder
+    from vfusion.text import PromptEncoder
 
     encoder = PromptEncoder.from_folder(base_folder(cfg).text_encoder_dir.parent,
                                         cache_size=int(cfg.model.text.cache_size))
@@ -237,9 +239,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
 def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loader=None,
         spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
     """Train stage 1 (``pretrain``: the image UNet on frames) or stage 2 (``video``). Returns the run dir."""
-    from vfusion.backbones.adopt import adopt_backbone
+    from vfusion.experiment import adopted_config
 
-    cfg = adopt_backbone(cfg)  # the base folder's own process and VAE (resolved values go into config.yaml)
+    cfg = adopted_config(cfg)  # the base folder's own process and VAE (resolved values go into config.yaml)
     run = RunDir(run_dir_of(cfg))
     saved_cfg = cfg
     train_cfg = stage1_config(cfg) if stage == "pretrain" else cfg

@@ -9,7 +9,7 @@ hidden state). The empty prompt's states are the null condition of classifier-fr
 
 The encoder is frozen and is deliberately *not* an ``nn.Module``: models must not hold it as a
 submodule, so it never enters checkpoints, optimizers or the EMA copy. transformers is imported only
-inside functions, so ``import vfusion.backbones.text`` stays cheap.
+inside functions, so ``import vfusion.text`` stays cheap.
 """
 
 from __future__ import annotations
