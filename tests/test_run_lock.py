@@ -17,7 +17,8 @@ import torch
 from tests.conftest import tiny_config, tiny_loader, tiny_spec
 from vfusion.config import ConfigError
 from vfusion.errors import UserError
-from vfusion.runlock import LOCK_NAME, RunLock, RunLockedError, is_nonzero_rank
+from vfusion.rundir import LOCK_FILE as LOCK_NAME
+from vfusion.runlock import RunLock, RunLockedError, is_nonzero_rank
 from vfusion.training.runner import fit
 
 

@@ -14,8 +14,14 @@ A run directory tells its story::
       pipeline/          the trained VideoFusionPipeline (EMA weights, safetensors): what generates
       base/              stage 2 from a stage-1 base: a copy of that base UNet (vfusion.runpaths)
       samples/           videos written by `vfusion sample` (+ samples.json, videos.npy)
-      metrics.json       `vfusion evaluate`
+      generate/<task>/   videos written by `vfusion generate` (vfusion.inference.tasks_cli)
+      metrics.json       `vfusion evaluate` (+ the main job's record under `vfusion pipeline`)
+      real_vs_real.json  the floor of the metrics: two halves of the real clips
+      pipeline_timings.json  `vfusion pipeline`: seconds per phase
       status.json        the study harness's bookkeeping
+
+Every name above is spelled once, below: other modules reach a run's files through :class:`RunDir`
+(or these constants, for a folder that is not a run, such as ``vfusion sample --out DIR``).
 
 Torch-free: it only knows paths and small files.
 """
@@ -30,6 +36,31 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vfusion.config import ConfigError
+
+CONFIG_FILE = "config.yaml"
+ENV_FILE = "env.json"
+RUN_INFO_FILE = "run_info.json"
+MODEL_INFO_FILE = "model_info.json"
+SCHEDULER_DIR = "scheduler"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+LOCK_FILE = "train.lock"
+TB_DIR = "tb"
+PIPELINE_DIR = "pipeline"
+PIPELINE_INDEX = "model_index.json"   # in pipeline/: what makes it a loadable pipeline
+BASE_DIR = "base"
+SAMPLES_DIR = "samples"
+GENERATE_DIR = "generate"
+METRICS_FILE = "metrics.json"
+STATUS_FILE = "status.json"
+# beside metrics.json: the floor of the metrics (also in a study directory) and `vfusion pipeline`'s timings
+REAL_VS_REAL_FILE = "real_vs_real.json"
+PIPELINE_TIMINGS_FILE = "pipeline_timings.json"
+# in a samples folder (RUN/samples, or any `vfusion sample --out`)
+SAMPLES_MANIFEST = "samples.json"
+SAMPLES_FRAMES = "videos.npy"
+SAMPLES_GRID = "grid.gif"
+SAMPLES_FILMSTRIP = "filmstrip.png"
 
 
 def check_sampling(batch_size: int, steps: int, guidance_scale: float, num_train_timesteps: Optional[int] = None,
@@ -104,6 +135,11 @@ def resolve_sample_settings(defaults: dict, **choices) -> SampleSettings:
                           negative_prompt=merged.get("negative_prompt"))
 
 
+def _inside(*parts: str) -> property:
+    """A property: the path of ``parts`` inside the run directory."""
+    return property(lambda self: self.path.joinpath(*parts))
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -118,17 +154,25 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     # ---- paths -----------------------------------------------------------------------------
-    config_path = property(lambda self: self.path / "config.yaml")
-    run_info_path = property(lambda self: self.path / "run_info.json")
-    status_path = property(lambda self: self.path / "status.json")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    pipeline_dir = property(lambda self: self.path / "pipeline")
-    scheduler_dir = property(lambda self: self.path / "scheduler")
-    base_dir = property(lambda self: self.path / "base")
-    samples_dir = property(lambda self: self.path / "samples")
-    metrics_path = property(lambda self: self.path / "metrics.json")
-    tb_dir = property(lambda self: self.path / "tb")
-    lock_path = property(lambda self: self.path / "train.lock")
+    config_path = _inside(CONFIG_FILE)
+    env_path = _inside(ENV_FILE)
+    run_info_path = _inside(RUN_INFO_FILE)
+    model_info_path = _inside(MODEL_INFO_FILE)
+    status_path = _inside(STATUS_FILE)
+    checkpoints = _inside(CHECKPOINTS_DIR)
+    last_checkpoint_path = _inside(CHECKPOINTS_DIR, LAST_CHECKPOINT)  # where training saves it
+    pipeline_dir = _inside(PIPELINE_DIR)
+    pipeline_index = _inside(PIPELINE_DIR, PIPELINE_INDEX)
+    scheduler_dir = _inside(SCHEDULER_DIR)
+    base_dir = _inside(BASE_DIR)
+    samples_dir = _inside(SAMPLES_DIR)
+    samples_grid = _inside(SAMPLES_DIR, SAMPLES_GRID)
+    samples_filmstrip = _inside(SAMPLES_DIR, SAMPLES_FILMSTRIP)
+    generate_dir = _inside(GENERATE_DIR)
+    metrics_path = _inside(METRICS_FILE)
+    real_vs_real_path = _inside(REAL_VS_REAL_FILE)
+    tb_dir = _inside(TB_DIR)
+    lock_path = _inside(LOCK_FILE)
 
     def lock(self):
         """``with run.lock():`` this process is the one training here (see :mod:`vfusion.runlock`)."""
@@ -138,11 +182,11 @@ class RunDir:
 
     @property
     def last_checkpoint(self) -> Optional[Path]:
-        p = self.checkpoints / "last.ckpt"
+        p = self.last_checkpoint_path
         return p if p.is_file() else None
 
     def has_pipeline(self) -> bool:
-        return (self.pipeline_dir / "model_index.json").is_file()
+        return self.pipeline_index.is_file()
 
     # ---- files -------------------------------------------------------------------------------
     def config(self, overrides: Optional[list[str]] = None):
@@ -156,13 +200,7 @@ class RunDir:
         return merge_config(cfg, overrides=overrides) if overrides else cfg
 
     def read_json(self, name: str) -> Optional[dict]:
-        p = self.path / name
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:  # written atomically, so only a hand edit gets here
-            return None
+        return read_json_file(self.path / name)
 
     def write_json(self, name: str, obj) -> Path:
         from vfusion.utils.io import atomic_write_json
@@ -171,13 +209,37 @@ class RunDir:
         return self.path / name
 
     def run_info(self) -> dict:
-        info = self.read_json("run_info.json")
+        info = self.read_run_info()
         if info is None:
-            raise ConfigError(f"'{self.path}' has no run_info.json (run `vfusion train` first)")
+            raise ConfigError(f"'{self.path}' has no {RUN_INFO_FILE} (run `vfusion train` first)")
         return info
 
+    def read_run_info(self) -> Optional[dict]:
+        return self.read_json(RUN_INFO_FILE)
+
+    def read_model_info(self) -> Optional[dict]:
+        return self.read_json(MODEL_INFO_FILE)
+
     def read_status(self) -> Optional[dict]:
-        return self.read_json("status.json")
+        return self.read_json(STATUS_FILE)
+
+    def write_status(self, status: dict) -> Path:
+        return self.write_json(STATUS_FILE, status)
+
+    def read_metrics(self) -> Optional[dict]:
+        return self.read_json(METRICS_FILE)
+
+    def write_metrics(self, result: dict) -> Path:
+        """``metrics.json``: the evaluation's result (:func:`write_result`), the one way that file is written."""
+        return write_result(self.metrics_path, result)
+
+    def read_real_vs_real(self) -> Optional[dict]:
+        return self.read_json(REAL_VS_REAL_FILE)
+
+    def video_config(self) -> dict:
+        """The trained pipeline's ``video_config`` (in its model_index.json); the error of :meth:`pipeline_path`
+        when there is none."""
+        return json.loads((self.pipeline_path() / PIPELINE_INDEX).read_text()).get("video_config", {})
 
     def pipeline_path(self) -> Path:
         """The folder of the trained pipeline, or a clear error saying how to make it."""
@@ -192,7 +254,7 @@ class RunDir:
     def pipeline_is_stale(self) -> bool:
         """True when checkpoints/last.ckpt is newer than the exported pipeline."""
         ckpt = self.last_checkpoint
-        index = self.pipeline_dir / "model_index.json"
+        index = self.pipeline_index
         return ckpt is not None and index.is_file() and ckpt.stat().st_mtime > index.stat().st_mtime + 1.0
 
     def sample_settings(self, cfg=None, num_videos: Optional[int] = None, sampler: Optional[str] = None,
@@ -210,6 +272,26 @@ class RunDir:
         return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
                                        guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt,
                                        prompts=prompts, negative_prompt=negative_prompt)
+
+
+def read_json_file(path: str | Path) -> Optional[dict]:
+    """The JSON record at ``path``; None when it is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:  # written atomically, so only a hand edit gets here
+        return None
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    """An evaluation result (metrics.json, real_vs_real.json, ``--out``) written atomically, its absolute paths
+    made portable so that a committed result names no one's disk."""
+    from vfusion.utils.io import atomic_write_json, portable_paths
+
+    atomic_write_json(path, portable_paths(result))
+    return Path(path)
 
 
 # the config keys that hold paths: a run records them relative to itself when they lie inside it

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 from vfusion.errors import UserError
+from vfusion.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "train.lock"
 # environment variables a launcher sets to a process's rank (global, local, node); any
 # non-zero value means "not rank 0" (Lightning's DDP launcher, torchrun, SLURM)
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -102,7 +102,7 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path, command: Optional[str] = None):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+        self.path = RunDir(self.run_dir).lock_path
         self.command = command if command is not None else shlex.join(sys.argv)
         self.held = False
         self._info: Optional[dict] = None

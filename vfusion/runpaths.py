@@ -31,7 +31,7 @@ def outside_stage1_base(cfg: DictConfig, run_dir) -> Optional[Path]:
     if not path or not Path(path).is_dir():
         return None
     parent = Path(path).resolve().parent
-    info = RunDir(parent).read_json("run_info.json") or {}
+    info = RunDir(parent).read_run_info() or {}
     return Path(path) if info.get("stage") == "pretrain" and parent != Path(run_dir).resolve() else None
 
 

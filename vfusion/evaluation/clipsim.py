@@ -111,9 +111,7 @@ class RunTexts:
         if not clip_model:
             raise UserError("--metrics clipsim needs a CLIP model folder: pass --clip-model DIR (eval.clip_model), a "
                             "transformers CLIPModel saved with its CLIPProcessor")
-        import json
-
-        vc = json.loads((run.pipeline_path() / "model_index.json").read_text()).get("video_config", {})
+        vc = run.video_config()
         self.base = dict(vc.get("base") or {})
         if not self.base.get("text"):
             raise UserError(f"clipsim measures how clips match their text, but the run {run.path} is not "

@@ -340,13 +340,14 @@ def _protocol_notes(metrics: Sequence[str], num_fake: int, num_real: int, clip_s
 
 
 def _finish(result: dict, out: Optional[str | Path], start: float) -> dict:
-    from vfusion.utils.io import atomic_write_json, environment_info, portable_paths
+    from vfusion.rundir import write_result
+    from vfusion.utils.io import environment_info
 
     result["wall_time_s"] = round(time.time() - start, 3)
     result["created"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     result["environment"] = environment_info()
     if out is not None:
-        atomic_write_json(out, portable_paths(result))
+        write_result(out, result)
     return result
 
 

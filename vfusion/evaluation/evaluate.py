@@ -76,7 +76,7 @@ def run_clip_batches(run_dir: str | Path, settings, device: str) -> Iterable[tup
     from vfusion.rundir import RunDir
 
     run = RunDir(run_dir)
-    saved = saved_sample_batches(run.samples_dir, settings, newer_than=run.pipeline_dir / "model_index.json")
+    saved = saved_sample_batches(run.samples_dir, settings, newer_than=run.pipeline_index)
     if saved is not None:
         return saved
     return generate(load_pipeline(run.path, device), settings, progress=False)
@@ -141,7 +141,6 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
             metrics = metrics + ["objects"]
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
             "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
-    out = run_dir / "metrics.json" if out is None else out
     if texts is not None:
         fake_batches = texts.scoring(fake_batches, settings)
     if not metrics:  # text metrics alone: no detector, no real statistics
@@ -157,8 +156,14 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
         result["metric_names"] = list(result["metrics"])
         result["protocol"]["clipsim"] = texts.protocol()
     from vfusion.evaluation.core import _finish
+    from vfusion.rundir import write_result
 
-    return _finish(result, out, start)
+    result = _finish(result, None, start)
+    if out is None:
+        run.write_metrics(result)
+    else:
+        write_result(out, result)
+    return result
 
 
 def evaluate_folders(real: str | Path, fake: str | Path, metrics: str | Sequence[str] = ("fvd", "kvd", "fid"),

@@ -153,6 +153,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from vfusion.evaluation import evaluate as E
+    from vfusion.rundir import METRICS_FILE, RunDir
 
     mode = _mode(args)
     _check_counts(args)
@@ -162,15 +163,13 @@ def run(args) -> int:
     common = dict(metrics=metrics, num_videos=args.num_videos, device=args.device, weights_dir=args.weights_dir,
                   progress=progress)
     if mode == "run":
-        from vfusion.rundir import RunDir
-
         cfg = RunDir(args.run).config()
         _check_split_choice(args, args.protocol or cfg.eval.get("protocol") or "vfusion", cfg.data.dataset)
         result = E.evaluate_run(args.run, real_split=args.real_split, sampler=args.sampler, steps=args.steps,
                                 seed=args.seed, guidance_scale=args.guidance, batch_size=args.batch_size,
                                 c3d_weights=args.c3d_weights, out=args.out, protocol=args.protocol,
                                 clip_model=args.clip_model, **common)
-        out = args.out or Path(args.run) / "metrics.json"
+        out = args.out or RunDir(args.run).metrics_path
     elif mode == "folders":
         real = args.real or args.real_config
         if args.real_split and str(real).lower().endswith((".yaml", ".yml")):
@@ -178,7 +177,7 @@ def run(args) -> int:
 
             cfg = load_real_config(real, overrides=overrides)
             _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
-        out = args.out or Path(args.fake) / "metrics.json"
+        out = args.out or Path(args.fake) / METRICS_FILE
         result = E.evaluate_folders(real, args.fake, num_frames=args.num_frames,
                                     real_stride=args.real_stride, real_split=args.real_split,
                                     overrides=overrides, batch_size=args.batch_size or 8,
@@ -189,7 +188,7 @@ def run(args) -> int:
 
         cfg = load_real_config(args.config, overrides=overrides)
         _check_split_choice(args, args.protocol or cfg.eval.protocol, cfg.data.dataset)
-        out = args.out or run_dir_of(cfg) / "real_vs_real.json"
+        out = args.out or RunDir(run_dir_of(cfg)).real_vs_real_path
         result = E.real_vs_real(cfg, split=args.real_split, batch_size=args.batch_size, out=out,
                                 protocol=args.protocol, **common)
     for name, value in result["metrics"].items():

@@ -22,13 +22,13 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from vfusion.rundir import RunDir, SampleSettings
+from vfusion.rundir import METRICS_FILE, PIPELINE_INDEX, SAMPLES_FILMSTRIP, SAMPLES_GRID, RunDir, SampleSettings
+from vfusion.rundir import SAMPLES_FRAMES as FRAMES_FILE
+from vfusion.rundir import SAMPLES_MANIFEST as MANIFEST
 
-MANIFEST = "samples.json"
-FRAMES_FILE = "videos.npy"
 # what a samples folder may hold, metrics from `vfusion evaluate --fake DIR` included: a sampling that
 # replaces the folder refuses any other file instead of deleting it
-SAMPLE_FILES = ("video_*.mp4", FRAMES_FILE, "grid.gif", "filmstrip.png", MANIFEST, "metrics.json")
+SAMPLE_FILES = ("video_*.mp4", FRAMES_FILE, SAMPLES_GRID, SAMPLES_FILMSTRIP, MANIFEST, METRICS_FILE)
 
 
 def check_output_dir(out_dir: str | Path, allowed: tuple[str, ...] = SAMPLE_FILES, flag: str = "--out") -> Path:
@@ -59,7 +59,7 @@ def load_pipeline(path: str | Path, device=None):
     from vfusion.inference.pipeline import VideoFusionPipeline
 
     path = Path(path)
-    if not (path / "model_index.json").is_file():
+    if not (path / PIPELINE_INDEX).is_file():
         run = RunDir(path)
         if run.pipeline_is_stale():
             logging.getLogger(__name__).warning(
@@ -127,8 +127,8 @@ def write_previews(out_dir: str | Path, videos: torch.Tensor, fps: int) -> None:
     from vfusion.utils.video import filmstrip, make_grid_frames, write_gif, write_png
 
     out_dir = Path(out_dir)
-    write_gif(out_dir / "grid.gif", make_grid_frames(videos[:64]), fps=fps, scale=2)
-    write_png(out_dir / "filmstrip.png", filmstrip(videos[:16]))
+    write_gif(out_dir / SAMPLES_GRID, make_grid_frames(videos[:64]), fps=fps, scale=2)
+    write_png(out_dir / SAMPLES_FILMSTRIP, filmstrip(videos[:16]))
 
 
 def write_videos(out_dir: str | Path, videos: torch.Tensor, fps: int,

@@ -150,7 +150,9 @@ def check_arguments(args) -> Path:
         if value is not None and value < low:
             raise UserError(f"{_flag(name)} is {value}; it must be at least {low}")
     if args.run:
-        out = Path(args.out) if args.out else Path(args.run) / "generate" / task
+        from vfusion.rundir import RunDir
+
+        out = Path(args.out) if args.out else RunDir(args.run).generate_dir / task
     else:
         if not args.out:
             raise UserError("--pipeline needs --out DIR (where the videos go)")
@@ -323,7 +325,7 @@ def cmd_generate(args) -> int:
     from vfusion.data.clips import to_clip
     from vfusion.diffusion.edit import steps_to_run
     from vfusion.inference import tasks
-    from vfusion.inference.generate import load_pipeline, write_videos
+    from vfusion.inference.generate import FRAMES_FILE, load_pipeline, write_videos
     from vfusion.utils.io import atomic_write_json, staged_dir
     from vfusion.utils.video import filmstrip, write_png
 
@@ -431,7 +433,7 @@ def cmd_generate(args) -> int:
             "input_frames": {name: int(f.shape[0]) for name, f in frames.items()},  # the frames used of each
             "input_size": sizes, "resize": args.resize,  # each input's [height, width] before it was fitted
             **settings, "labels": made_labels, "num_frames": int(videos.shape[2]),
-            "frames_file": "videos.npy", "videos": [p.name for p in paths], "fps": fps,
+            "frames_file": FRAMES_FILE, "videos": [p.name for p in paths], "fps": fps,
             "seconds": round(secs, 3)})
     print(f"wrote {len(paths)} video{'s' if len(paths) != 1 else ''} of {videos.shape[2]} frames, videos.npy, "
           f"grid.gif, filmstrip.png, inputs.png and {MANIFEST} to {out_dir} in {secs:.1f}s")

@@ -68,7 +68,7 @@ def cmd_pipeline(args) -> int:
     """The main job as a one-cell study run by the study harness: stage 1 -> stage 2 -> samples -> metrics,
     each phase skipped when done (status.json), training resumed from its checkpoint."""
     from vfusion.errors import UserError
-    from vfusion.rundir import RunDir
+    from vfusion.rundir import PIPELINE_TIMINGS_FILE, RunDir
     from vfusion.studies.harness import check_evaluations, run_study
     from vfusion.studies.spec import plan_study, single_run_study
 
@@ -91,25 +91,25 @@ def cmd_pipeline(args) -> int:
     phases = (run.read_status() or {}).get("phases", {})
     timings.update({f"{p}_s": phases.get(p, {}).get("seconds") for p in ("train", "sample", "evaluate")})
     timings["total_s_this_session"] = time.perf_counter() - t0
-    run.write_json("pipeline_timings.json", timings)
-    stages = {"stage2": run.read_json("model_info.json") or {}}
+    run.write_json(PIPELINE_TIMINGS_FILE, timings)
+    stages = {"stage2": run.read_model_info() or {}}
     if plan.stage1_dir is not None:
-        stages = {"stage1": RunDir(plan.stage1_dir).read_json("model_info.json") or {}, **stages}
+        stages = {"stage1": RunDir(plan.stage1_dir).read_model_info() or {}, **stages}
     record = {"steps": {k: v.get("global_step") for k, v in stages.items()},
               "stopped_early": {k: v["stopped_early"] for k, v in stages.items() if v.get("stopped_early")},
-              "wall_s": timings, "real_vs_real": (run.read_json("real_vs_real.json") or {}).get("metrics")}
-    result = run.read_json("metrics.json")
+              "wall_s": timings, "real_vs_real": (run.read_real_vs_real() or {}).get("metrics")}
+    result = run.read_metrics()
     if result is not None:  # the main job's story next to its metrics
-        run.write_json("metrics.json", {**result, "main_job": record})
+        run.write_metrics({**result, "main_job": record})
     print("\nresults:")
     print(f"  run directory : {run.path}")
     print(f"  pipeline      : {run.pipeline_dir}/ (VideoFusionPipeline.from_pretrained)")
     print(f"  samples       : {run.samples_dir}/ (video_*.mp4, videos.npy, grid.gif, filmstrip.png)")
     print(f"  TensorBoard   : tensorboard --logdir {run.tb_dir}")
-    metrics = (run.read_json("metrics.json") or {}).get("metrics")
+    metrics = (run.read_metrics() or {}).get("metrics")
     if metrics:
-        floor = (run.read_json("real_vs_real.json") or {}).get("metrics", {})
-        print(f"  metrics       : {run.metrics_path} (real-vs-real floor: {run.path / 'real_vs_real.json'})")
+        floor = (run.read_real_vs_real() or {}).get("metrics", {})
+        print(f"  metrics       : {run.metrics_path} (real-vs-real floor: {run.real_vs_real_path})")
         for k, v in metrics.items():
             print(f"    {k}\t{v:.6g}" + (f"\t(floor {floor[k]:.6g})" if k in floor else ""))
     print(f"  steps         : {', '.join(f'{k} {v}' for k, v in record['steps'].items())}")

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vfusion.config import to_dict
 from vfusion.diffusion.priors import describe
-from vfusion.rundir import RunDir, save_config
+from vfusion.rundir import REAL_VS_REAL_FILE, RunDir, save_config
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
 from vfusion.utils.io import atomic_write_json
 
@@ -102,7 +102,7 @@ def write_status(run_dir: Path, status: dict, state: Optional[str] = None) -> No
     if state is not None:
         status["state"] = state
     status["updated"] = now()
-    atomic_write_json(Path(run_dir) / "status.json", status)
+    RunDir(run_dir).write_status(status)
 
 
 # --------------------------------------------------------------------------- config consistency
@@ -215,7 +215,7 @@ def _fit(hooks: StudyHooks, cfg: DictConfig, stage: str):
 
 
 def _model_info(run_dir: Path) -> dict:
-    return RunDir(run_dir).read_json("model_info.json") or {}
+    return RunDir(run_dir).read_model_info() or {}
 
 
 def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[str], None]) -> Path:
@@ -244,6 +244,7 @@ def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[st
 def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, echo: Callable[[str], None]) -> dict:
     """Train, sample and evaluate one run, each phase skipped when already done."""
     d = plan.run_dir
+    run = RunDir(d)
     status = read_status(d) or new_status(plan.run_id, plan.seed, plan.labels)
     for p in PHASES:  # status files of older versions / hand edits
         status["phases"].setdefault(p, {"done": False, "seconds": 0.0, "sessions": 0})
@@ -251,7 +252,7 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
     if plan.flops is not None:  # a FLOPs budget: what one step costs and how many steps it buys
         status["flops"] = dict(plan.flops)
     if not status["phases"]["train"]["done"]:
-        resumed = (d / "checkpoints" / "last.ckpt").is_file()
+        resumed = run.last_checkpoint is not None
         start = "resuming" if resumed else ("new run, base UNet from stage 1" if plan.stage1_dir is not None
                                             else "new run")
         echo(f"[{plan.run_id}] training {cfg.model.name} ({start})")
@@ -263,13 +264,11 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
                 entry["mean_step_s"] = info["mean_train_step_s"]
     if not status["phases"]["sample"]["done"]:
         # one sampling pass for the samples folder and the evaluation (which reuses the saved videos)
-        from vfusion.rundir import RunDir
-
         n = max(int(cfg.sample.num_videos), int(cfg.eval.num_videos) if cfg.eval.metrics else 0)
-        s = RunDir(d).sample_settings(cfg, num_videos=n, for_eval=True)
+        s = run.sample_settings(cfg, num_videos=n, for_eval=True)
         echo(f"[{plan.run_id}] sampling {s.num_videos} videos ({s.sampler}, {s.steps} steps)")
         with _Phase(d, status, "sample", "sampling"):
-            hooks.write_samples(d, d / "samples", s.num_videos, s.sampler, s.steps, s.seed, batch_size=s.batch_size)
+            hooks.write_samples(d, run.samples_dir, s.num_videos, s.sampler, s.steps, s.seed, batch_size=s.batch_size)
     if cfg.eval.metrics and not status["phases"]["evaluate"]["done"]:
         echo(f"[{plan.run_id}] evaluating {', '.join(cfg.eval.metrics)} on {cfg.eval.num_videos} videos")
         with _Phase(d, status, "evaluate", "evaluating"):
@@ -382,7 +381,7 @@ def check_evaluations(study: Study, plans: list) -> None:
 
 
 def ensure_real_vs_real(study: Study, cfg: DictConfig, hooks: StudyHooks, echo) -> Optional[dict]:
-    out = study.study_dir / "real_vs_real.json"
+    out = study.study_dir / REAL_VS_REAL_FILE
     if out.is_file():
         return json.loads(out.read_text())
     echo("[study] real-vs-real floor of the metrics")

@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 from typing import Callable, Optional
 
+from vfusion.rundir import RunDir
 from vfusion.studies.report import cell_table, collect, write_report
 from vfusion.studies.rows import group_rows
 from vfusion.studies.spec import Study, run_config
@@ -70,8 +71,8 @@ def write_html(study: Study, echo: Callable[[str], None] = print) -> Path:
             if note is None else f"<p>{html.escape(note)}</p>")
     for key, group in group_rows(study, rows):
         done = sorted((r for r in group if r["state"] == "done"), key=lambda r: r["seed"])
-        gif = next((Path("runs") / r["run_id"] / "samples" / "grid.gif" for r in done
-                    if (root / "runs" / r["run_id"] / "samples" / "grid.gif").is_file()), None)
+        gif = next((g for g in (RunDir(Path("runs") / r["run_id"]).samples_grid for r in done) if (root / g).is_file()),
+                   None)
         cell = "_".join(key) or study.name
         sample = (f"<figure><img class='clip' src='{gif.as_posix()}'><figcaption>{html.escape(cell)} "
                   f"({html.escape(gif.parts[1])})</figcaption></figure>" if gif else

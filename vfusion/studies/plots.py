@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vfusion.rundir import RunDir
 from vfusion.studies.rows import LOSS_TAGS, ci95, group_rows, mean_std
 from vfusion.studies.spec import Study
 from vfusion.utils.io import atomic_path
@@ -224,11 +225,14 @@ def plot_loss_curves(study: Study, rows: list[dict], curves: dict[str, dict], pa
     return _save(fig, path)
 
 
+def _filmstrip(study: Study, run_id: str) -> Path:
+    return RunDir(study.study_dir / "runs" / run_id).samples_filmstrip
+
+
 def plot_samples(study: Study, rows: list[dict], path: Path) -> Path | None:
     from matplotlib.image import imread
 
-    groups = [(k, g) for k, g in group_rows(study, rows)
-              if any((study.study_dir / "runs" / r["run_id"] / "samples" / "filmstrip.png").is_file() for r in g)]
+    groups = [(k, g) for k, g in group_rows(study, rows) if any(_filmstrip(study, r["run_id"]).is_file() for r in g)]
     limit = int(study.spec.results.max_sample_panels)
     seeds = list(study.spec.seeds)
     cols = max(1, min(len(groups), max(1, limit // max(1, len(seeds)))))
@@ -238,7 +242,7 @@ def plot_samples(study: Study, rows: list[dict], path: Path) -> Path | None:
     images = {}
     for _, group in groups:
         for r in group:
-            f = study.study_dir / "runs" / r["run_id"] / "samples" / "filmstrip.png"
+            f = _filmstrip(study, r["run_id"])
             if r["seed"] in seeds and f.is_file():
                 images[r["run_id"]] = imread(str(f))
     aspect = max(im.shape[0] / im.shape[1] for im in images.values())  # height / width of a panel

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig
 
+from vfusion.rundir import REAL_VS_REAL_FILE, RunDir, read_json_file
 from vfusion.studies import plots
 from vfusion.studies.rows import LOSS_TAGS, ci95, group_rows, mean_std  # also importable from here, as before
 from vfusion.studies.spec import Study, plan_study
@@ -37,7 +37,7 @@ from vfusion.utils.io import atomic_write_text, portable_paths
 
 def tb_scalars(run_dir: Path, tags: Optional[tuple[str, ...]] = None) -> dict[str, list[tuple[int, float]]]:
     """Scalars of all event files of a run, merged by step (a re-logged step keeps its newest value)."""
-    files = sorted((Path(run_dir) / "tb").rglob("events.out.tfevents.*"))
+    files = sorted(RunDir(run_dir).tb_dir.rglob("events.out.tfevents.*"))
     if not files:
         return {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -93,13 +93,6 @@ def mean_frame_correlation(cfg: DictConfig) -> Optional[float]:
     return float((corr.sum() - corr.diagonal().sum()) / (t * (t - 1)))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
 def _params(info: dict) -> tuple[Optional[int], Optional[int]]:
     total = info.get("parameters", {}).get("total")
     if isinstance(total, dict):
@@ -110,10 +103,11 @@ def _params(info: dict) -> tuple[Optional[int], Optional[int]]:
 def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dict]:
     """(row of results.csv, loss curves of the run)."""
     d = plan.run_dir
-    status = _read_json(d / "status.json")
+    run = RunDir(d)
+    status = run.read_status() or {}
     # a phase that never ran has no time (not 0 s)
     phases = {k: v for k, v in status.get("phases", {}).items() if v.get("sessions")}
-    info = _read_json(d / "model_info.json")
+    info = run.read_model_info() or {}
     total, trainable = _params(info)
     row = {"run_id": plan.run_id, **plan.labels, "seed": plan.seed, "state": status.get("state", "not started"),
            "model_name": cfg.model.name, "noise_schedule": noise_description(cfg),
@@ -130,13 +124,13 @@ def run_row(study: Study, plan, cfg: DictConfig, window: int) -> tuple[dict, dic
         done = row["steps"]
         row["flops_per_step"] = int(flops["per_step"])
         row["flops_total"] = int(flops["per_step"]) * int(done) if done is not None else None
-    curves = tb_scalars(d, LOSS_TAGS) if (d / "tb").is_dir() else {}
+    curves = tb_scalars(d, LOSS_TAGS) if run.tb_dir.is_dir() else {}
     for tag in LOSS_TAGS:
         short = tag.split("/", 1)[1]
         values = [v for _, v in curves.get(tag, [])]
         row[f"{short}_final"] = values[-1] if values else None
         row[f"{short}_last{window}"] = sum(values[-window:]) / len(values[-window:]) if values else None
-    metrics = _read_json(d / "metrics.json")
+    metrics = run.read_metrics() or {}
     if metrics:  # which real clips the metrics compare with (their names carry it too)
         row["eval_protocol"] = metrics.get("protocol", {}).get("protocol", "vfusion")
     for k, v in dict(metrics.get("metrics", {})).items():
@@ -295,7 +289,7 @@ def results_markdown(study: Study, rows: list[dict], floor: Optional[dict] = Non
 
 
 def _read_status_error(study: Study, run_id: str) -> Optional[str]:
-    st = _read_json(study.study_dir / "runs" / run_id / "status.json")
+    st = RunDir(study.study_dir / "runs" / run_id).read_status() or {}
     return st.get("error")
 
 
@@ -307,7 +301,7 @@ def write_report(study: Study, echo: Callable[[str], None] = print, collected: O
     rows, curves, plans = collected or collect(study)
     paths = {"csv": study.study_dir / "results.csv", "md": study.study_dir / "results.md"}
     write_csv(paths["csv"], rows)
-    floor = _read_json(study.study_dir / "real_vs_real.json")
+    floor = read_json_file(study.study_dir / REAL_VS_REAL_FILE) or {}
     made = plots.write_plots(study, rows, curves, study.study_dir / "plots", floor)
     rel = [str(p.relative_to(study.study_dir)) for p in made.values()]
     atomic_write_text(paths["md"], results_markdown(study, rows, floor, rel))

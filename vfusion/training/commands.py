@@ -76,11 +76,12 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from vfusion.rundir import RunDir
     from vfusion.training.runner import fit
 
     cfg, resume = _load(args)
     run_dir = fit(cfg, stage="video", resume=resume)
-    print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir / 'tb'})")
+    print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {RunDir(run_dir).tb_dir})")
     return 0
 
 
@@ -145,6 +146,6 @@ def cmd_export(args) -> int:
     module = module_from_checkpoint(run.path, args.checkpoint)
     out = Path(args.out) if args.out else run.pipeline_dir
     cfg = run.config()
-    export_pipeline(module, out, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
+    export_pipeline(module, out, use_ema=bool(cfg.sample.use_ema), metrics=run.read_metrics())
     print(f"wrote the pipeline of {run.path} (step {module.video_config['trained']['global_step']}) to {out}")
     return 0

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from vfusion.config import ConfigError, run_dir_of, to_dict
 from vfusion.errors import UserError
 from vfusion.models.unet2d import count_parameters
-from vfusion.rundir import RunDir, save_config
+from vfusion.rundir import TB_DIR, RunDir, save_config
 from vfusion.runpaths import keep_base, recorded_config
 from vfusion.training.checkpoint_io import AtomicCheckpointIO, remove_stale_temps
 from vfusion.training.lit_module import RandomFrames, VideoDiffusionModule, check_signature, model_signature
@@ -220,8 +220,9 @@ def video_config_for(cfg: DictConfig, spec, class_names, codec=None) -> dict:
 def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
     t = cfg.train
     # every step checkpoint is written; AtomicCheckpointIO keeps the last train.keep_checkpoints of them on disk
-    ckpt_cb = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:07d}", auto_insert_metric_name=False,
-                              every_n_train_steps=max(1, t.checkpoint_every_n_steps), save_last=True, save_top_k=-1)
+    ckpt_cb = ModelCheckpoint(dirpath=RunDir(run_dir).checkpoints, filename="step{step:07d}",
+                              auto_insert_metric_name=False, every_n_train_steps=max(1, t.checkpoint_every_n_steps),
+                              save_last=True, save_top_k=-1)
     cbs = [ckpt_cb, *callbacks]
     if t.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 2)))
@@ -230,7 +231,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
         max_time={"minutes": max_minutes} if max_minutes and max_minutes > 0 else None,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, gradient_clip_val=t.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
+        logger=TensorBoardLogger(str(run_dir), name=TB_DIR, version="", default_hp_metric=False),
         callbacks=cbs, plugins=[AtomicCheckpointIO(keep_step_checkpoints=int(t.keep_checkpoints))], enable_progress_bar=t.progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=True,
     )
@@ -285,7 +286,7 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
     """The part of :func:`fit` that writes into the run directory (called holding its lock)."""
     run.path.mkdir(parents=True, exist_ok=True)
     save_config(recorded_config(saved_cfg, run.path), run.config_path)
-    atomic_write_json(run.path / "env.json", environment_info())
+    atomic_write_json(run.env_path, environment_info())
     atomic_write_json(run.run_info_path, {"stage": stage, "model": train_cfg.model.name, "spec": spec_info})
     module.process.save_pretrained(run.scheduler_dir)
     callbacks = []
@@ -298,7 +299,7 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
                             callbacks)
     start = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
-    trainer.save_checkpoint(run.checkpoints / "last.ckpt")
+    trainer.save_checkpoint(run.last_checkpoint_path)
     max_steps, max_minutes = int(train_cfg.train.max_steps), float(train_cfg.train.max_minutes)
     early = None
     if max_steps > 0 and trainer.global_step < max_steps:
@@ -315,7 +316,7 @@ def _train(run: RunDir, cfg: DictConfig, saved_cfg: DictConfig, train_cfg: DictC
             log.warning("train.strategy=fsdp: the pipeline is not exported at the end of training; write it from the "
                         "consolidated checkpoint with `vfusion export --run %s`", run.path)
             return
-        export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_json("metrics.json"))
+        export_pipeline(module, run.pipeline_dir, use_ema=bool(cfg.sample.use_ema), metrics=run.read_metrics())
         if train_cfg.model.name == "image_unet":
             export_base_unet(module, run.path / cfg.pretrain.output_subdir)
 
@@ -327,7 +328,7 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
     for name in ("base", "residual"):
         if hasattr(model, name):
             parts[name] = count_parameters(getattr(model, name))
-    atomic_write_json(Path(run_dir) / "model_info.json", {
+    atomic_write_json(RunDir(run_dir).model_info_path, {
         "model": module.video_config["model"], "parameters": parts, "global_step": trainer.global_step,
         "mean_train_step_s": module.mean_step_time(), "fit_wall_s_this_session": wall_s,
         "device": str(module.device), "stopped_early": stopped_early, "switches": module.switches,
