@@ -46,7 +46,7 @@ def params(model) -> int:
 def project_model(name: str, config: str, frames: int, size: int, overrides=()):
     from vfusion.experiment import load_experiment_config
     from vfusion.models.registry import build_model
-    from vfusion.models.spec import experiment_spec
+    from vfusion.experiment import as_experiment
 
     torch.manual_seed(0)
     own = load_experiment_config(config, ["model.base.pretrained=null", *overrides])
@@ -58,7 +58,7 @@ def project_model(name: str, config: str, frames: int, size: int, overrides=()):
             attention.append(f"model.{net}.attention_resolutions=[{','.join(sizes)}]")
     cfg = load_experiment_config(config, ["model.base.pretrained=null", f"model.name={name}", f"data.num_frames={frames}",
                                f"data.resolution={size}", *attention, *PROJECT_OVERRIDES.get(name, []), *overrides])
-    model = build_model(cfg, experiment_spec(cfg, 3, size, frames, 0))
+    model = build_model(cfg, as_experiment(cfg).model_spec(3, size, frames, 0))
     return model, lambda x, t: model(x, t, None)
 
 

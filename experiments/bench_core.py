@@ -32,11 +32,11 @@ from bench_common import rss_mb as _peak_rss_mb  # noqa: E402  (this process's o
 def _build(cfg_path, overrides, frames, size):
     from vfusion.experiment import load_experiment_config
     from vfusion.models.base_generator import BaseGenerator, base_network
-    from vfusion.models.spec import experiment_spec
+    from vfusion.experiment import as_experiment
     from vfusion.models.videofusion import VideoFusion
 
     cfg = load_experiment_config(cfg_path, overrides + [f"data.num_frames={frames}", f"data.resolution={size}"])
-    spec = experiment_spec(cfg, 3, size, frames, 0)
+    spec = as_experiment(cfg).model_spec(3, size, frames, 0)
     return cfg, VideoFusion.build(cfg, spec), BaseGenerator(base_network(cfg.model.base, spec), 0)
 
 
@@ -202,9 +202,9 @@ def main() -> None:
 
     # sampling overhead: full DDIM loop vs steps x one denoiser call
     vf.eval()
-    from vfusion.models.spec import experiment_spec
+    from vfusion.experiment import as_experiment
 
-    spec = experiment_spec(cfg, 3, s, n, 0)
+    spec = as_experiment(cfg).model_spec(3, s, n, 0)
     x = torch.randn(b, 3, n, s, s, device=device)
     t = torch.full((b,), 500, device=device, dtype=torch.long)
     one_call = _time_fwd(lambda x, t: vf(x, t), x, t, device, args.iters)

@@ -16,10 +16,9 @@ import time
 
 import torch
 
-from vfusion.experiment import resolve_config
 from vfusion.models.registry import build_model
 from vfusion.conditioning import Cond
-from vfusion.models.spec import experiment_spec
+from vfusion.experiment import Experiment
 
 MODELS = {
     "video_unet": {"model": {"name": "video_unet"}},
@@ -60,7 +59,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = experiment_spec(resolve_config({"name": "bench"}), args.channels, args.size, args.frames, args.classes)
+    spec = Experiment.from_config({"name": "bench"}).model_spec(args.channels, args.size, args.frames, args.classes)
     x = torch.randn(args.batch, args.channels, args.frames, args.size, args.size, device=args.device)
     t = torch.randint(0, 1000, (args.batch,), device=args.device)
     y = torch.randint(0, args.classes + 1, (args.batch,), device=args.device)

@@ -65,7 +65,7 @@ def test_a_folder_that_is_not_clip_is_one_line(tmp_path):
 def test_evaluate_run_clipsim_with_its_real_caption_reference(tmp_path, clip_dir, capsys):
     from vfusion.evaluation.clip_sources import dataset_subsets
     from vfusion.inference.generate import generate, load_pipeline
-    from vfusion.rundir import RunDir
+    from vfusion.rundir import RunDir, settings_from_config
 
     sd = sd_folder(tmp_path)
     data = sidecar_tree(tmp_path / "data")
@@ -87,7 +87,7 @@ def test_evaluate_run_clipsim_with_its_real_caption_reference(tmp_path, clip_dir
     real = torch.stack([dataset[i][0] for i in indices])
     assert np.isclose(result["metrics"]["clipsim2_4f_real"], independent_clipsim(clip_dir, real, captions).mean(),
                       atol=1e-5)
-    settings = RunDir(run).sample_settings(cfg, num_videos=2, steps=2, for_eval=True, prompts=captions)
+    settings = settings_from_config(cfg, num_videos=2, steps=2, for_eval=True, prompts=captions)
     fake = torch.cat([v for v, _ in generate(load_pipeline(run, "cpu"), settings, progress=False)])
     assert np.isclose(result["metrics"]["clipsim2_4f"], independent_clipsim(clip_dir, fake, captions).mean(),
                       atol=1e-5)

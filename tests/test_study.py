@@ -136,7 +136,8 @@ def test_flops_budget_gives_two_models_equal_compute(tmp_path):
 
     budget = 5.0e9
 
-    def fake_fit(cfg, stage="video", resume=False, **kw):  # trains exactly train.max_steps steps
+    def fake_fit(exp, stage="video", resume=False, **kw):  # trains exactly train.max_steps steps
+        cfg = exp.config
         d = Path(cfg.run_dir)
         save_config(cfg, d / "config.yaml")
         atomic_write_json(d / "model_info.json", {"global_step": int(cfg.train.max_steps)})
@@ -254,7 +255,7 @@ def test_cpu_study_fits_in_an_hour():
 
 def test_shared_vs_independent_parameters_are_matched():
     from vfusion.models.registry import build_model
-    from vfusion.models.spec import experiment_spec
+    from vfusion.experiment import as_experiment
 
     study = load_study(ROOT / "configs" / "studies" / "shared_vs_independent_embedded.yaml")
     counts = {}
@@ -263,7 +264,7 @@ def test_shared_vs_independent_parameters_are_matched():
             continue
         cfg = cfg.copy()
         cfg.model.base.pretrained = None  # same architecture as the stage-1 UNet, built fresh
-        spec = experiment_spec(cfg, 3, cfg.data.resolution, cfg.data.num_frames, 4)
+        spec = as_experiment(cfg).model_spec(3, cfg.data.resolution, cfg.data.num_frames, 4)
         counts[cfg.model.name] = sum(p.numel() for p in build_model(cfg, spec).parameters())
     assert set(counts) == {"videofusion", "video_unet"}
     assert abs(counts["videofusion"] / counts["video_unet"] - 1) < 0.01, counts
@@ -304,9 +305,9 @@ def tiny_study(tmp_path_factory):
     study = load_study(write_study(tmp / "s.yaml"), study_dir=str(tmp / "sd"))
     calls = []
 
-    def spy_fit(cfg, stage="video", resume=False, **kw):
-        calls.append((Path(cfg.run_dir).name, stage, resume))
-        return fit(cfg, stage=stage, resume=resume, **kw)
+    def spy_fit(exp, stage="video", resume=False, **kw):
+        calls.append((Path(exp.config.run_dir).name, stage, resume))
+        return fit(exp, stage=stage, resume=resume, **kw)
 
     def loaders(crash_on):
         def factory(cfg, stage):
@@ -452,7 +453,8 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
     from vfusion.utils.io import atomic_write_json
     from vfusion.utils.video import write_png
 
-    def fake_fit(cfg, stage="video", resume=False, **kw):
+    def fake_fit(exp, stage="video", resume=False, **kw):
+        cfg = exp.config
         d = Path(cfg.run_dir)
         save_config(cfg, d / "config.yaml")
         atomic_write_json(d / "model_info.json", {"global_step": 5, "mean_train_step_s": 0.01,
@@ -467,7 +469,8 @@ def test_metrics_and_floor_flow_into_tables_and_plots(tmp_path):
 
     evaluated = []
 
-    def fake_evaluate(run_dir, cfg):
+    def fake_evaluate(run_dir, exp):
+        cfg = exp.config
         evaluated.append(Path(run_dir).name)
         lam = 0.5 if cfg.noise.value == 0.5 and cfg.noise.schedule == "constant" else 0.0
         atomic_write_json(Path(run_dir) / "metrics.json", {"metrics": {"fvd64_16f": 100 + 10 * lam + cfg.seed}})
@@ -508,8 +511,8 @@ def test_new_eval_settings_redo_only_evaluation(tiny_study, tmp_path):
     more.spec.eval.metrics = ["flicker"]
     evaluated = []
 
-    def fake_evaluate(run_dir, cfg):
-        evaluated.append((Path(run_dir).name, list(cfg.eval.metrics)))
+    def fake_evaluate(run_dir, exp):
+        evaluated.append((Path(run_dir).name, list(exp.config.eval.metrics)))
 
     def no_training(*a, **kw):
         raise AssertionError("a trained run was trained again")
@@ -560,17 +563,16 @@ def test_pipeline_command_is_a_one_cell_study(tmp_path):
     assert cfg.model.base.pretrained == str(tmp_path / "main_base" / "base_unet")
     evaluated, fits = [], []
 
-    def spy_fit(cfg, stage="video", resume=False, **kw):
+    def spy_fit(exp, stage="video", resume=False, **kw):
         from vfusion.training.runner import fit
 
         fits.append(stage)
-        return fit(cfg, stage=stage, resume=resume, **kw)
+        return fit(exp, stage=stage, resume=resume, **kw)
 
-    def evaluate(run_dir, cfg):
+    def evaluate(run_dir, exp):
         from vfusion.evaluation.evaluate import run_clip_batches
-        from vfusion.rundir import RunDir
 
-        settings = RunDir(run_dir).sample_settings(cfg, for_eval=True)
+        settings = exp.sample_settings(for_eval=True)
         with pytest.MonkeyPatch.context() as mp:  # must come from the saved samples, not a second sampling
             mp.setattr("vfusion.inference.generate.load_pipeline", lambda *a, **k: pytest.fail("sampled twice"))
             evaluated.append(sum(v.shape[0] for v, _labels in run_clip_batches(run_dir, settings, "cpu")))

@@ -1,13 +1,16 @@
-"""An experiment resolved once: its config checked by the package that owns each section.
+"""An experiment resolved once: :class:`Experiment`.
 
 :mod:`vfusion.config` only knows the schema (types, missing keys); the checks beyond types live
 with the registries that know the names: data, diffusion (noise, process, sampling), models and
-evaluation. This module is the one place that runs them all, and checks the trainer's own
-sections (``train``, ``pretrain``) itself.
+evaluation. :func:`validate` runs them all and checks the trainer's own sections. An
+:class:`Experiment` is a validated config with its base folder adopted, and the objects every
+phase builds from it (process, prior, sampling settings), made here and nowhere else.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -105,3 +108,79 @@ def adopted_config(cfg: DictConfig) -> DictConfig:
     from vfusion.backbones.adopt import adopt_backbone
 
     return validate(adopt_backbone(cfg))
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    """A config checked and resolved against its base folder; what train, sample and evaluate share.
+
+    Build it with :meth:`from_config`, :meth:`load` (a YAML file) or :meth:`of_run` (a run's saved
+    copy, already resolved when it was trained); ``config`` is then read, never reloaded.
+    """
+
+    config: DictConfig
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "Experiment":
+        return cls(adopted_config(merge_config(cfg)))
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Optional[list[str]] = None) -> "Experiment":
+        return cls.from_config(load_experiment_config(path, overrides))
+
+    @classmethod
+    def of_run(cls, run_dir: str | Path, overrides: Optional[list[str]] = None) -> "Experiment":
+        from vfusion.rundir import RunDir
+
+        return cls(validate(RunDir(run_dir).config(overrides)))
+
+    @property
+    def name(self) -> str:
+        return str(self.config.name)
+
+    @property
+    def run_dir(self) -> Path:
+        from vfusion.config import run_dir_of
+
+        return run_dir_of(self.config)
+
+    @cached_property
+    def process(self):
+        """The run's DiffusionProcess / FlowProcess, from the resolved scheduler config."""
+        from vfusion.backbones.adopt import experiment_process
+
+        return experiment_process(self.config)
+
+    @cached_property
+    def prior(self):
+        return noise_prior(self.config)
+
+    def prior_for(self, num_frames: int):
+        """The prior over ``num_frames`` frames (the model's clip; stage 1's image UNet sees one frame)."""
+        if num_frames == int(self.config.data.num_frames):
+            return self.prior
+        from vfusion.diffusion.noise import noise_prior_from_config
+
+        return noise_prior_from_config(self.config.noise, num_frames)
+
+    def model_spec(self, in_channels: int, sample_size: int, num_frames: int, num_classes: int,
+                   class_names=()):
+        """The :class:`~vfusion.models.spec.ModelSpec` a model is built with: the data facts, this
+        experiment's process and prior, and how the base generator calls its image model."""
+        from vfusion.backbones.adopt import base_facts
+        from vfusion.models.spec import ModelSpec
+
+        return ModelSpec(in_channels, sample_size, num_frames, num_classes, process=self.process,
+                         noise=self.prior_for(num_frames), base=base_facts(self.config, num_classes, class_names))
+
+    def sample_settings(self, for_eval: bool = False, **choices):
+        """Sampling settings: the caller's ``choices`` where not None, else ``sample.*`` (``eval.*`` for
+        the count, seed and batch size when ``for_eval``)."""
+        from vfusion.rundir import settings_from_config
+
+        return settings_from_config(self.config, for_eval=for_eval, **choices)
+
+
+def as_experiment(experiment) -> Experiment:
+    """``experiment`` itself, or a config resolved into one (scripts and tests pass configs)."""
+    return experiment if isinstance(experiment, Experiment) else Experiment.from_config(experiment)

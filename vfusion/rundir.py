@@ -140,6 +140,16 @@ def _inside(*parts: str) -> property:
     return property(lambda self: self.path.joinpath(*parts))
 
 
+def settings_from_config(cfg, for_eval: bool = False, **choices) -> SampleSettings:
+    """Sampling settings: the caller's ``choices`` where not None, else the config's ``sample.*``
+    (``eval.*`` for the count, seed and batch size when ``for_eval``)."""
+    sc, ev = cfg.sample, cfg.eval
+    counts = ev if for_eval else sc
+    defaults = {"num_videos": counts.num_videos, "seed": counts.seed, "batch_size": counts.batch_size,
+                "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
+    return resolve_sample_settings(defaults, **choices)
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -256,22 +266,6 @@ class RunDir:
         ckpt = self.last_checkpoint
         index = self.pipeline_index
         return ckpt is not None and index.is_file() and ckpt.stat().st_mtime > index.stat().st_mtime + 1.0
-
-    def sample_settings(self, cfg=None, num_videos: Optional[int] = None, sampler: Optional[str] = None,
-                        steps: Optional[int] = None, guidance_scale: Optional[float] = None,
-                        seed: Optional[int] = None, batch_size: Optional[int] = None,
-                        for_eval: bool = False, prompt: Optional[str] = None,
-                        prompts: Optional[list[str]] = None, negative_prompt: Optional[str] = None) -> SampleSettings:
-        """Sampling settings: the caller's values where given, else the run's ``sample.*`` (``eval.*`` for
-        the count, seed and batch size when ``for_eval``). The one place these defaults are resolved."""
-        cfg = cfg if cfg is not None else self.config()
-        sc, ev = cfg.sample, cfg.eval
-        counts = ev if for_eval else sc
-        defaults = {"num_videos": counts.num_videos, "seed": counts.seed, "batch_size": counts.batch_size,
-                    "sampler": sc.sampler, "steps": sc.steps, "guidance_scale": sc.guidance_scale, "fps": sc.fps}
-        return resolve_sample_settings(defaults, num_videos=num_videos, sampler=sampler, steps=steps,
-                                       guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, prompt=prompt,
-                                       prompts=prompts, negative_prompt=negative_prompt)
 
 
 def read_json_file(path: str | Path) -> Optional[dict]:

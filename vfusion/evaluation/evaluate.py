@@ -89,11 +89,11 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
                  c3d_weights: Optional[str] = None, out: Optional[str | Path] = None,
                  detectors: Optional[Detectors] = None, progress: bool = True,
                  fake_batches: Optional[Iterable[torch.Tensor]] = None, protocol: Optional[str] = None,
-                 clip_model: Optional[str] = None) -> dict:
+                 clip_model: Optional[str] = None, experiment=None) -> dict:
     """Sample ``num_videos`` clips from a run and write ``<run_dir>/metrics.json`` (or ``out``).
 
     Unset arguments come from the run's resolved config (``eval.*``, ``sample.*``,
-    ``data.eval_split``). ``fake_batches``: clips already generated from the run
+    ``data.eval_split``): ``experiment``'s (a :class:`vfusion.experiment.Experiment`), else the run's saved copy. ``fake_batches``: clips already generated from the run
     (``num_videos`` of them, batches ``(B, C, T, H, W)`` in [-1, 1]) to evaluate instead
     of sampling; ``sampler``, ``steps``, ``seed`` and ``guidance_scale`` should then say
     how they were made (they are recorded). ``protocol`` (default ``eval.protocol``): which
@@ -103,19 +103,19 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
     ``clipsim`` (text-conditioned runs, ``clip_model`` or ``eval.clip_model``) comes with its real-caption
     reference, ``clipsim{N}_{T}f_real`` (:class:`~vfusion.evaluation.clipsim.RunTexts`).
     """
-    from vfusion.rundir import RunDir
+    from vfusion.rundir import RunDir, settings_from_config
 
     start = time.time()
     run = RunDir(run_dir)
     run_dir = run.path
-    cfg = run.config()
+    cfg = experiment.config if experiment is not None else run.config()
     ev = cfg.eval
     c3d_weights = c3d_weights or ev.get("c3d_weights")
     metrics = expand_metrics(metrics, c3d_weights)
     text_metrics = [m for m in metrics if m in TEXT_METRICS]
     metrics = [m for m in metrics if m not in TEXT_METRICS]
-    settings = run.sample_settings(cfg, num_videos=num_videos, sampler=sampler, steps=steps,
-                                   guidance_scale=guidance_scale, seed=seed, batch_size=batch_size, for_eval=True)
+    settings = settings_from_config(cfg, for_eval=True, num_videos=num_videos, sampler=sampler, steps=steps,
+                                    guidance_scale=guidance_scale, seed=seed, batch_size=batch_size)
     settings.check(cfg.diffusion.num_train_timesteps)
     protocol = check_protocol(protocol or ev.get("protocol"))
     split, split_note = _split_for(cfg, protocol, real_split)

@@ -229,11 +229,7 @@ def saved_sample_batches(out_dir: str | Path, settings: SampleSettings,
     return batches()
 
 
-def write_run_samples(run_dir: str | Path, out_dir: str | Path, num_videos: int, sampler: str, steps: int, seed: int,
-                      batch_size: int = 8, guidance_scale: Optional[float] = None, device=None,
+def write_run_samples(run_dir: str | Path, out_dir: str | Path, settings: SampleSettings, device=None,
                       progress: bool = True) -> tuple[Path, float, list[Path]]:
-    """:func:`write_samples` from a run's pipeline with explicit settings (the study harness's hook)."""
-    run = RunDir(run_dir)
-    settings = run.sample_settings(num_videos=num_videos, sampler=sampler, steps=steps, seed=seed,
-                                   batch_size=batch_size, guidance_scale=guidance_scale)
-    return write_samples(load_pipeline(run.path, device), out_dir, settings, progress=progress)
+    """:func:`write_samples` from a run's pipeline (the study harness's hook)."""
+    return write_samples(load_pipeline(RunDir(run_dir).path, device), out_dir, settings, progress=progress)

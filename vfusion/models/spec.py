@@ -13,7 +13,7 @@ guidance), filled in by ``Cond.label_ids``. With ``num_classes == 0`` labels are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass
@@ -37,14 +37,3 @@ class ModelSpec:
         return {"in_channels": self.in_channels, "sample_size": self.sample_size, "num_frames": self.num_frames,
                 "num_classes": self.num_classes}
 
-
-def experiment_spec(cfg, in_channels: int, sample_size: int, num_frames: int, num_classes: int,
-                    class_names: Sequence[str] = ()) -> ModelSpec:
-    """A spec with the process, noise prior and base facts of an experiment config (the trainer's,
-    scripts', tests'); the process is the base checkpoint's own when it has one."""
-    from vfusion.backbones.adopt import base_facts, experiment_process
-    from vfusion.diffusion.noise import noise_prior_from_config
-
-    return ModelSpec(in_channels, sample_size, num_frames, num_classes, process=experiment_process(cfg),
-                     noise=noise_prior_from_config(cfg.noise, num_frames),
-                     base=base_facts(cfg, num_classes, class_names))

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vfusion.config import to_dict
 from vfusion.diffusion.priors import describe
+from vfusion.experiment import Experiment
 from vfusion.rundir import REAL_VS_REAL_FILE, RunDir, save_config
 from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_config, stage1_dir
 from vfusion.utils.io import atomic_write_json
@@ -44,11 +45,13 @@ PHASES = ("train", "sample", "evaluate")
 class StudyHooks:
     """What the harness calls; every field left None gets the real implementation.
 
-    fit(cfg, stage=, resume=, train_loader=, spec_info=) -> run_dir   (vfusion.training.runner.fit)
-    write_samples(run_dir, out_dir, num_videos, sampler, steps, seed, batch_size=)
-    evaluate(run_dir, cfg) -> dict with "metrics"                     (evaluation.evaluate_run)
+    fit(experiment, stage=, resume=, train_loader=, spec_info=) -> run_dir   (vfusion.training.runner.fit)
+    write_samples(run_dir, out_dir, settings)                        (inference.generate.write_run_samples)
+    evaluate(run_dir, experiment) -> dict with "metrics"             (evaluation.evaluate_run)
     real_vs_real(cfg) -> dict with "metrics"
     train_loader_factory(cfg, stage) -> DataLoader  (None: the dataset named by cfg.data)
+
+    ``experiment`` is the run's :class:`~vfusion.experiment.Experiment`, resolved once per run.
     spec_info: the data facts fit() would otherwise read from the dataset
     """
 
@@ -68,11 +71,13 @@ class StudyHooks:
                           train_loader_factory=self.train_loader_factory, spec_info=self.spec_info)
 
 
-def _evaluate_run(run_dir: Path, cfg: DictConfig) -> dict:
+def _evaluate_run(run_dir: Path, experiment) -> dict:
     from vfusion.evaluation.evaluate import evaluate_run  # heavy: detectors
 
+    cfg = experiment.config
     return evaluate_run(run_dir, metrics=tuple(cfg.eval.metrics), num_videos=cfg.eval.num_videos,
-                        real_split=cfg.eval.real_split or cfg.data.eval_split, weights_dir=cfg.eval.weights_dir)
+                        real_split=cfg.eval.real_split or cfg.data.eval_split, weights_dir=cfg.eval.weights_dir,
+                        experiment=experiment)
 
 
 def _real_vs_real(cfg: DictConfig) -> dict:
@@ -206,12 +211,13 @@ class _Phase:
         return False
 
 
-def _fit(hooks: StudyHooks, cfg: DictConfig, stage: str):
+def _fit(hooks: StudyHooks, experiment, stage: str):
     from vfusion.training.runner import last_checkpoint
 
+    cfg = experiment.config
     loader = hooks.train_loader_factory(cfg, stage) if hooks.train_loader_factory else None
     resume = last_checkpoint(Path(cfg.run_dir)) is not None
-    return hooks.fit(cfg, stage=stage, resume=resume, train_loader=loader, spec_info=hooks.spec_info)
+    return hooks.fit(experiment, stage=stage, resume=resume, train_loader=loader, spec_info=hooks.spec_info)
 
 
 def _model_info(run_dir: Path) -> dict:
@@ -232,7 +238,7 @@ def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[st
     echo(f"[stage 1] pretraining the base UNet on single frames -> {unet_dir}")
     d.mkdir(parents=True, exist_ok=True)
     with _Phase(d, status, "train", "training") as entry:
-        _fit(hooks, cfg, "pretrain")
+        _fit(hooks, Experiment.from_config(cfg), "pretrain")
         info = _model_info(d)
         entry["global_step"] = info.get("global_step")
     if not (unet_dir / "config.json").is_file():
@@ -242,8 +248,11 @@ def ensure_stage1(study: Study, seed: int, hooks: StudyHooks, echo: Callable[[st
 
 
 def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, echo: Callable[[str], None]) -> dict:
-    """Train, sample and evaluate one run, each phase skipped when already done."""
+    """Train, sample and evaluate one run, each phase skipped when already done. Its
+    :class:`~vfusion.experiment.Experiment` is resolved here, once stage 1 has written the base it adopts."""
     d = plan.run_dir
+    exp = Experiment.from_config(cfg)
+    cfg = exp.config
     run = RunDir(d)
     status = read_status(d) or new_status(plan.run_id, plan.seed, plan.labels)
     for p in PHASES:  # status files of older versions / hand edits
@@ -257,7 +266,7 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
                                             else "new run")
         echo(f"[{plan.run_id}] training {cfg.model.name} ({start})")
         with _Phase(d, status, "train", "training") as entry:
-            _fit(hooks, cfg, "video")
+            _fit(hooks, exp, "video")
             info = _model_info(d)
             entry["global_step"] = info.get("global_step")
             if info.get("mean_train_step_s") is not None:  # a resumed session may have run 0 steps
@@ -265,14 +274,14 @@ def run_one(study: Study, plan: RunPlan, cfg: DictConfig, hooks: StudyHooks, ech
     if not status["phases"]["sample"]["done"]:
         # one sampling pass for the samples folder and the evaluation (which reuses the saved videos)
         n = max(int(cfg.sample.num_videos), int(cfg.eval.num_videos) if cfg.eval.metrics else 0)
-        s = run.sample_settings(cfg, num_videos=n, for_eval=True)
+        s = exp.sample_settings(for_eval=True, num_videos=n)
         echo(f"[{plan.run_id}] sampling {s.num_videos} videos ({s.sampler}, {s.steps} steps)")
         with _Phase(d, status, "sample", "sampling"):
-            hooks.write_samples(d, run.samples_dir, s.num_videos, s.sampler, s.steps, s.seed, batch_size=s.batch_size)
+            hooks.write_samples(d, run.samples_dir, s)
     if cfg.eval.metrics and not status["phases"]["evaluate"]["done"]:
         echo(f"[{plan.run_id}] evaluating {', '.join(cfg.eval.metrics)} on {cfg.eval.num_videos} videos")
         with _Phase(d, status, "evaluate", "evaluating"):
-            hooks.evaluate(d, cfg)
+            hooks.evaluate(d, exp)
     write_status(d, status, "done")
     return status
 

@@ -98,9 +98,11 @@ def cmd_sample(args) -> int:
                    batch_size=args.batch_size, prompt=args.prompt, prompts=prompts,
                    negative_prompt=args.negative_prompt)
     if args.run:
+        from vfusion.experiment import Experiment
+
         run = RunDir(args.run)
-        cfg = run.config()
-        settings = run.sample_settings(cfg, **choices).check(cfg.diffusion.num_train_timesteps)
+        exp = Experiment.of_run(run.path)
+        settings = exp.sample_settings(**choices).check(exp.config.diffusion.num_train_timesteps)
         pipe = load_pipeline(run.path, args.device)
         out = args.out or str(run.samples_dir)
     else:

@@ -149,16 +149,19 @@ def make_codec(cfg: DictConfig):
     return LatentCodec(cfg.data.vae_path, cfg.data.vae_scaling_factor)
 
 
-def build_module(cfg: DictConfig, spec_info: dict, codec=None) -> VideoDiffusionModule:
-    """Process, prior and model for ``cfg`` and the data facts, handed to the LightningModule."""
+def build_module(experiment, spec_info: dict, codec=None) -> VideoDiffusionModule:
+    """The experiment's process, prior and model for the data facts, handed to the LightningModule
+    (``experiment``: an :class:`~vfusion.experiment.Experiment`, or a config resolved into one)."""
+    from vfusion.experiment import as_experiment
     from vfusion.models.registry import build_model, model_class
-    from vfusion.models.spec import experiment_spec
 
+    exp = as_experiment(experiment)
+    cfg = exp.config
     data_frames = int(spec_info["num_frames"])
     frames = getattr(model_class(cfg.model.name), "clip_frames", None) or data_frames
     class_names = spec_info.get("class_names", [])
-    spec = experiment_spec(cfg, int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
-                           int(spec_info["num_classes"]), class_names)
+    spec = exp.model_spec(int(spec_info["in_channels"]), int(spec_info["sample_size"]), frames,
+                          int(spec_info["num_classes"]), class_names)
     process, noise = spec.process, spec.noise
     model = build_model(cfg, spec)
     facts = spec.data_facts()
@@ -237,15 +240,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, max_steps: int, max_minutes: f
     )
 
 
-def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loader=None,
+def fit(experiment, stage: str = "video", resume: bool = False, train_loader=None,
         spec_info: Optional[dict] = None, extra_callbacks=()) -> Path:
-    """Train stage 1 (``pretrain``: the image UNet on frames) or stage 2 (``video``). Returns the run dir."""
-    from vfusion.experiment import adopted_config
+    """Train stage 1 (``pretrain``: the image UNet on frames) or stage 2 (``video``) of an
+    :class:`~vfusion.experiment.Experiment` (a config is resolved into one). Returns the run dir."""
+    from vfusion.experiment import Experiment, as_experiment
 
-    cfg = adopted_config(cfg)  # the base folder's own process and VAE (resolved values go into config.yaml)
+    exp = as_experiment(experiment)  # the base folder's own process and VAE (resolved values go into config.yaml)
+    cfg = exp.config
     run = RunDir(run_dir_of(cfg))
     saved_cfg = cfg
-    train_cfg = stage1_config(cfg) if stage == "pretrain" else cfg
+    train_exp = Experiment(stage1_config(cfg)) if stage == "pretrain" else exp
+    train_cfg = train_exp.config
     ckpt = run.last_checkpoint
     if ckpt is not None and not resume:
         raise RunExistsError(f"run directory '{run.path}' already holds a checkpoint ({ckpt}); pass --resume to "
@@ -256,7 +262,7 @@ def fit(cfg: DictConfig, stage: str = "video", resume: bool = False, train_loade
     else:
         codec = make_codec(train_cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module = build_module(train_cfg, spec_info, codec)
+    module = build_module(train_exp, spec_info, codec)
     if state is not None:  # refuse a checkpoint of another model before anything is written
         check_signature(state, module.signature)
         del state
@@ -381,11 +387,13 @@ def module_from_checkpoint(run_dir: str | Path, checkpoint: Optional[str | Path]
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(f"no checkpoint {'at ' + str(checkpoint) if checkpoint else 'in ' + str(run.checkpoints)}; "
                           "train the run first (`vfusion train`)")
-    cfg = run.config()
+    from vfusion.experiment import Experiment
+
+    exp = Experiment.of_run(run.path)
     info = run.run_info()
-    train_cfg = stage1_config(cfg) if info.get("stage") == "pretrain" else cfg
+    train_exp = Experiment(stage1_config(exp.config)) if info.get("stage") == "pretrain" else exp
     state = load_checkpoint(ckpt)
-    module = build_module(train_cfg, info["spec"], make_codec(train_cfg))
+    module = build_module(train_exp, info["spec"], make_codec(train_exp.config))
     module.on_load_checkpoint(state)
     module.load_state_dict(state["state_dict"])
     module.video_config["trained"]["global_step"] = int(state.get("global_step", 0))
