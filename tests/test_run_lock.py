@@ -18,7 +18,8 @@ from tests.conftest import tiny_config, tiny_loader, tiny_spec
 from vfusion.config import ConfigError
 from vfusion.errors import UserError
 from vfusion.rundir import LOCK_FILE as LOCK_NAME
-from vfusion.runlock import RunLock, RunLockedError, is_nonzero_rank
+from vfusion.rundir import RunDir
+from vfusion.runlock import RunLockedError, is_nonzero_rank
 from vfusion.training.runner import fit
 
 
@@ -113,29 +114,29 @@ def test_lock_unit_behaviour(tmp_path, live_pid, monkeypatch):
     for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
     run = tmp_path / "run"
-    with RunLock(run, command="test") as lock:
+    with RunDir(run).lock(command="test") as lock:
         info = json.loads((run / LOCK_NAME).read_text())
         assert lock.held and info["pid"] == os.getpid() and info["command"] == "test"
         assert {"pid", "host", "started", "command"} <= set(info)
         with pytest.raises(RunLockedError, match=str(os.getpid())):  # the same process, twice
-            RunLock(run).acquire()
+            RunDir(run).lock().acquire()
     assert not (run / LOCK_NAME).exists()
     # a holder on another host cannot be checked: refused, never taken over
     plant_lock(run, live_pid, host="elsewhere.example")
     with pytest.raises(RunLockedError, match="elsewhere.example"):
-        RunLock(run).acquire()
+        RunDir(run).lock().acquire()
     # a live pid whose process started at another time is a reused pid: stale
     info = json.loads((run / LOCK_NAME).read_text())
     info.update(host=socket.gethostname(), pid_start_ticks=1)
     (run / LOCK_NAME).write_text(json.dumps(info))
-    with RunLock(run) as lock:
+    with RunDir(run).lock() as lock:
         assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
     # ranks other than 0 take no lock (Lightning's DDP launcher, torchrun)
     assert not is_nonzero_rank({}) and not is_nonzero_rank({"LOCAL_RANK": "0", "NODE_RANK": "0"})
     assert is_nonzero_rank({"LOCAL_RANK": "1"}) and is_nonzero_rank({"RANK": "3"}) and is_nonzero_rank({"NODE_RANK": "1"})
     monkeypatch.setenv("LOCAL_RANK", "1")
     plant_lock(run, live_pid)
-    with RunLock(run) as lock:
+    with RunDir(run).lock() as lock:
         assert not lock.held
     assert json.loads((run / LOCK_NAME).read_text())["pid"] == live_pid  # left alone
 

@@ -184,11 +184,11 @@ class RunDir:
     tb_dir = _inside(TB_DIR)
     lock_path = _inside(LOCK_FILE)
 
-    def lock(self):
+    def lock(self, command: Optional[str] = None):
         """``with run.lock():`` this process is the one training here (see :mod:`vfusion.runlock`)."""
         from vfusion.runlock import RunLock
 
-        return RunLock(self.path)
+        return RunLock(self.lock_path, command)
 
     @property
     def last_checkpoint(self) -> Optional[Path]:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Optional
 
 from vfusion.errors import UserError
-from vfusion.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,12 @@ def describe_holder(info: dict) -> str:
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` owns ``run_dir/train.lock`` for the block (a no-op on ranks other than 0)."""
+    """``with RunLock(lock_path):`` owns the run's lock file for the block (a no-op on ranks other than 0);
+    :meth:`vfusion.rundir.RunDir.lock` names the file."""
 
-    def __init__(self, run_dir: str | Path, command: Optional[str] = None):
-        self.run_dir = Path(run_dir)
-        self.path = RunDir(self.run_dir).lock_path
+    def __init__(self, lock_path: str | Path, command: Optional[str] = None):
+        self.path = Path(lock_path)
+        self.run_dir = self.path.parent
         self.command = command if command is not None else shlex.join(sys.argv)
         self.held = False
         self._info: Optional[dict] = None
