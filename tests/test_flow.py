@@ -12,8 +12,8 @@ from torch import nn
 from tests.conftest import tiny_config
 from vfusion.diffusion.flow import FlowProcess
 from vfusion.diffusion.noise import DecomposedNoise, build_noise_prior
-from vfusion.diffusion.factory import load_process, make_process
-from vfusion.diffusion.process import DiffusionProcess, ProcessError
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.process import DiffusionProcess, ProcessError, read_config
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.errors import UserError
 from vfusion.models.videofusion import VideoFusion
@@ -227,17 +227,17 @@ def test_scheduler_and_saved_config_are_diffusers_flow_match(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["_class_name"] == "FlowMatchEulerDiscreteScheduler" and saved["num_train_timesteps"] == 500
     assert FlowMatchEulerDiscreteScheduler.from_pretrained(tmp_path).config.shift == 2.0  # diffusers reads it
-    again = load_process(tmp_path)  # the kind the saved config describes
+    again = make_process(read_config(tmp_path))  # the kind the saved config describes
     assert isinstance(again, FlowProcess) and again.to_json_dict() == process.to_json_dict()
     with pytest.raises(ProcessError):
-        DiffusionProcess.from_pretrained(tmp_path)  # a flow config is not read as a VP schedule
-    assert isinstance(FlowProcess.from_pretrained(out), FlowProcess)
+        DiffusionProcess(read_config(tmp_path))  # a flow config is not read as a VP schedule
+    assert isinstance(FlowProcess(read_config(out)), FlowProcess)
     vp = DiffusionProcess({})
     vp.save_pretrained(tmp_path / "vp")
-    assert type(DiffusionProcess.from_pretrained(tmp_path / "vp")) is DiffusionProcess
-    assert type(load_process(tmp_path / "vp")) is DiffusionProcess
+    assert type(DiffusionProcess(read_config(tmp_path / "vp"))) is DiffusionProcess
+    assert type(make_process(read_config(tmp_path / "vp"))) is DiffusionProcess
     with pytest.raises(ProcessError):
-        FlowProcess.from_pretrained(tmp_path / "vp")
+        FlowProcess(read_config(tmp_path / "vp"))
 
 
 def test_make_process_picks_the_kind():

@@ -12,11 +12,11 @@ from vfusion.config import ConfigError, merge_config
 from vfusion.diffusion.freeinit import FreeInit, FreeInitError, butterworth_low_pass, mix_frequencies, reinitialise
 from vfusion.diffusion.noise import build_noise_prior
 from vfusion.diffusion.factory import make_process
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 
 DIMS = (-3, -2, -1)
-VP = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+VP = make_process(PROJECT_DDPM)
 FLOW = make_process({"_class_name": "FlowMatchEulerDiscreteScheduler"})
 
 

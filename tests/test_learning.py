@@ -16,12 +16,11 @@ COLOURS = torch.tensor([[0.8, -0.6, -0.6], [-0.6, -0.6, 0.8]])  # class 0 red, c
 
 
 def test_oracle_denoiser_reproduces_the_data_exactly():
-    from vfusion.config import merge_config
+    from vfusion.diffusion.factory import make_process
     from vfusion.diffusion.noise import DecomposedNoise
-    from vfusion.diffusion.process import DiffusionProcess
+    from vfusion.diffusion.process import PROJECT_DDPM
 
-    cfg = merge_config({"name": "o"}, overrides=["diffusion.num_train_timesteps=100"])
-    process = DiffusionProcess.from_config(cfg.diffusion)
+    process = make_process({**PROJECT_DDPM, "num_train_timesteps": 100})
     ac = process.alphas_cumprod
     c = COLOURS[0].view(1, 3, 1, 1, 1)
 

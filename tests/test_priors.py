@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from vfusion.config import ConfigError, merge_config
+from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.noise import IndependentNoise, NoisePriorError, build_noise_prior, keyframe_lambdas, \
     noise_prior_from_config
 from vfusion.diffusion.priors import NOISE_PRIORS
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.errors import UserError
 
@@ -148,7 +149,7 @@ def test_videofusion_model_refuses_a_prior_without_keyframe_base():
 
 # ---------------------------------------------------------------------------- sampling
 
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 
 
 class _TinyVideoModel(torch.nn.Module):

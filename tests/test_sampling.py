@@ -6,21 +6,20 @@ import torch
 from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 
 from vfusion.conditioning import Cond, label_ids
-from vfusion.config import merge_config
+from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.noise import DecomposedNoise, build_noise_prior
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.samplers import PREDICTION_TYPES, SAMPLERS
 from vfusion.diffusion.sampling import guided, sample_loop
 from vfusion.models.base_generator import BaseGenerator
 from vfusion.models.image_unet import ImageUNet
 
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 NUM_CLASSES = 3  # _Toy's label table: classes 0..2, null label 3
 
 
 def _process(prediction_type):
-    return DiffusionProcess.from_config(
-        merge_config({"name": "x"}, overrides=[f"diffusion.prediction_type={prediction_type}"]).diffusion)
+    return make_process({**PROJECT_DDPM, "prediction_type": prediction_type})
 
 
 class _Toy(torch.nn.Module):

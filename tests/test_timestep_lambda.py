@@ -16,14 +16,14 @@ from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.flow import FlowProcess
 from vfusion.diffusion.noise import DecomposedNoise, NoisePriorError, build_noise_prior, noise_prior_from_config
 from vfusion.diffusion.priors import describe
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.models.registry import build_model
 from vfusion.models.spec import ModelSpec
 
 T = 6
 K = T // 2
-PROCESS = DiffusionProcess.from_config(merge_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 
 
 def _schedule(value, kind="constant", min_value=0.0):
