@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import torch
 
+from vfusion.diffusion.noise import compose
 from vfusion.diffusion.samplers import PREDICTION_TYPES, SamplerSpec, sampler_spec, samplers_for
 from vfusion.errors import UserError
 
@@ -226,11 +227,12 @@ class DiffusionProcess(SavedProcess):
                 t: torch.Tensor) -> torch.Tensor:
         """VideoFusion's prediction for the non-key frames, in this process's target space.
 
-        ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i (the paper's composition, in ε-space), then
+        ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i (the paper's composition, in ε-space: the noise's own
+        :func:`~vfusion.diffusion.noise.compose`), then
         converted to the target with :meth:`from_eps`. ``b_hat`` (B, C, 1, H, W) is the base noise in
         ε-space, ``r_hat`` / ``z_other`` (B, C, T', H, W), ``lam`` broadcastable to them.
         """
-        return self.from_eps(lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat, z_other, t)
+        return self.from_eps(compose(b_hat, r_hat, lam), z_other, t)
 
     # ---- sampling ------------------------------------------------------------------------
     def model_timesteps(self, t, batch: int, device) -> torch.Tensor:

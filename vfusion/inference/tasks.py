@@ -195,8 +195,7 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
             if base is None:
                 base = draw.base
             else:
-                latents = compose(base, draw.residual, prior.lambdas.to(device=base.device, dtype=base.dtype)
-                                  .view(1, 1, -1, 1, 1))
+                latents = compose(base, draw.residual, prior.lambdas)
                 k = prior.keyframe
                 latents[:, :, k:k + 1] = base
         out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, latents=latents,
