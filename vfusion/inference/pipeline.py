@@ -104,6 +104,15 @@ class VideoFusionPipeline(DiffusionPipeline):
     def process(self):
         return self.spec().process
 
+    def sample_defaults(self) -> dict:
+        """The run's sampling settings (``video_config["sample"]``), the schema's
+        (:class:`vfusion.config.SampleConfig`) for any it does not record."""
+        from dataclasses import asdict
+
+        from vfusion.config import SampleConfig
+
+        return {**asdict(SampleConfig()), **(self.video_config.get("sample") or {})}
+
     def spec(self):
         """The model's data facts, the run's DiffusionProcess and its noise prior."""
         if self._spec is None:
@@ -222,7 +231,7 @@ class VideoFusionPipeline(DiffusionPipeline):
         from vfusion.diffusion.sampling import sample_loop
 
         vc = self.video_config
-        defaults = vc.get("sample", {})
+        defaults = self.sample_defaults()
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         num_classes = int(vc.get("num_classes", 0))
@@ -242,14 +251,14 @@ class VideoFusionPipeline(DiffusionPipeline):
         for given in (latents, known_frames, video):
             if given is not None and batch_size is None:
                 batch_size = int(given.shape[0])
-        batch_size = int(batch_size if batch_size is not None else defaults.get("batch_size", 1))
-        steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
-        sampler = sampler or defaults.get("sampler", "ddim")
-        guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
+        batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
+        steps = int(num_inference_steps if num_inference_steps is not None else defaults["steps"])
+        sampler = sampler or defaults["sampler"]
+        guidance = float(guidance_scale if guidance_scale is not None else defaults["guidance_scale"])
         check_sampling(batch_size, steps, guidance, self.process.num_train_timesteps)
-        fi = {key: value if value is not None else defaults.get("free_init_" + key, default)
-              for key, value, default in (("iters", free_init_iters, 0), ("order", free_init_order, 4),
-                                          ("ds", free_init_ds, 0.25), ("dt", free_init_dt, 0.25))}
+        fi = {key: value if value is not None else defaults["free_init_" + key]
+              for key, value in (("iters", free_init_iters), ("order", free_init_order), ("ds", free_init_ds),
+                                 ("dt", free_init_dt))}
         free_init = FreeInit(int(fi["iters"]), int(fi["order"]), float(fi["ds"]), float(fi["dt"]))
         if labels is None and num_classes and prompt is None:
             labels = self.default_labels(batch_size, start_index)
