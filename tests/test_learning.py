@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import run_videos, tiny_config, tiny_spec
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.training.runner import fit
 
@@ -29,8 +30,8 @@ def test_oracle_denoiser_reproduces_the_data_exactly():
         return (x - a.sqrt() * c) / (1 - a).sqrt()
 
     for sampler in ("ddpm", "ddim", "dpm"):
-        out = sample_loop(oracle, process, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8), sampler=sampler,
-                          steps=20, generator=torch.Generator().manual_seed(0), progress=False)
+        out = sample_loop(oracle, process, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8),
+                          LoopSettings(sampler, 20, progress=False), generator=torch.Generator().manual_seed(0))
         assert torch.allclose(out, c.expand_as(out), atol=1e-4), sampler
 
 

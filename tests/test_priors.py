@@ -6,6 +6,7 @@ import torch
 
 from vfusion.config import ConfigError, merge_config
 from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import IndependentNoise, NoisePriorError, build_noise_prior, keyframe_lambdas, \
     noise_prior_from_config
 from vfusion.diffusion.priors import NOISE_PRIORS
@@ -165,8 +166,8 @@ class _TinyVideoModel(torch.nn.Module):
 
 
 def _run(prior, seed=0, shape=(2, 2, 4, 4, 4)):
-    return sample_loop(_TinyVideoModel(), PROCESS, prior, shape, sampler="ddpm", steps=5,
-                       generator=torch.Generator().manual_seed(seed), progress=False)
+    return sample_loop(_TinyVideoModel(), PROCESS, prior, shape, LoopSettings("ddpm", 5, progress=False),
+                       generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name,params", CASES)

@@ -14,6 +14,7 @@ from tests.conftest import tiny_config, tiny_spec
 from vfusion.config import ConfigError, merge_config
 from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.flow import FlowProcess
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import DecomposedNoise, NoisePriorError, build_noise_prior, noise_prior_from_config
 from vfusion.diffusion.priors import describe
 from vfusion.diffusion.process import PROJECT_DDPM
@@ -111,8 +112,8 @@ class _Spy:
 def test_sampling_draws_each_noise_at_the_level_it_is_added_to():
     spy = _Spy()
     model = lambda x, t, cond=None: 0.1 * x  # noqa: E731
-    sample_loop(model, PROCESS, spy, (2, 2, 4, 4, 4), sampler="ddpm", steps=4,
-                generator=torch.Generator().manual_seed(0), progress=False)
+    sample_loop(model, PROCESS, spy, (2, 2, 4, 4, 4), LoopSettings("ddpm", 4, progress=False),
+                generator=torch.Generator().manual_seed(0))
     sched = PROCESS.scheduler("ddpm")
     sched.set_timesteps(4)
     ts = [int(t) for t in sched.timesteps]

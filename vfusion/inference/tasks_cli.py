@@ -393,7 +393,6 @@ def cmd_generate(args) -> int:
         inversion = bool(args.inversion)
         settings.update(strength=strength, inversion=inversion, steps_run=steps_to_run(steps, strength))
         total = steps_to_run(steps, strength)
-        call["free_init_iters"] = 0  # FreeInit restarts from pure noise, which an edit does not do
         fn, task_args = tasks.edit, dict(video=x["video"], strength=strength, inversion=inversion)
         given = x["video"]
 
