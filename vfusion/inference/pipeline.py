@@ -40,7 +40,7 @@ from diffusers.utils import BaseOutput
 from vfusion.conditioning import class_cond
 from vfusion.data.clips import SPATIAL_MODES, resize_clips
 from vfusion.errors import UserError
-from vfusion.rundir import check_sampling
+from vfusion.rundir import check_sampling, sample_defaults
 
 OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # how given frames of another size are fitted to the model's frames; "none" refuses them
@@ -107,11 +107,7 @@ class VideoFusionPipeline(DiffusionPipeline):
     def sample_defaults(self) -> dict:
         """The run's sampling settings (``video_config["sample"]``), the schema's
         (:class:`vfusion.config.SampleConfig`) for any it does not record."""
-        from dataclasses import asdict
-
-        from vfusion.config import SampleConfig
-
-        return {**asdict(SampleConfig()), **(self.video_config.get("sample") or {})}
+        return sample_defaults(self.video_config.get("sample"))
 
     def spec(self):
         """The model's data facts, the run's DiffusionProcess and its noise prior."""
