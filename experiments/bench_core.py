@@ -173,6 +173,7 @@ def main() -> None:
         print(json.dumps(single(args)))
         return
 
+    from vfusion.diffusion.loop_settings import LoopSettings
     from vfusion.diffusion.sampling import sample_loop
     from vfusion.models.unet2d import count_parameters
 
@@ -210,8 +211,9 @@ def main() -> None:
     one_call = _time_fwd(lambda x, t: vf(x, t), x, t, device, args.iters)
     _sync(device)
     start = time.perf_counter()
-    sample_loop(vf, spec.process, spec.noise, (b, 3, n, s, s), sampler="ddim", steps=args.sample_steps,
-           generator=torch.Generator(device=device).manual_seed(0), device=device, progress=False)
+    sample_loop(vf, spec.process, spec.noise, (b, 3, n, s, s),
+                LoopSettings("ddim", args.sample_steps, device=device, progress=False),
+                generator=torch.Generator(device=device).manual_seed(0))
     _sync(device)
     loop = time.perf_counter() - start
     overhead = loop / (args.sample_steps * one_call) - 1

@@ -93,12 +93,12 @@ def model_spec(size, frames, in_channels=3, num_classes=5):
     """A ModelSpec for model tests: the default diffusion process and a decomposed prior (λ = 0.5).
 
     The baselines do not read ``process`` / ``noise``; VideoFusion does."""
-    from vfusion.experiment import resolve_config
+    from vfusion.diffusion.factory import make_process
     from vfusion.diffusion.noise import build_noise_prior
-    from vfusion.diffusion.process import DiffusionProcess
+    from vfusion.diffusion.process import PROJECT_DDPM
     from vfusion.models.spec import ModelSpec
 
-    process = DiffusionProcess.from_config(resolve_config({"name": "x"}).diffusion)
+    process = make_process(PROJECT_DDPM)
     return ModelSpec(in_channels, size, frames, num_classes, process=process,
                      noise=build_noise_prior("decomposed", frames, value=0.5))
 

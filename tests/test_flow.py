@@ -11,9 +11,10 @@ from torch import nn
 
 from tests.conftest import tiny_config
 from vfusion.diffusion.flow import FlowProcess
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import DecomposedNoise, build_noise_prior
-from vfusion.diffusion.factory import load_process, make_process
-from vfusion.diffusion.process import DiffusionProcess, ProcessError
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.process import DiffusionProcess, ProcessError, read_config
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.errors import UserError
 from vfusion.models.videofusion import VideoFusion
@@ -102,8 +103,8 @@ def test_oracle_velocity_recovers_the_data(sampler, prior, shift):
     process = _flow(shift=shift)
     x = _clip(seed=4).float().double()
     noise = build_noise_prior("independent", 5) if prior == "independent" else DecomposedNoise.constant(5, 0.5)
-    out = sample_loop(_velocity_oracle(x), process, noise, x.shape, sampler=sampler, steps=10,
-                      generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample_loop(_velocity_oracle(x), process, noise, x.shape, LoopSettings(sampler, 10, progress=False),
+                      generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.float32
     assert torch.allclose(out.double(), x, atol=1e-5)
 
@@ -113,7 +114,7 @@ def test_wrong_velocity_sign_does_not_recover_the_data():
     x = _clip(seed=4).float().double()
     oracle = _velocity_oracle(x)
     out = sample_loop(lambda z, t, c=None: -oracle(z, t, c), _flow(), DecomposedNoise.constant(5, 0.5), x.shape,
-                      sampler="euler", steps=10, generator=torch.Generator().manual_seed(0), progress=False)
+                      LoopSettings("euler", 10, progress=False), generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(out.double(), x, atol=1e-2)
 
 
@@ -178,8 +179,8 @@ def test_sampling_through_oracle_videofusion_recovers_the_data():
     process = _flow()
     x = _clip(seed=11).float().double()
     model = _oracle_videofusion(x, process)
-    out = sample_loop(model, process, DecomposedNoise(torch.tensor(LAMBDAS)), x.shape, sampler="euler", steps=10,
-                      generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample_loop(model, process, DecomposedNoise(torch.tensor(LAMBDAS)), x.shape,
+                      LoopSettings("euler", 10, progress=False), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out.double(), x, atol=1e-5)
 
 
@@ -203,8 +204,8 @@ def test_flow_euler_loop_equals_a_plain_diffusers_loop(shift):
     process = _flow(shift=shift)
     noise = DecomposedNoise.constant(1, 0.5)
     shape = (2, 3, 1, 8, 8)
-    ours = sample_loop(ImageUNet(BaseGenerator(unet, 0)), process, noise, shape, sampler="euler", steps=8,
-                       generator=torch.Generator().manual_seed(0), progress=False)
+    ours = sample_loop(ImageUNet(BaseGenerator(unet, 0)), process, noise, shape,
+                       LoopSettings("euler", 8, progress=False), generator=torch.Generator().manual_seed(0))
 
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=T, shift=shift)  # built independently
     scheduler.set_timesteps(8)
@@ -227,17 +228,17 @@ def test_scheduler_and_saved_config_are_diffusers_flow_match(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["_class_name"] == "FlowMatchEulerDiscreteScheduler" and saved["num_train_timesteps"] == 500
     assert FlowMatchEulerDiscreteScheduler.from_pretrained(tmp_path).config.shift == 2.0  # diffusers reads it
-    again = load_process(tmp_path)  # the kind the saved config describes
+    again = make_process(read_config(tmp_path))  # the kind the saved config describes
     assert isinstance(again, FlowProcess) and again.to_json_dict() == process.to_json_dict()
     with pytest.raises(ProcessError):
-        DiffusionProcess.from_pretrained(tmp_path)  # a flow config is not read as a VP schedule
-    assert isinstance(FlowProcess.from_pretrained(out), FlowProcess)
+        DiffusionProcess(read_config(tmp_path))  # a flow config is not read as a VP schedule
+    assert isinstance(FlowProcess(read_config(out)), FlowProcess)
     vp = DiffusionProcess({})
     vp.save_pretrained(tmp_path / "vp")
-    assert type(DiffusionProcess.from_pretrained(tmp_path / "vp")) is DiffusionProcess
-    assert type(load_process(tmp_path / "vp")) is DiffusionProcess
+    assert type(DiffusionProcess(read_config(tmp_path / "vp"))) is DiffusionProcess
+    assert type(make_process(read_config(tmp_path / "vp"))) is DiffusionProcess
     with pytest.raises(ProcessError):
-        FlowProcess.from_pretrained(tmp_path / "vp")
+        FlowProcess(read_config(tmp_path / "vp"))
 
 
 def test_make_process_picks_the_kind():
@@ -311,8 +312,8 @@ def test_samplers_are_checked_against_the_process_kind():
             flow.scheduler(sampler)
         assert "sample.sampler=euler" in _one_line_user_error(excinfo)
     with pytest.raises(ProcessError) as excinfo:  # through the sampling loop, before any noise is drawn
-        sample_loop(lambda z, t, c=None: z, flow, DecomposedNoise.constant(1, 0.5), (1, 1, 1, 2, 2), sampler="ddpm",
-                    steps=2, progress=False)
+        sample_loop(lambda z, t, c=None: z, flow, DecomposedNoise.constant(1, 0.5), (1, 1, 1, 2, 2),
+                    LoopSettings("ddpm", 2, progress=False))
     _one_line_user_error(excinfo)
     with pytest.raises(ProcessError) as excinfo:
         DiffusionProcess({}).scheduler("euler")

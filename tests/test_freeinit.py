@@ -10,14 +10,15 @@ from diffusers.pipelines.free_init_utils import FreeInitMixin
 
 from vfusion.config import ConfigError
 from vfusion.experiment import resolve_config
-from vfusion.diffusion.freeinit import FreeInit, FreeInitError, butterworth_low_pass, mix_frequencies, reinitialise
+from vfusion.diffusion.freeinit import FreeInitError, FreeInitTask, butterworth_low_pass, mix_frequencies, reinitialise
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import build_noise_prior
 from vfusion.diffusion.factory import make_process
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 
 DIMS = (-3, -2, -1)
-VP = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
+VP = make_process(PROJECT_DDPM)
 FLOW = make_process({"_class_name": "FlowMatchEulerDiscreteScheduler"})
 
 
@@ -60,7 +61,7 @@ def test_reinitialisation_equals_diffusers_free_init_step():
     ref, _ = mixin._apply_free_init(x0, 1, steps, "cpu", torch.float32, torch.Generator().manual_seed(5))
     fresh = build_noise_prior("independent", 8)(shape, generator=torch.Generator().manual_seed(5))
     t = torch.full((2,), VP.num_train_timesteps - 1, dtype=torch.long)
-    ours = reinitialise(x0, init, fresh, VP, t, FreeInit(2).mask(8, 8, 8))
+    ours = reinitialise(x0, init, fresh, VP, t, FreeInitTask(2).mask(8, 8, 8))
     assert (ours - ref).abs().max() <= 1e-6
 
 
@@ -95,7 +96,7 @@ def test_low_pass_keeps_slow_components_and_removes_fast_ones():
 @pytest.mark.parametrize("kwargs", [{"iters": -1}, {"order": 0}, {"d_s": 0.0}, {"d_t": 1.5}, {"iters": 1.5}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(FreeInitError):
-        FreeInit(**kwargs)
+        FreeInitTask(**kwargs)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -114,15 +115,15 @@ SHAPE = (2, 2, 4, 8, 8)
 
 
 def _loop(process, sampler, prior, **kw):
-    return sample_loop(_Tiny(), process, prior, SHAPE, sampler=sampler, steps=4, progress=False, **kw)
+    return sample_loop(_Tiny(), process, prior, SHAPE, LoopSettings(sampler, 4, progress=False), **kw)
 
 
 @pytest.mark.parametrize("process,sampler", [(VP, "ddim"), (VP, "ddpm"), (VP, "dpm"), (FLOW, "euler")])
 def test_free_init_loop_is_passes_from_reinitialised_noise(process, sampler):
     prior = build_noise_prior("pyoco_progressive", 4, alpha=1.0)
-    fi = FreeInit(iters=2, d_s=0.4, d_t=0.4)
+    fi = FreeInitTask(iters=2, d_s=0.4, d_t=0.4)
     calls = []
-    out = _loop(process, sampler, prior, free_init=fi, generator=torch.Generator().manual_seed(0),
+    out = _loop(process, sampler, prior, tasks=(fi,), generator=torch.Generator().manual_seed(0),
                 callback=calls.append)
     assert calls == list(range(3 * 4))
     # by hand: a pass, then twice x_0 -> reinitialise (initial noise, a fresh draw) -> a pass from there
@@ -137,7 +138,7 @@ def test_free_init_loop_is_passes_from_reinitialised_noise(process, sampler):
         x = _loop(process, sampler, prior, latents=start, generator=g)
     assert torch.equal(out, x)
     plain = _loop(process, sampler, prior, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(_loop(process, sampler, prior, free_init=FreeInit(iters=0),
+    assert torch.equal(_loop(process, sampler, prior, tasks=(FreeInitTask(iters=0),),
                              generator=torch.Generator().manual_seed(0)), plain)
     assert not torch.allclose(out, plain)
 
@@ -171,6 +172,6 @@ def test_pipeline_takes_free_init_from_the_run_and_from_arguments(tmp_path):
 
     refined, n = run()
     assert n == 4  # (iters + 1) passes of 2 steps
-    plain, n0 = run(free_init_iters=0)
+    plain, n0 = run(tasks=(FreeInitTask(iters=0),))
     assert n0 == 2 and not torch.equal(refined, plain)
-    assert run(free_init_iters=2, free_init_ds=0.25)[1] == 6
+    assert run(tasks=(FreeInitTask(iters=2, d_s=0.25),))[1] == 6

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import run_videos, tiny_config, tiny_spec
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.training.runner import fit
 
@@ -16,12 +17,11 @@ COLOURS = torch.tensor([[0.8, -0.6, -0.6], [-0.6, -0.6, 0.8]])  # class 0 red, c
 
 
 def test_oracle_denoiser_reproduces_the_data_exactly():
-    from vfusion.experiment import resolve_config
+    from vfusion.diffusion.factory import make_process
     from vfusion.diffusion.noise import DecomposedNoise
-    from vfusion.diffusion.process import DiffusionProcess
+    from vfusion.diffusion.process import PROJECT_DDPM
 
-    cfg = resolve_config({"name": "o"}, overrides=["diffusion.num_train_timesteps=100"])
-    process = DiffusionProcess.from_config(cfg.diffusion)
+    process = make_process({**PROJECT_DDPM, "num_train_timesteps": 100})
     ac = process.alphas_cumprod
     c = COLOURS[0].view(1, 3, 1, 1, 1)
 
@@ -30,8 +30,8 @@ def test_oracle_denoiser_reproduces_the_data_exactly():
         return (x - a.sqrt() * c) / (1 - a).sqrt()
 
     for sampler in ("ddpm", "ddim", "dpm"):
-        out = sample_loop(oracle, process, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8), sampler=sampler,
-                          steps=20, generator=torch.Generator().manual_seed(0), progress=False)
+        out = sample_loop(oracle, process, DecomposedNoise.constant(4, 0.5), (2, 3, 4, 8, 8),
+                          LoopSettings(sampler, 20, progress=False), generator=torch.Generator().manual_seed(0))
         assert torch.allclose(out, c.expand_as(out), atol=1e-4), sampler
 
 

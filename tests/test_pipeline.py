@@ -158,11 +158,12 @@ def test_no_unsafe_load_in_the_package():
 def test_training_end_to_end_with_other_prediction_types(tmp_path, prediction):
     """Every model learns the process's target; the pipeline samples with a scheduler of the same type."""
     from vfusion import VideoFusionPipeline
-    from vfusion.diffusion.process import DiffusionProcess
+    from vfusion.diffusion.factory import make_process
+    from vfusion.diffusion.process import read_config
 
     for model in ("videofusion", "video_unet"):
         run = _train(tmp_path, f"diffusion.prediction_type={prediction}", f"model.name={model}", name=model)
-        assert DiffusionProcess.from_pretrained(run / "scheduler").prediction_type == prediction
+        assert make_process(read_config(run / "scheduler")).prediction_type == prediction
         pipe = VideoFusionPipeline.from_pretrained(str(run / "pipeline"))
         assert pipe.scheduler.config.prediction_type == prediction
         out = pipe(num_inference_steps=2, generator=torch.Generator().manual_seed(0), progress=False)

@@ -6,10 +6,12 @@ import torch
 
 from vfusion.config import ConfigError
 from vfusion.experiment import resolve_config
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import IndependentNoise, NoisePriorError, build_noise_prior, keyframe_lambdas, \
     noise_prior_from_config
 from vfusion.diffusion.priors import NOISE_PRIORS
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.errors import UserError
 
@@ -149,7 +151,7 @@ def test_videofusion_model_refuses_a_prior_without_keyframe_base():
 
 # ---------------------------------------------------------------------------- sampling
 
-PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 
 
 class _TinyVideoModel(torch.nn.Module):
@@ -165,8 +167,8 @@ class _TinyVideoModel(torch.nn.Module):
 
 
 def _run(prior, seed=0, shape=(2, 2, 4, 4, 4)):
-    return sample_loop(_TinyVideoModel(), PROCESS, prior, shape, sampler="ddpm", steps=5,
-                       generator=torch.Generator().manual_seed(seed), progress=False)
+    return sample_loop(_TinyVideoModel(), PROCESS, prior, shape, LoopSettings("ddpm", 5, progress=False),
+                       generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name,params", CASES)

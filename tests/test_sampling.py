@@ -6,21 +6,21 @@ import torch
 from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 
 from vfusion.conditioning import Cond, label_ids
-from vfusion.experiment import resolve_config
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import DecomposedNoise, build_noise_prior
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.samplers import PREDICTION_TYPES, SAMPLERS
 from vfusion.diffusion.sampling import guided, sample_loop
 from vfusion.models.base_generator import BaseGenerator
 from vfusion.models.image_unet import ImageUNet
 
-PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 NUM_CLASSES = 3  # _Toy's label table: classes 0..2, null label 3
 
 
 def _process(prediction_type):
-    return DiffusionProcess.from_config(
-        resolve_config({"name": "x"}, overrides=[f"diffusion.prediction_type={prediction_type}"]).diffusion)
+    return make_process({**PROJECT_DDPM, "prediction_type": prediction_type})
 
 
 class _Toy(torch.nn.Module):
@@ -49,20 +49,20 @@ class _Recorder(DecomposedNoise):
 @pytest.mark.parametrize("sampler,calls", [("ddpm", 1 + 5), ("ddim", 1), ("dpm", 1)])
 def test_noise_drawn_from_decomposed_sampler(sampler, calls):
     noise = _Recorder(torch.ones(4))
-    sample_loop(_Toy(), PROCESS, noise, (2, 1, 4, 4, 4), sampler=sampler, steps=5,
-                generator=torch.Generator().manual_seed(0), progress=False)
+    sample_loop(_Toy(), PROCESS, noise, (2, 1, 4, 4, 4), LoopSettings(sampler, 5, progress=False),
+                generator=torch.Generator().manual_seed(0))
     assert noise.calls == calls
 
 
 def test_stochastic_steps_keep_the_shared_structure():
     # λ ≡ 1: all frames share the noise. A per-frame model then yields identical frames only
     # if every stochastic step's fresh noise is shared too (independent step noise breaks it).
-    out = sample_loop(_Toy(), PROCESS, DecomposedNoise(torch.ones(4)), (2, 1, 4, 4, 4), sampler="ddpm", steps=8,
-                      generator=torch.Generator().manual_seed(0), progress=False)
+    out = sample_loop(_Toy(), PROCESS, DecomposedNoise(torch.ones(4)), (2, 1, 4, 4, 4),
+                      LoopSettings("ddpm", 8, progress=False), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, out[:, :, :1].expand_as(out), atol=1e-6)
     # and the sampler is stochastic: with λ = 0 the frames differ
-    out0 = sample_loop(_Toy(), PROCESS, DecomposedNoise.constant(4, 0.0), (2, 1, 4, 4, 4), sampler="ddpm", steps=8,
-                       generator=torch.Generator().manual_seed(0), progress=False)
+    out0 = sample_loop(_Toy(), PROCESS, DecomposedNoise.constant(4, 0.0), (2, 1, 4, 4, 4),
+                       LoopSettings("ddpm", 8, progress=False), generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(out0[:, :, 0], out0[:, :, 1])
 
 
@@ -93,8 +93,8 @@ def test_ddpm_sampler_equals_diffusers_ddpm_step(monkeypatch):
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm"])
 def test_deterministic_given_seed(sampler):
     noise = DecomposedNoise.constant(4, 0.5)
-    run = lambda s: sample_loop(_Toy(), PROCESS, noise, (1, 1, 4, 4, 4), sampler=sampler,  # noqa: E731
-                                steps=4, generator=torch.Generator().manual_seed(s), progress=False)
+    run = lambda s: sample_loop(_Toy(), PROCESS, noise, (1, 1, 4, 4, 4),  # noqa: E731
+                                LoopSettings(sampler, 4, progress=False), generator=torch.Generator().manual_seed(s))
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
 
@@ -129,8 +129,8 @@ def test_ddim_sampling_equals_diffusers_ddim_pipeline(prediction_type):
     process = _process(prediction_type)
     assert process.prediction_type == prediction_type
     model = ImageUNet(BaseGenerator(unet, 0))
-    ours = sample_loop(model, process, build_noise_prior("independent", 1), (2, 3, 1, 8, 8), sampler="ddim",
-                       steps=10, generator=torch.Generator().manual_seed(0), progress=False)
+    ours = sample_loop(model, process, build_noise_prior("independent", 1), (2, 3, 1, 8, 8),
+                       LoopSettings("ddim", 10, progress=False), generator=torch.Generator().manual_seed(0))
     assert ours.shape == (2, 3, 1, 8, 8)
     pipe = DDIMPipeline(unet=unet, scheduler=process.scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)

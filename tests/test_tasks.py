@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from vfusion.diffusion.edit import EditError, invert, steps_to_run
+from vfusion.diffusion.edit import EditError, EditTask, invert, steps_to_run
 from vfusion.diffusion.factory import make_process
-from vfusion.diffusion.known import KnownFrames, KnownFramesError, renoise
+from vfusion.diffusion.known import KnownFramesError, KnownFramesTask, renoise
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import DecomposedNoise, IndependentNoise
 from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
@@ -50,10 +51,11 @@ def test_the_oracle_trajectory_ends_at_the_known_frames_without_pasting(kind, sa
     """The replacement alone (no final paste) brings the known frames back to their values."""
     process = _process(kind, prediction_type or "epsilon")
     x = _clip()
-    known = KnownFrames.frames(x, [0, 2])
-    monkeypatch.setattr(KnownFrames, "paste", lambda self, z: z)
-    out = sample_loop(_Net(), process, DecomposedNoise.constant(5, 0.5), SHAPE, sampler=sampler, steps=8,
-                      generator=torch.Generator().manual_seed(0), progress=False, known=known)
+    known = KnownFramesTask.frames(x, [0, 2])
+    monkeypatch.setattr(KnownFramesTask, "paste", lambda self, z: z)
+    out = sample_loop(_Net(), process, DecomposedNoise.constant(5, 0.5), SHAPE,
+                      LoopSettings(sampler, 8, progress=False), generator=torch.Generator().manual_seed(0),
+                      tasks=(known,))
     torch.testing.assert_close(out[:, :, [0, 2]], x[:, :, [0, 2]], atol=2e-4, rtol=0)
     assert (out[:, :, [1, 3, 4]] - x[:, :, [1, 3, 4]]).abs().max() > 0.1  # the others are generated
 
@@ -65,8 +67,8 @@ def test_known_frames_are_their_forward_noised_versions_with_the_clips_base_nois
     prior = DecomposedNoise.constant(5, 0.5)
     x = _clip()
     net = _Net()
-    sample_loop(net, process, prior, SHAPE, sampler="ddim", steps=6, generator=torch.Generator().manual_seed(3),
-                progress=False, known=KnownFrames.frames(x, [prior.keyframe]))
+    sample_loop(net, process, prior, SHAPE, LoopSettings("ddim", 6, progress=False),
+                generator=torch.Generator().manual_seed(3), tasks=(KnownFramesTask.frames(x, [prior.keyframe]),))
     base = prior.sample(SHAPE, generator=torch.Generator().manual_seed(3)).base
     scheduler = process.scheduler("ddim")
     scheduler.set_timesteps(6)
@@ -85,12 +87,12 @@ def test_stochastic_steps_noise_known_and_unknown_frames_with_one_prior_draw():
     prior = DecomposedNoise.constant(5, 0.7)
 
     def oracle_everywhere(z, t, cond=None):
-        return KnownFrames(x, torch.ones(5, dtype=torch.bool)).oracle(torch.zeros_like(z), z, t, process)
+        return KnownFramesTask(x, torch.ones(5, dtype=torch.bool)).oracle(torch.zeros_like(z), z, t, process)
 
-    free = sample_loop(oracle_everywhere, process, prior, SHAPE, sampler="ddpm", steps=5,
-                       generator=torch.Generator().manual_seed(1), progress=False)
-    given = sample_loop(oracle_everywhere, process, prior, SHAPE, sampler="ddpm", steps=5,
-                        generator=torch.Generator().manual_seed(1), progress=False, known=KnownFrames.frames(x, [1]))
+    free = sample_loop(oracle_everywhere, process, prior, SHAPE, LoopSettings("ddpm", 5, progress=False),
+                       generator=torch.Generator().manual_seed(1))
+    given = sample_loop(oracle_everywhere, process, prior, SHAPE, LoopSettings("ddpm", 5, progress=False),
+                        generator=torch.Generator().manual_seed(1), tasks=(KnownFramesTask.frames(x, [1]),))
     torch.testing.assert_close(given, free, atol=1e-5, rtol=0)
 
 
@@ -100,17 +102,17 @@ def test_resampling_jumps(sampler):
     x = _clip()
     net = _Net()
     steps, jumps = 5, 2
-    out = sample_loop(net, process, IndependentNoise(5), SHAPE, sampler=sampler, steps=steps,
-                      generator=torch.Generator().manual_seed(0), progress=False,
-                      known=KnownFrames.frames(x, [0], jumps=jumps))
+    out = sample_loop(net, process, IndependentNoise(5), SHAPE, LoopSettings(sampler, steps, progress=False),
+                      generator=torch.Generator().manual_seed(0),
+                      tasks=(KnownFramesTask.frames(x, [0], jumps=jumps),))
     assert len(net.calls) == (steps - 1) * (1 + jumps) + 1  # no jump after the last step
     assert torch.equal(out[:, :, 0], x[:, :, 0])
-    again = sample_loop(_Net(), process, IndependentNoise(5), SHAPE, sampler=sampler, steps=steps,
-                        generator=torch.Generator().manual_seed(0), progress=False,
-                        known=KnownFrames.frames(x, [0], jumps=jumps))
+    again = sample_loop(_Net(), process, IndependentNoise(5), SHAPE, LoopSettings(sampler, steps, progress=False),
+                        generator=torch.Generator().manual_seed(0),
+                        tasks=(KnownFramesTask.frames(x, [0], jumps=jumps),))
     assert torch.equal(out, again)
-    plain = sample_loop(_Net(), process, IndependentNoise(5), SHAPE, sampler=sampler, steps=steps,
-                        generator=torch.Generator().manual_seed(0), progress=False, known=KnownFrames.frames(x, [0]))
+    plain = sample_loop(_Net(), process, IndependentNoise(5), SHAPE, LoopSettings(sampler, steps, progress=False),
+                        generator=torch.Generator().manual_seed(0), tasks=(KnownFramesTask.frames(x, [0]),))
     assert not torch.equal(out, plain)
 
 
@@ -131,11 +133,11 @@ def test_renoise_is_the_forward_process_between_two_levels(kind):
 def test_known_frame_errors():
     x = _clip()
     with pytest.raises(KnownFramesError, match="outside 0..4"):
-        KnownFrames.frames(x, [5])
+        KnownFramesTask.frames(x, [5])
     with pytest.raises(KnownFramesError, match="every frame is known"):
-        KnownFrames.frames(x, range(5)).check(SHAPE)
+        KnownFramesTask.frames(x, range(5)).check(SHAPE)
     with pytest.raises(KnownFramesError, match="jumps"):
-        KnownFrames.frames(x, [0], jumps=-1)
+        KnownFramesTask.frames(x, [0], jumps=-1)
 
 
 # ---------------------------------------------------------------------------- SDEdit and inversion
@@ -144,17 +146,17 @@ def test_known_frame_errors():
 def test_sdedit_strength_zero_returns_the_input_and_one_is_unconditional_sampling(sampler):
     process, prior = _process(), DecomposedNoise.constant(5, 0.5)
     x = _clip()
-    kw = dict(sampler=sampler, steps=6, progress=False)
-    out0 = sample_loop(_Net(), process, prior, SHAPE, generator=torch.Generator().manual_seed(0), init=x,
-                       strength=0.0, **kw)
+    settings = LoopSettings(sampler, 6, progress=False)
+    out0 = sample_loop(_Net(), process, prior, SHAPE, settings, generator=torch.Generator().manual_seed(0),
+                       tasks=(EditTask(x, 0.0),))
     assert torch.equal(out0, x)
-    uncond = sample_loop(_Net(), process, prior, SHAPE, generator=torch.Generator().manual_seed(0), **kw)
-    out1 = sample_loop(_Net(), process, prior, SHAPE, generator=torch.Generator().manual_seed(0), init=x,
-                       strength=1.0, **kw)
+    uncond = sample_loop(_Net(), process, prior, SHAPE, settings, generator=torch.Generator().manual_seed(0))
+    out1 = sample_loop(_Net(), process, prior, SHAPE, settings, generator=torch.Generator().manual_seed(0),
+                       tasks=(EditTask(x, 1.0),))
     assert torch.equal(out1, uncond)
     net = _Net()
-    half = sample_loop(net, process, prior, SHAPE, generator=torch.Generator().manual_seed(0), init=x, strength=0.5,
-                       **kw)
+    half = sample_loop(net, process, prior, SHAPE, settings, generator=torch.Generator().manual_seed(0),
+                       tasks=(EditTask(x, 0.5),))
     assert len(net.calls) == steps_to_run(6, 0.5) == 3
     # it starts from the input noised with the prior's draw to the first timestep it runs
     scheduler = process.scheduler("ddim")
@@ -169,6 +171,8 @@ def test_strength_is_checked():
     for bad in (-0.1, 1.5, float("nan"), "a"):
         with pytest.raises(EditError, match="strength"):
             steps_to_run(10, bad)
+        with pytest.raises(EditError, match="strength"):
+            EditTask(_clip(), bad)
 
 
 class _Constant(torch.nn.Module):
@@ -189,8 +193,9 @@ def test_ddim_inversion_then_sampling_returns_the_input(kind, prediction_type, s
     process = _process(kind, prediction_type or "epsilon", **extra)
     x = _clip(scale=0.5).double()
     sampler = "euler" if kind == "flow" else "ddim"
-    out = sample_loop(_Constant(), process, IndependentNoise(5), SHAPE, sampler=sampler, steps=10, init=x,
-                      strength=0.6, inversion=True, progress=False, dtype=torch.float64)
+    out = sample_loop(_Constant(), process, IndependentNoise(5), SHAPE,
+                      LoopSettings(sampler, 10, dtype=torch.float64, progress=False),
+                      tasks=(EditTask(x, 0.6, inversion=True),))
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
     # and inversion does move the clip: it is not the input
     z = invert(lambda z, t: _Constant()(z, t), process, x, 10, 6, "cpu")
@@ -268,7 +273,8 @@ def test_extension_length_and_seam(pipes):
 
     def spy(self, *a, **k):
         out = call(self, *a, **k)
-        seen.append((k["known_frames"].clone(), k["known_mask"].clone(), out.frames.clone()))
+        known = k["tasks"][0]
+        seen.append((known.x.clone(), known.mask.clone(), out.frames.clone()))
         return out
 
     type(pipe).__call__ = spy
@@ -278,7 +284,7 @@ def test_extension_length_and_seam(pipes):
     finally:
         type(pipe).__call__ = call
     for j, (known, mask, chunk) in enumerate(seen):
-        assert mask.tolist() == [True, True, False, False]
+        assert (mask == torch.tensor([True, True, False, False])).all()
         start = 2 + 2 * j                                # where chunk j's context sits in the output
         assert torch.equal(known[:, :, :2], out2[:, :, start:start + 2])
         assert torch.equal(chunk, out2[:, :, start:start + 4])
@@ -351,7 +357,8 @@ def test_inputs_of_another_size_are_refused_with_resize_none(pipes):
     with pytest.raises(UserError, match="resize it to 16x16"):
         tasks.edit(pipe, torch.zeros(1, 3, 4, 8, 8), num_inference_steps=2, progress=False, resize="none")
     with pytest.raises(UserError, match="resize it to 16x16, or fit it with resize='crop'"):
-        pipe(video=torch.zeros(1, 3, 4, 8, 8), strength=0.0, num_inference_steps=2, progress=False, resize="none")
+        pipe(tasks=(EditTask(torch.zeros(1, 3, 4, 8, 8), 0.0),), num_inference_steps=2, progress=False,
+             resize="none")
     with pytest.raises(UserError, match="model's 4 frames"):
         tasks.edit(pipe, torch.zeros(1, 3, 3, 16, 16), num_inference_steps=2, progress=False)
     with pytest.raises(UserError, match="resize 'fit' is not one of crop, stretch, none"):
@@ -379,10 +386,10 @@ def test_the_pipeline_call_crops_inputs_of_any_size_as_training_does(pipes):
     video = _clip(shape=(1, 3, 4, 27, 61))                # height 27, width 61: odd and not square
     expected = _cropped(video.transpose(1, 2)).transpose(1, 2)     # every frame (B, T, C, H, W)
     assert expected.shape == (1, 3, 4, 16, 16)
-    out = pipe(video=video, strength=0.0, num_inference_steps=2, output_type="pt", progress=False).frames
+    out = pipe(tasks=(EditTask(video, 0.0),), num_inference_steps=2, output_type="pt", progress=False).frames
     assert torch.allclose(out, expected.clamp(-1, 1), atol=1e-6)  # strength 0 returns the fitted clip
     mask = torch.tensor([True, False, False, False])
-    out = pipe(known_frames=video, known_mask=mask, num_inference_steps=2, generator=_gen(), output_type="pt",
+    out = pipe(tasks=(KnownFramesTask(video, mask),), num_inference_steps=2, generator=_gen(), output_type="pt",
                progress=False).frames
     assert out.shape == (1, 3, 4, 16, 16) and torch.allclose(out[:, :, 0], expected[:, :, 0], atol=1e-6)
     # and it is the training clips' transform: the same frames as uint8 through the data side agree to a level

@@ -15,16 +15,17 @@ from vfusion.config import ConfigError
 from vfusion.experiment import resolve_config
 from vfusion.diffusion.factory import make_process
 from vfusion.diffusion.flow import FlowProcess
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.noise import DecomposedNoise, NoisePriorError, build_noise_prior, noise_prior_from_config
 from vfusion.diffusion.priors import describe
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.diffusion.sampling import sample_loop
 from vfusion.models.registry import build_model
 from vfusion.models.spec import ModelSpec
 
 T = 6
 K = T // 2
-PROCESS = DiffusionProcess.from_config(resolve_config({"name": "s"}).diffusion)
+PROCESS = make_process(PROJECT_DDPM)
 
 
 def _schedule(value, kind="constant", min_value=0.0):
@@ -112,8 +113,8 @@ class _Spy:
 def test_sampling_draws_each_noise_at_the_level_it_is_added_to():
     spy = _Spy()
     model = lambda x, t, cond=None: 0.1 * x  # noqa: E731
-    sample_loop(model, PROCESS, spy, (2, 2, 4, 4, 4), sampler="ddpm", steps=4,
-                generator=torch.Generator().manual_seed(0), progress=False)
+    sample_loop(model, PROCESS, spy, (2, 2, 4, 4, 4), LoopSettings("ddpm", 4, progress=False),
+                generator=torch.Generator().manual_seed(0))
     sched = PROCESS.scheduler("ddpm")
     sched.set_timesteps(4)
     ts = [int(t) for t in sched.timesteps]

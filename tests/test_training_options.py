@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from vfusion.experiment import resolve_config
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.training.lit_module import lr_factor
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])
 def test_min_snr_weights_follow_the_published_formula(pred):
-    process = DiffusionProcess.from_config({"prediction_type": pred})
+    process = make_process({**PROJECT_DDPM, "prediction_type": pred})
     t = torch.tensor([0, 10, 200, 500, 999])
     w = process.loss_weights(t, "min_snr", gamma=5.0).double().numpy()
     ac = process.alphas_cumprod.double().numpy()[t.numpy()]  # independent numpy computation
@@ -24,7 +25,7 @@ def test_min_snr_weights_follow_the_published_formula(pred):
 
 def test_min_snr_weighted_loss_equals_the_x_space_loss_times_min_snr():
     """For ε-prediction, weight · ||ε̂ − ε||² = min(SNR, γ) · ||x̂ − x||² (the definition of min-SNR)."""
-    process = DiffusionProcess.from_config({})
+    process = make_process(PROJECT_DDPM)
     g = torch.Generator().manual_seed(0)
     x, eps, eps_hat = (torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
     t = torch.tensor([5, 100, 400, 900])

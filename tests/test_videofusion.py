@@ -8,16 +8,16 @@ from torch import nn
 from tests.conftest import tiny_config
 from vfusion.conditioning import Cond
 from vfusion.config import ConfigError
-from vfusion.experiment import resolve_config
 from vfusion.diffusion.noise import build_noise_prior
-from vfusion.diffusion.process import DiffusionProcess
+from vfusion.diffusion.factory import make_process
+from vfusion.diffusion.process import PROJECT_DDPM
 from vfusion.models.registry import build_model
 from vfusion.models.residual_generator import ResidualGenerator
 from vfusion.models.spec import ModelSpec
 
 
 def _spec(frames=5, classes=3, lam=0.5):
-    process = DiffusionProcess.from_config(resolve_config({"name": "x"}).diffusion)  # squaredcos_cap_v2, epsilon
+    process = make_process(PROJECT_DDPM)  # squaredcos_cap_v2, epsilon
     return ModelSpec(3, 16, frames, classes, process=process, noise=build_noise_prior("decomposed", frames, value=lam))
 
 

@@ -150,6 +150,16 @@ def settings_from_config(cfg, for_eval: bool = False, **choices) -> SampleSettin
     return resolve_sample_settings(defaults, **choices)
 
 
+def sample_defaults(recorded: Optional[dict] = None) -> dict:
+    """Sampling settings: ``recorded`` (a pipeline's ``video_config["sample"]``) over the schema's
+    (:class:`vfusion.config.SampleConfig`)."""
+    from dataclasses import asdict
+
+    from vfusion.config import SampleConfig
+
+    return {**asdict(SampleConfig()), **(recorded or {})}
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -31,7 +31,7 @@ def base_folder(cfg: DictConfig) -> Optional[BackboneFolder]:
     return inspect_backbone(base.pretrained, base.subfolder) if base.pretrained else None
 
 
-def resolved_process(cfg: DictConfig, quiet: bool = True):
+def _resolved_process(cfg: DictConfig, quiet: bool = True):
     """The :class:`~vfusion.diffusion.resolve.ResolvedProcess` of an experiment."""
     from vfusion.diffusion.resolve import resolve_process
 
@@ -49,14 +49,14 @@ def experiment_process(cfg: DictConfig):
     """The run's DiffusionProcess / FlowProcess."""
     from vfusion.diffusion.factory import make_process
 
-    return make_process(resolved_process(cfg).scheduler_config)
+    return make_process(_resolved_process(cfg).scheduler_config)
 
 
 def adopt_backbone(cfg: DictConfig) -> DictConfig:
     """``cfg`` with the process and VAE of its base folder filled in (validated again)."""
     from vfusion.config import merge_config
 
-    res = resolved_process(cfg, quiet=False)
+    res = _resolved_process(cfg, quiet=False)
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     for key, value in res.section.items():
         out.diffusion[key] = value

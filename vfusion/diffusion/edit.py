@@ -19,10 +19,12 @@ DDIM inversion walks the deterministic sampler backwards from the clean input to
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
 
 import torch
 
+from vfusion.diffusion.task import LoopTask, PassState
 from vfusion.errors import UserError
 
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z, model timesteps (B,)) -> prediction
@@ -72,3 +74,50 @@ def invert(predict: Predict, process, x0: torch.Tensor, steps: int, n: int, devi
         pred = predict(z, process.model_timesteps(t, b, device))
         z = inverse.step(pred, t, z).prev_sample
     return z
+
+
+@dataclass(frozen=True)
+class EditTask(LoopTask):
+    """SDEdit of the clean clip ``init`` (B, C, T, H, W) at ``strength``: the sampler's last floor(steps·strength)
+    steps, started from ``init`` noised with the initial noise, or, with ``inversion``, carried there by DDIM
+    inversion under ``inversion_cond`` (None: the null condition of the sampling condition)."""
+
+    init: torch.Tensor
+    strength: float
+    inversion: bool = False
+    inversion_cond: Optional[Any] = None
+
+    def __post_init__(self):
+        check_strength(self.strength)
+
+    def check(self, shape, tasks=()) -> None:
+        if tuple(self.init.shape) != tuple(shape):
+            raise EditError(f"the clip to edit has shape {tuple(self.init.shape)} but the sample is {tuple(shape)}")
+        if any(task.extra_passes for task in tasks):
+            raise EditError("FreeInit restarts sampling from pure noise, which an edit does not do; "
+                            "leave out the FreeInitTask or give it iters=0")
+
+    def steps_to_run(self, steps: int) -> int:
+        return steps_to_run(steps, self.strength)
+
+    def begin(self, x: torch.Tensor, state: PassState) -> torch.Tensor:
+        """The input at the first timestep that runs (strength 1: the prior's noise itself, ``x``)."""
+        if not state.partial:
+            return x
+        init = self.init.to(device=state.settings.device, dtype=state.settings.dtype)
+        if state.steps_run == 0:
+            return init.clone()
+        if self.inversion:
+            null = self.inversion_cond
+            if null is None and state.cond is not None:
+                null = state.cond.null()
+            return invert(lambda z, tt: state.model(z, tt, null), state.process, init, state.settings.steps,
+                          state.steps_run, state.settings.device)
+        return state.process.add_noise(init, state.start, state.model_timesteps(state.timesteps[0]))
+
+    @property
+    def batch_clip(self) -> torch.Tensor:
+        return self.init
+
+    def encoded(self, encode) -> "EditTask":
+        return replace(self, init=encode(self.init, "the clip to edit"))

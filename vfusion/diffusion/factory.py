@@ -1,16 +1,16 @@
-"""Which process a scheduler config, a saved folder or an experiment section describes.
+"""Which process a scheduler config describes.
 
 The two process kinds share one interface (:class:`vfusion.diffusion.process.DiffusionProcess`,
-variance-preserving; :class:`vfusion.diffusion.flow.FlowProcess`, rectified flow); this module is the
-one place that chooses between them, so neither imports the other's chooser.
+variance-preserving; :class:`vfusion.diffusion.flow.FlowProcess`, rectified flow); :func:`make_process` is
+the one place that chooses between them, and the one public way to build a process: from a scheduler
+config, or a saved one (``make_process(read_config(folder))``; an experiment's is
+:func:`vfusion.backbones.adopt.experiment_process`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vfusion.diffusion.flow import FlowProcess
-from vfusion.diffusion.process import FLOW_SCHEDULERS, DiffusionProcess, ProcessError, read_config
+from vfusion.diffusion.process import FLOW_SCHEDULERS, DiffusionProcess, ProcessError
 from vfusion.diffusion.samplers import PROCESS_KINDS
 
 
@@ -28,23 +28,3 @@ def make_process(config: dict):
     if flow_class or kind == "flow":
         return FlowProcess(cfg)
     return DiffusionProcess(cfg)
-
-
-
-def load_process(path: str | Path):
-    """The process saved at ``path`` (a ``scheduler_config.json``, a folder, or ``scheduler/`` of it)."""
-    return make_process(read_config(path))
-
-
-def process_from_section(section):
-    """The process of an experiment's ``diffusion`` section alone (unset keys: the project's defaults;
-    :func:`vfusion.backbones.adopt.experiment_process` also looks at the base checkpoint)."""
-    from vfusion.diffusion.resolve import resolve_process
-
-    return make_process(resolve_process(section_dict(section)).scheduler_config)
-
-
-def section_dict(section) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)

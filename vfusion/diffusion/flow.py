@@ -42,12 +42,11 @@ only z^k and the base's own v̂^k, so the keyframe still follows the image model
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from vfusion.diffusion.process import FLOW_SCHEDULERS, ProcessError, SavedProcess, check_sampler, read_config
+from vfusion.diffusion.process import FLOW_SCHEDULERS, ProcessError, SavedProcess, check_sampler
 from vfusion.diffusion.samplers import FLOW_PREDICTION
 
 SCHEDULER_CLASS = "FlowMatchEulerDiscreteScheduler"
@@ -112,12 +111,7 @@ class FlowProcess(SavedProcess):
             raise ProcessError(f"invalid {SCHEDULER_CLASS} config: {err}") from err
         self.config: dict = dict(scheduler.config)
 
-    # ---- construction --------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "FlowProcess":
-        """From a flow-matching ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it)."""
-        return cls(read_config(path))
-
+    # ---- saving ----------------------------------------------------------------------------
     def to_json_dict(self) -> dict:
         import json
 

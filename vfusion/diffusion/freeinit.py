@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from vfusion.diffusion.task import LoopTask, PassState
 from vfusion.errors import UserError
 
 FFT_DIMS = (-3, -2, -1)  # (T, H, W) of (B, C, T, H, W)
@@ -41,7 +42,7 @@ class FreeInitError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
-class FreeInit:
+class FreeInitTask(LoopTask):
     """FreeInit's settings (the config's ``sample.free_init_*`` keys); ``iters = 0`` is off."""
 
     iters: int = 3
@@ -60,6 +61,20 @@ class FreeInit:
 
     def mask(self, frames: int, height: int, width: int, device=None) -> torch.Tensor:
         return butterworth_low_pass((frames, height, width), self.d_s, self.d_t, self.order, device=device)
+
+    @property
+    def extra_passes(self) -> int:
+        return int(self.iters)
+
+    def restart(self, x0: torch.Tensor, state: PassState) -> torch.Tensor:
+        """The next pass's start: ``x0`` back to the first timestep, its low frequencies + fresh high ones."""
+        if state.init_sigma != 1.0:
+            raise ValueError(f"FreeInit needs a sampler that starts from z_t itself (init_noise_sigma = 1), "
+                             f"not '{state.settings.sampler}'")
+        fresh = state.draw_noise(state.timesteps[0])
+        t0 = state.model_timesteps(state.timesteps[0])
+        return reinitialise(x0, state.start, fresh, state.process, t0,
+                            self.mask(*state.shape[2:], device=state.settings.device))
 
 
 def butterworth_low_pass(shape: Sequence[int], d_s: float, d_t: float, order: int, device=None,

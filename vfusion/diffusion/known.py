@@ -1,6 +1,6 @@
 """Known frames during sampling: image-to-video, extension and interpolation (replacement, RePaint-style).
 
-A :class:`KnownFrames` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a
+A :class:`KnownFramesTask` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a
 latent model) and a per-frame mask (B, T). The known frames start as their forward-noised version at the
 first timestep, with their part of the clip's initial noise (drawn from the run's prior with the rest).
 During sampling the model's prediction for the known frames is replaced by the *oracle* prediction, the one a perfect denoiser would make given their clean values:
@@ -29,10 +29,11 @@ multistep scheduler's history is restored before each repeat (the scheduler is c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from vfusion.diffusion.task import LoopTask, PassState
 from vfusion.errors import UserError
 
 
@@ -41,8 +42,9 @@ class KnownFramesError(UserError, ValueError):
 
 
 @dataclass
-class KnownFrames:
-    """Clean values ``x`` (B, C, T, H, W) and ``mask`` (B, T) bool: which frames are given."""
+class KnownFramesTask(LoopTask):
+    """Clean values ``x`` (B, C, T, H, W) and ``mask`` (B, T) bool: which frames are given; ``jumps``
+    RePaint resamplings per step."""
 
     x: torch.Tensor
     mask: torch.Tensor
@@ -62,7 +64,7 @@ class KnownFrames:
         self.mask, self.jumps = mask, int(self.jumps)
 
     @classmethod
-    def frames(cls, x: torch.Tensor, indices, jumps: int = 0) -> "KnownFrames":
+    def frames(cls, x: torch.Tensor, indices, jumps: int = 0) -> "KnownFramesTask":
         """Frames ``indices`` (the same for every video) of ``x`` are known."""
         t = x.shape[2]
         bad = [int(i) for i in indices if not 0 <= int(i) < t]
@@ -72,7 +74,7 @@ class KnownFrames:
         mask[list(int(i) for i in indices)] = True
         return cls(x, mask, jumps)
 
-    def check(self, shape) -> None:
+    def check(self, shape, tasks=()) -> None:
         if tuple(self.x.shape) != tuple(shape):
             raise KnownFramesError(f"the known frames have shape {tuple(self.x.shape)} but the sample is "
                                    f"{tuple(shape)} (batch, channels, frames, height, width)")
@@ -91,11 +93,28 @@ class KnownFrames:
         eps = (z - a * x) / s
         return torch.where(self._frame_mask(z), process.target(x, eps, t).to(pred.dtype), pred)
 
-    def start(self, z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, process) -> torch.Tensor:
-        """The initial ``z`` with the known frames noised to the first timestep ``t`` with their part of the
-        initial ``noise`` (the scheduler starts the others from the noise itself)."""
-        noised = process.add_noise(self.x.to(device=z.device, dtype=z.dtype), noise.to(z.dtype), t)
+    def prediction(self, pred: torch.Tensor, z: torch.Tensor, t: torch.Tensor, process) -> torch.Tensor:
+        return self.oracle(pred, z, t, process)
+
+    def begin(self, z: torch.Tensor, state: PassState) -> torch.Tensor:
+        """The initial ``z`` with the known frames noised to the first timestep with their part of the
+        initial noise (the scheduler starts the others from the noise itself); not for an edit, whose start
+        holds them already, nor for a scheduler that scales its start noise."""
+        if state.partial or state.init_sigma != 1.0:
+            return z
+        t = state.model_timesteps(state.timesteps[0])
+        noised = state.process.add_noise(self.x.to(device=z.device, dtype=z.dtype), state.start.to(z.dtype), t)
         return torch.where(self._frame_mask(z), noised, z)
+
+    def finish(self, z: torch.Tensor) -> torch.Tensor:
+        return self.paste(z)
+
+    @property
+    def batch_clip(self) -> torch.Tensor:
+        return self.x
+
+    def encoded(self, encode) -> "KnownFramesTask":
+        return replace(self, x=encode(self.x, "the known frames"))
 
     def paste(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` with the known frames set to their clean values."""

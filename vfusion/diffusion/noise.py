@@ -111,14 +111,22 @@ def compose(base: torch.Tensor, residual: torch.Tensor, lambdas: torch.Tensor) -
     """ε = sqrt(λ)·base + sqrt(1−λ)·residual, per frame.
 
     ``base``: ``(B, C, 1, H, W)`` (broadcast over frames) or ``(B, C, T, H, W)``;
-    ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``, or ``(B, T)`` (one λ per sample).
+    ``residual``: ``(B, C, T, H, W)``; ``lambdas``: ``(T,)``, or ``(B, T)`` (one λ per sample), cast to
+    ``residual``'s dtype; or a tensor already broadcastable to ``residual``, used as it is (the denoiser's
+    λ, whose dtype may differ from a network output's under autocast).
     """
-    lam = lambdas.to(device=residual.device, dtype=residual.dtype)
-    if lam.dim() == 1:
-        lam = lam.view(1, 1, -1, 1, 1)
-    elif lam.dim() == 2:
-        lam = lam.view(lam.shape[0], 1, lam.shape[1], 1, 1)  # else: already broadcastable to (B, C, T, H, W)
+    if lambdas.dim() > 2:
+        lam = lambdas
+    else:
+        lam = lambdas.to(device=residual.device, dtype=residual.dtype)
+        lam = lam.view(1, 1, -1, 1, 1) if lam.dim() == 1 else lam.view(lam.shape[0], 1, lam.shape[1], 1, 1)
     return lam.sqrt() * base + (1.0 - lam).sqrt() * residual
+
+
+def lambdas_at_level(lambdas_0: torch.Tensor, lambdas_T: torch.Tensor, level) -> torch.Tensor:
+    """λ(u) = λ_0 + u·(λ_T − λ_0): λ at noise level u ∈ [0, 1] of a time-dependent prior, in the inputs'
+    dtype and broadcast shape (the prior's draws and VideoFusion's composition read the same λ)."""
+    return lambdas_0 + level * (lambdas_T - lambdas_0)
 
 
 @dataclass(frozen=True)
@@ -251,8 +259,8 @@ class DecomposedNoise(NoisePrior):
         if not bool(((u >= 0) & (u <= 1)).all()):
             raise NoisePriorError(f"noise level must be in [0, 1], got {u.tolist()}")
         if u.dim() == 0:
-            return self.lambdas + float(u) * (self.lambdas_T - self.lambdas)
-        return self.lambdas[None] + u.reshape(-1, 1) * (self.lambdas_T - self.lambdas)[None]
+            return lambdas_at_level(self.lambdas, self.lambdas_T, float(u))
+        return lambdas_at_level(self.lambdas[None], self.lambdas_T[None], u.reshape(-1, 1))
 
     @classmethod
     def from_schedule(cls, num_frames: int, schedule: str = "constant", **kwargs) -> "DecomposedNoise":

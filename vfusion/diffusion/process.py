@@ -20,8 +20,8 @@ The loss is split per frame so the base (keyframe) and residual (other frames) p
 can be logged separately; ``total`` is the mean over all frames.
 
 Rectified flow is the other process kind (:class:`vfusion.diffusion.flow.FlowProcess`, the same
-interface); :mod:`vfusion.diffusion.factory` picks the kind from a scheduler config
-(``make_process``) or a saved folder (``load_process``).
+interface); :func:`vfusion.diffusion.factory.make_process` builds either kind from a scheduler config
+(``make_process(read_config(folder))`` from a saved one).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import torch
 
+from vfusion.diffusion.noise import compose
 from vfusion.diffusion.samplers import PREDICTION_TYPES, SamplerSpec, sampler_spec, samplers_for
 from vfusion.errors import UserError
 
@@ -132,24 +133,7 @@ class DiffusionProcess(SavedProcess):
         self._ac64 = self.alphas_cumprod.double()
         self._cache: dict = {}
 
-    # ---- construction --------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, diff_cfg) -> "DiffusionProcess":
-        """From an experiment's ``diffusion`` section alone, variance-preserving kind (unset keys: the
-        project's defaults; :func:`vfusion.diffusion.factory.process_from_section` takes either kind)."""
-        section = _as_dict(diff_cfg)
-        if section.get("kind") == "flow":
-            raise ProcessError("diffusion.kind=flow: build the process with "
-                               "vfusion.diffusion.factory.process_from_section")
-        keys = {k: v for k, v in section.items() if k in PROJECT_DDPM and v is not None}
-        return cls({**PROJECT_DDPM, **keys})
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "DiffusionProcess":
-        """From a variance-preserving ``scheduler_config.json`` (a file, a folder, or ``scheduler/`` of it);
-        :func:`vfusion.diffusion.factory.load_process` reads either kind."""
-        return cls(read_config(path))
-
+    # ---- saving ----------------------------------------------------------------------------
     def to_json_dict(self) -> dict:
         from diffusers import DDIMScheduler
 
@@ -243,11 +227,12 @@ class DiffusionProcess(SavedProcess):
                 t: torch.Tensor) -> torch.Tensor:
         """VideoFusion's prediction for the non-key frames, in this process's target space.
 
-        ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i (the paper's composition, in ε-space), then
+        ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i (the paper's composition, in ε-space: the noise's own
+        :func:`~vfusion.diffusion.noise.compose`), then
         converted to the target with :meth:`from_eps`. ``b_hat`` (B, C, 1, H, W) is the base noise in
         ε-space, ``r_hat`` / ``z_other`` (B, C, T', H, W), ``lam`` broadcastable to them.
         """
-        return self.from_eps(lam.sqrt() * b_hat + (1.0 - lam).sqrt() * r_hat, z_other, t)
+        return self.from_eps(compose(b_hat, r_hat, lam), z_other, t)
 
     # ---- sampling ------------------------------------------------------------------------
     def model_timesteps(self, t, batch: int, device) -> torch.Tensor:
@@ -268,12 +253,6 @@ class DiffusionProcess(SavedProcess):
 
     def __repr__(self) -> str:
         return f"DiffusionProcess({self.describe()})"
-
-
-def _as_dict(section) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
 
 
 def frame_losses(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ differs from the checkpoint's value fails with one line naming both values, unle
 Without a checkpoint scheduler, the keys that are set win over the project's defaults.
 
 :func:`resolve_process` returns the scheduler config the process is built from
-(:func:`vfusion.diffusion.process.make_process`) and the resolved ``diffusion`` section that is
+(:func:`vfusion.diffusion.factory.make_process`) and the resolved ``diffusion`` section that is
 written into the run's ``config.yaml``.
 """
 

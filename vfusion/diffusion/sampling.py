@@ -7,10 +7,11 @@ otherwise the sampler would break the structure the model learned (method.md,
 configured with the same prediction type. Given a seeded generator the result is
 deterministic. :class:`vfusion.VideoFusionPipeline` calls this loop.
 
-``free_init`` (:class:`vfusion.diffusion.freeinit.FreeInit`) repeats the whole pass ``iters`` more
-times, each from the previous result diffused back to the first timestep with the initial noise, its
-low space-time frequencies kept and the high ones drawn fresh from the prior
-(:func:`vfusion.diffusion.freeinit.reinitialise`).
+How it runs is one :class:`~vfusion.diffusion.loop_settings.LoopSettings`; what else it does comes from
+task objects beside it (:mod:`vfusion.diffusion.task`): given frames
+(:class:`~vfusion.diffusion.known.KnownFramesTask`), an SDEdit or inversion edit
+(:class:`~vfusion.diffusion.edit.EditTask`) and FreeInit's further passes
+(:class:`~vfusion.diffusion.freeinit.FreeInitTask`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from vfusion.conditioning import Cond
-from vfusion.diffusion.edit import EditError, invert, steps_to_run
-from vfusion.diffusion.freeinit import FreeInit, reinitialise
-from vfusion.diffusion.known import KnownFrames, renoise
+from vfusion.diffusion.known import renoise
+from vfusion.diffusion.loop_settings import LoopSettings
 from vfusion.diffusion.samplers import sampler_spec
+from vfusion.diffusion.task import LoopTask, PassState
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Optional[Cond]], torch.Tensor]
 
@@ -45,42 +46,26 @@ def guided(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: Optional[Con
 
 
 @torch.no_grad()
-def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: str = "ddim", steps: int = 50,
-                cond: Optional[Cond] = None, guidance_scale: float = 1.0,
-                generator: Optional[torch.Generator] = None, device: torch.device | str = "cpu",
-                progress: bool = True, dtype: torch.dtype = torch.float32,
-                callback: Optional[Callable[[int], None]] = None,
-                latents: Optional[torch.Tensor] = None, free_init: Optional[FreeInit] = None,
-                known: Optional[KnownFrames] = None, init: Optional[torch.Tensor] = None, strength: float = 1.0,
-                inversion: bool = False, inversion_cond: Optional[Cond] = None) -> torch.Tensor:
+def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], settings: LoopSettings,
+                cond: Optional[Cond] = None, generator: Optional[torch.Generator] = None,
+                latents: Optional[torch.Tensor] = None, tasks: Sequence[LoopTask] = (),
+                callback: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Run the reverse process; returns ``x_0`` of ``shape`` (B, C, T, H, W).
 
     ``latents``: the initial noise (B, C, T, H, W) instead of a draw from ``noise`` (as the diffusers
-    pipelines' ``latents=``); the stochastic steps still draw from ``noise``. ``free_init``: FreeInit
-    refinement passes (module docstring); ``callback(i)`` then counts the steps of all passes.
-    ``known``: frames given in advance (:mod:`vfusion.diffusion.known`: replacement with the oracle
-    prediction, RePaint jumps). ``init`` + ``strength``: SDEdit from the clean clip ``init``, the last
-    floor(steps·strength) steps only, started from ``init`` noised with the initial noise, or, with
-    ``inversion``, carried there by DDIM inversion under ``inversion_cond`` (default: the null
-    condition) (:mod:`vfusion.diffusion.edit`).
+    pipelines' ``latents=``); the stochastic steps still draw from ``noise``. ``tasks`` change the loop at
+    the points :mod:`vfusion.diffusion.task` names. ``callback(i)`` counts the steps of all passes.
     """
+    sampler, steps, device, dtype = settings.sampler, settings.steps, settings.device, settings.dtype
     spec = sampler_spec(sampler)
     b = shape[0]
     if latents is not None and tuple(latents.shape) != tuple(shape):
         from vfusion.errors import UserError
 
         raise UserError(f"latents have shape {tuple(latents.shape)} but the sample is {tuple(shape)}")
-    if known is not None:
-        known.check(shape)
-    n_run = steps
-    if init is not None:
-        if tuple(init.shape) != tuple(shape):
-            raise EditError(f"the clip to edit has shape {tuple(init.shape)} but the sample is {tuple(shape)}")
-        if free_init is not None:
-            raise EditError("FreeInit restarts sampling from pure noise, which an edit does not do; "
-                            "use free_init_iters=0 with a strength")
-        n_run = steps_to_run(steps, strength)
-        init = init.to(device=device, dtype=dtype)
+    for task in tasks:
+        task.check(shape, tasks)
+    n_run = min([steps] + [task.steps_to_run(steps) for task in tasks])
     timed = getattr(noise, "time_dependent", False)
 
     def draw_noise(t_level) -> torch.Tensor:
@@ -101,7 +86,8 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
             grid.set_timesteps(steps, device=device)
             first = grid.timesteps[steps - n_run]
         start = draw_noise(first)
-    passes = 1 + (free_init.iters if free_init is not None else 0)
+    passes = 1 + sum(task.extra_passes for task in tasks)
+    jumps = sum(task.jumps for task in tasks)
     x = None
     for p in range(passes):
         scheduler = process.scheduler(sampler)  # fresh per pass: multistep solvers keep state
@@ -110,31 +96,20 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
         # flow-matching schedulers start at σ = 1 from the noise itself and have neither of these
         init_sigma = getattr(scheduler, "init_noise_sigma", 1.0)
         scale_input = getattr(scheduler, "scale_model_input", None)
-        if n_run < steps:  # an edit: the input noised (or inverted) to its first timestep
-            if n_run == 0:
-                return known.paste(init) if known is not None else init.clone()
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(steps - n_run)
-            if inversion:
-                null = inversion_cond if inversion_cond is not None else (cond.null() if cond is not None else None)
-                x = invert(lambda z, tt: model(z, tt, null), process, init, steps, n_run, device)
-            else:
-                x = process.add_noise(init, start, process.model_timesteps(timesteps[0], b, device))
-        elif p == 0:
+        if 0 < n_run < steps and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(steps - n_run)
+        state = PassState(model, process, tuple(shape), settings, cond, start, timesteps, n_run, init_sigma,
+                          draw_noise)
+        if p == 0:
             x = start * init_sigma
-            if known is not None and init_sigma == 1.0:
-                x = known.start(x, start, process.model_timesteps(timesteps[0], b, device), process)
-        else:  # FreeInit: x_0 back to the first timestep, its low frequencies + fresh high ones
-            if init_sigma != 1.0:
-                raise ValueError(f"FreeInit needs a sampler that starts from z_t itself (init_noise_sigma = 1), "
-                                 f"not {type(scheduler).__name__}")
-            fresh = draw_noise(timesteps[0])
-            t0 = process.model_timesteps(timesteps[0], b, device)
-            x = reinitialise(x, start, fresh, process, t0, free_init.mask(*shape[2:], device=device))
+            for task in tasks:
+                x = task.begin(x, state)
+        else:
+            for task in tasks:
+                x = task.restart(x, state)
         step_kwargs = dict(spec.step_kwargs)
         desc = f"sampling ({sampler}, {len(timesteps)} steps{f', pass {p + 1}/{passes}' if passes > 1 else ''})"
-        jumps = known.jumps if known is not None else 0
-        for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not progress, leave=False)):
+        for i, t in enumerate(tqdm(timesteps, desc=desc, disable=not settings.progress, leave=False)):
             tt = process.model_timesteps(t, b, device)
             last = i == len(timesteps) - 1
             repeats = 1 if last else 1 + jumps
@@ -145,15 +120,15 @@ def sample_loop(model: Denoiser, process, noise, shape: Sequence[int], sampler: 
                     here = process.model_timesteps(timesteps[i + 1], b, device)
                     x = renoise(x, here, tt, process, draw_noise(t))
                 x_in = scale_input(x, t) if scale_input is not None else x
-                pred = guided(model, x_in, tt, cond, guidance_scale)
-                if known is not None:
-                    pred = known.oracle(pred, x, tt, process)
+                pred = guided(model, x_in, tt, cond, settings.guidance_scale)
+                for task in tasks:
+                    pred = task.prediction(pred, x, tt, process)
                 if spec.stochastic:
                     # the step's fresh noise lands at the next timestep's level
                     step_kwargs["variance_noise"] = draw_noise(None if last else timesteps[i + 1])
                 x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
             if callback is not None:
                 callback(p * len(timesteps) + i)
-        if known is not None:
-            x = known.paste(x)
+        for task in tasks:
+            x = task.finish(x)
     return x

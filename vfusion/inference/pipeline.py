@@ -40,7 +40,7 @@ from diffusers.utils import BaseOutput
 from vfusion.conditioning import class_cond
 from vfusion.data.clips import SPATIAL_MODES, resize_clips
 from vfusion.errors import UserError
-from vfusion.rundir import check_sampling
+from vfusion.rundir import check_sampling, sample_defaults
 
 OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # how given frames of another size are fitted to the model's frames; "none" refuses them
@@ -103,6 +103,11 @@ class VideoFusionPipeline(DiffusionPipeline):
     @property
     def process(self):
         return self.spec().process
+
+    def sample_defaults(self) -> dict:
+        """The run's sampling settings (``video_config["sample"]``), the schema's
+        (:class:`vfusion.config.SampleConfig`) for any it does not record."""
+        return sample_defaults(self.video_config.get("sample"))
 
     def spec(self):
         """The model's data facts, the run's DiffusionProcess and its noise prior."""
@@ -186,43 +191,40 @@ class VideoFusionPipeline(DiffusionPipeline):
                  callback: Optional[Callable[[int], None]] = None, progress: bool = True,
                  prompt: Optional[Union[str, Sequence[str]]] = None,
                  negative_prompt: Optional[Union[str, Sequence[str]]] = None, latents: Optional[torch.Tensor] = None,
-                 free_init_iters: Optional[int] = None, free_init_order: Optional[int] = None,
-                 free_init_ds: Optional[float] = None, free_init_dt: Optional[float] = None,
-                 known_frames: Optional[torch.Tensor] = None, known_mask: Optional[torch.Tensor] = None,
-                 resample_jumps: int = 0, video: Optional[torch.Tensor] = None, strength: float = 1.0,
-                 inversion: bool = False, resize: str = "crop"):
-        """Sample videos. Unset arguments take the run's defaults (``video_config["sample"]``).
+                 tasks: Sequence = (), resize: str = "crop"):
+        """Sample videos. Unset arguments take the run's defaults (:meth:`sample_defaults`).
 
         ``class_labels`` (class-conditional models) fixes the batch's classes; otherwise video j of the
         batch gets class (``start_index`` + j) mod K. ``prompt`` (text-conditioned bases only): free
         text for every video, or one per video; ``negative_prompt`` (the same forms) replaces the empty
         prompt as the condition guidance steers away from (``guidance_scale`` > 1). ``latents``: the initial noise (B, C, T, h, w) instead
         of a draw from the run's prior. ``callback(step)`` is called after each denoising step.
-        ``free_init_*``: FreeInit (:mod:`vfusion.diffusion.freeinit`; ``free_init_iters=0`` is off) — the
-        iterations, the Butterworth order and the spatial / temporal cut-offs; each iteration is one more
-        full sampling pass.
 
-        Conditioning on given frames (:mod:`vfusion.inference.tasks` builds these for image-to-video,
-        extension and interpolation): ``known_frames`` (B, C, T, H, W) in [-1, 1] and ``known_mask`` (T,)
-        or (B, T) bool, the frames that are given (the others' values are ignored); they are held at
-        their forward-noised versions all along (:mod:`vfusion.diffusion.known`) and come back unchanged.
-        ``resample_jumps``: RePaint's resampling, that many extra passes per step.
+        ``tasks``: what the sampling loop does besides sampling from noise (:mod:`vfusion.diffusion.task`),
+        their clips (B, C, T, H, W) in [-1, 1] (:mod:`vfusion.inference.tasks` builds them for image-to-video,
+        extension, interpolation and editing):
 
-        Editing (SDEdit, :mod:`vfusion.diffusion.edit`): ``video`` (B, C, T, H, W) in [-1, 1] and
-        ``strength`` in [0, 1] (0 returns it, 1 is unconditional sampling from the same seed);
-        ``inversion=True`` reaches the start by DDIM inversion instead of the prior's noise.
+        - :class:`~vfusion.diffusion.known.KnownFramesTask` ``(frames, mask, jumps)``: the frames ``mask``
+          ((T,) or (B, T) bool) marks are given; they are held at their forward-noised versions all along and
+          come back unchanged; ``jumps``: RePaint's resampling, that many extra passes per step;
+        - :class:`~vfusion.diffusion.edit.EditTask` ``(video, strength, inversion)``: SDEdit
+          (:mod:`vfusion.diffusion.edit`), ``strength`` in [0, 1] (0 returns the video, 1 is unconditional
+          sampling from the same seed); ``inversion=True`` reaches the start by DDIM inversion;
+        - :class:`~vfusion.diffusion.freeinit.FreeInitTask` ``(iters, order, d_s, d_t)``: FreeInit
+          (``iters=0`` is off); without one, sampling from noise takes the run's ``free_init_*``.
 
-        ``known_frames`` and ``video`` of another height and width are fitted to the model's frames
-        (:meth:`fit_input`): ``resize="crop"`` as training clips are (the center square, resized),
-        ``"stretch"`` the whole frame, ``"none"`` refuses them.
+        Clips of another height and width are fitted to the model's frames (:meth:`fit_input`):
+        ``resize="crop"`` as training clips are (the center square, resized), ``"stretch"`` the whole frame,
+        ``"none"`` refuses them.
         """
-        from vfusion.diffusion.edit import check_strength
-        from vfusion.diffusion.freeinit import FreeInit
-        from vfusion.diffusion.known import KnownFrames
+        from vfusion.diffusion.edit import EditTask
+        from vfusion.diffusion.freeinit import FreeInitTask
+        from vfusion.diffusion.loop_settings import LoopSettings
         from vfusion.diffusion.sampling import sample_loop
 
         vc = self.video_config
-        defaults = vc.get("sample", {})
+        defaults = self.sample_defaults()
+        tasks = tuple(tasks)
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type '{output_type}' is not one of {', '.join(OUTPUT_TYPES)}")
         num_classes = int(vc.get("num_classes", 0))
@@ -239,18 +241,20 @@ class VideoFusionPipeline(DiffusionPipeline):
             batch_size = labels.numel()
         if prompt is not None and not isinstance(prompt, str) and batch_size is None:
             batch_size = len(prompt)
-        for given in (latents, known_frames, video):
+        for given in (latents, *(task.batch_clip for task in tasks)):
             if given is not None and batch_size is None:
                 batch_size = int(given.shape[0])
-        batch_size = int(batch_size if batch_size is not None else defaults.get("batch_size", 1))
-        steps = int(num_inference_steps if num_inference_steps is not None else defaults.get("steps", 50))
-        sampler = sampler or defaults.get("sampler", "ddim")
-        guidance = float(guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 1.0))
-        check_sampling(batch_size, steps, guidance, self.process.num_train_timesteps)
-        fi = {key: value if value is not None else defaults.get("free_init_" + key, default)
-              for key, value, default in (("iters", free_init_iters, 0), ("order", free_init_order, 4),
-                                          ("ds", free_init_ds, 0.25), ("dt", free_init_dt, 0.25))}
-        free_init = FreeInit(int(fi["iters"]), int(fi["order"]), float(fi["ds"]), float(fi["dt"]))
+        batch_size = int(batch_size if batch_size is not None else defaults["batch_size"])
+        settings = LoopSettings(
+            sampler=sampler or defaults["sampler"],
+            steps=int(num_inference_steps if num_inference_steps is not None else defaults["steps"]),
+            guidance_scale=float(guidance_scale if guidance_scale is not None else defaults["guidance_scale"]),
+            device=self.device, progress=progress)
+        check_sampling(batch_size, settings.steps, settings.guidance_scale, self.process.num_train_timesteps)
+        if not any(isinstance(task, (FreeInitTask, EditTask)) for task in tasks):  # the run's, from noise only
+            free_init = FreeInitTask(int(defaults["free_init_iters"]), int(defaults["free_init_order"]),
+                                     float(defaults["free_init_ds"]), float(defaults["free_init_dt"]))
+            tasks += (free_init,) if free_init.iters else ()
         if labels is None and num_classes and prompt is None:
             labels = self.default_labels(batch_size, start_index)
 
@@ -260,23 +264,10 @@ class VideoFusionPipeline(DiffusionPipeline):
         model.to(device).eval()
         shape = self.sample_shape(batch_size)
         cond = self.condition(labels, prompt, batch_size, device, negative_prompt)
-        known = init = None
-        if known_frames is not None or known_mask is not None:
-            if known_frames is None or known_mask is None:
-                raise UserError("known_frames and known_mask go together: the frames and which of them are given")
-            known = KnownFrames(self._to_model_space(known_frames, shape, "known_frames", resize),
-                                torch.as_tensor(known_mask, dtype=torch.bool), resample_jumps)
-        elif resample_jumps:
-            raise UserError("resample_jumps needs known frames (known_frames and known_mask)")
-        if video is not None:
-            init = self._to_model_space(video, shape, "video", resize)
-            check_strength(strength)
-        elif strength != 1.0 or inversion:
-            raise UserError("strength and inversion edit a given clip: pass video=")
-        x = sample_loop(model, process, prior, shape, sampler=sampler, steps=steps, cond=cond,
-                        guidance_scale=guidance, generator=generator, device=device, progress=progress,
-                        callback=callback, latents=latents, free_init=free_init if free_init.iters else None,
-                        known=known, init=init, strength=strength, inversion=inversion)
+        tasks = tuple(task.encoded(lambda clip, name: self._to_model_space(clip, shape, name, resize))
+                      for task in tasks)
+        x = sample_loop(model, process, prior, shape, settings, cond=cond, generator=generator, latents=latents,
+                        tasks=tasks, callback=callback)
         labels = labels.cpu() if labels is not None else None
         if output_type == "latent":
             return VideoFusionPipelineOutput(frames=x, class_labels=labels) if return_dict else (x, labels)

@@ -1,10 +1,11 @@
 """Sora's tasks through a :class:`~vfusion.inference.pipeline.VideoFusionPipeline`: image-to-video,
 extension, interpolation and editing, for every model of the registry.
 
-Each task builds the pipeline's own arguments (``known_frames`` / ``known_mask`` for the frames it is
-given, ``video`` / ``strength`` for an edit) and returns a ``VideoFusionPipelineOutput``. Inputs are in
-the project's layout and range: images (B, C, H, W) or (C, H, W), clips (B, C, T, H, W) or (C, T, H, W),
-values in [-1, 1], of any height and width: ``resize`` fits them to the model's frames
+Each task builds the pipeline's task object (a :class:`~vfusion.diffusion.known.KnownFramesTask` for the
+frames it is given, an :class:`~vfusion.diffusion.edit.EditTask` for an edit) and returns a
+``VideoFusionPipelineOutput``. Inputs are in the project's layout and range: images (B, C, H, W) or
+(C, H, W), clips (B, C, T, H, W) or (C, T, H, W), values in [-1, 1], of any height and width: ``resize``
+fits them to the model's frames
 (:meth:`~vfusion.inference.pipeline.VideoFusionPipeline.fit_input`: ``crop``, the default, as training
 clips are; ``stretch``; ``none`` refuses another size); a single image or clip is used for every video of the
 batch. The keyword arguments ``**call`` go to the pipeline (``batch_size``, ``class_labels``, ``prompt``,
@@ -24,6 +25,8 @@ from typing import Optional
 
 import torch
 
+from vfusion.diffusion.edit import EditTask
+from vfusion.diffusion.known import KnownFramesTask
 from vfusion.errors import UserError
 
 TASKS = ("i2v", "extend", "interpolate", "edit")
@@ -49,7 +52,7 @@ def _batch(x: torch.Tensor, dims: int, name: str, batch_size: Optional[int]) -> 
 
 
 def _known(pipe, batch: int, placed: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``known_frames`` / ``known_mask`` with frame i set to ``placed[i]`` (B, C, H, W)."""
+    """A :class:`KnownFramesTask`'s frames and mask, with frame i set to ``placed[i]`` (B, C, H, W)."""
     shape = pipe.pixel_shape(batch)
     frames = torch.zeros(shape)
     mask = torch.zeros(shape[2], dtype=torch.bool)
@@ -63,6 +66,11 @@ def _pt(call: dict) -> tuple[dict, str]:
     """The call's arguments with output_type "pt" (tasks assemble clips first), and the one asked for."""
     call = dict(call)
     return call, call.pop("output_type", "np")
+
+
+def _with(task, call: dict) -> dict:
+    """The call's arguments with ``task`` before the caller's own tasks."""
+    return {**call, "tasks": (task, *call.get("tasks", ()))}
 
 
 def _output(frames: torch.Tensor, labels, output_type: str):
@@ -105,7 +113,7 @@ def image_to_video(pipe, image: torch.Tensor, at: str = "auto", resample_jumps: 
                            resize)[:, :, 0]
     frames, mask = _known(pipe, image.shape[0], {index: image})
     call, out_type = _pt(call)
-    out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
+    out = pipe(output_type="pt", **_with(KnownFramesTask(frames, mask, resample_jumps), call))
     return _output(out.frames, out.class_labels, out_type)
 
 
@@ -142,7 +150,7 @@ def interpolate(pipe, first: torch.Tensor, last: torch.Tensor, resample_jumps: i
     placed.update({t - b + j: last[:, :, j] for j in range(b)})
     frames, mask = _known(pipe, first.shape[0], placed)
     call, out_type = _pt(call)
-    out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, output_type="pt", **call)
+    out = pipe(output_type="pt", **_with(KnownFramesTask(frames, mask, resample_jumps), call))
     return _output(out.frames, out.class_labels, out_type)
 
 
@@ -195,12 +203,11 @@ def extend(pipe, video: torch.Tensor, context: Optional[int] = None, direction: 
             if base is None:
                 base = draw.base
             else:
-                latents = compose(base, draw.residual, prior.lambdas.to(device=base.device, dtype=base.dtype)
-                                  .view(1, 1, -1, 1, 1))
+                latents = compose(base, draw.residual, prior.lambdas)
                 k = prior.keyframe
                 latents[:, :, k:k + 1] = base
-        out = pipe(known_frames=frames, known_mask=mask, resample_jumps=resample_jumps, latents=latents,
-                   generator=generator, output_type="pt", **call)
+        out = pipe(latents=latents, generator=generator, output_type="pt",
+                   **_with(KnownFramesTask(frames, mask, resample_jumps), call))
         new = out.frames.to(made.dtype)
         labels = out.class_labels
         made = torch.cat([made, new[:, :, context:]], dim=2) if direction == "forward" else \
@@ -215,6 +222,5 @@ def edit(pipe, video: torch.Tensor, strength: float = 0.5, inversion: bool = Fal
     if video.shape[2] != t:
         raise TaskError(f"the video has {video.shape[2]} frames; an edit takes a clip of the model's {t} frames")
     call, out_type = _pt(call)
-    call.setdefault("free_init_iters", 0)  # FreeInit restarts from pure noise: not an edit (a run may default to it)
-    out = pipe(video=video, strength=strength, inversion=inversion, output_type="pt", **call)
+    out = pipe(output_type="pt", **_with(EditTask(video, strength, inversion), call))
     return _output(out.frames, out.class_labels, out_type)

@@ -346,12 +346,12 @@ def cmd_generate(args) -> int:
                         "choose classes with --class instead")
 
     # the settings the pipeline resolves from the run's defaults (None: the run's value)
-    defaults = vc.get("sample", {})
-    steps = int(args.steps if args.steps is not None else defaults.get("steps", 50))
-    sampler = args.sampler or defaults.get("sampler", "ddim")
-    guidance = float(args.guidance if args.guidance is not None else defaults.get("guidance_scale", 1.0))
-    fps = int(defaults.get("fps", 8))
-    passes = 1 + int(defaults.get("free_init_iters", 0) or 0)
+    defaults = pipe.sample_defaults()
+    steps = int(args.steps if args.steps is not None else defaults["steps"])
+    sampler = args.sampler or defaults["sampler"]
+    guidance = float(args.guidance if args.guidance is not None else defaults["guidance_scale"])
+    fps = int(defaults["fps"])
+    passes = 1 + int(defaults["free_init_iters"])
     settings = {"num_videos": n, "sampler": sampler, "steps": steps, "guidance_scale": guidance, "seed": args.seed}
     if args.prompt is not None:
         settings["prompt"] = args.prompt
@@ -395,7 +395,6 @@ def cmd_generate(args) -> int:
         inversion = bool(args.inversion)
         settings.update(strength=strength, inversion=inversion, steps_run=steps_to_run(steps, strength))
         total = steps_to_run(steps, strength)
-        call["free_init_iters"] = 0  # FreeInit restarts from pure noise, which an edit does not do
         fn, task_args = tasks.edit, dict(video=x["video"], strength=strength, inversion=inversion)
         given = x["video"]
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from vfusion.conditioning import Cond
-from vfusion.diffusion.noise import check_lambdas, keyframe_lambdas
+from vfusion.diffusion.noise import check_lambdas, keyframe_lambdas, lambdas_at_level
 from vfusion.layout import keyframe_index
 from vfusion.models.base_generator import BaseGenerator, base_network
 from vfusion.models.residual_generator import ResidualGenerator
@@ -82,7 +82,7 @@ class VideoFusion(nn.Module):
         lam = self.lambdas.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1)       # (1, 1, T-1, 1, 1)
         if self.lambdas_T is not None:                                                 # λ at each sample's level
             u = self.process.noise_level(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
-            lam = lam + u * (self.lambdas_T.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1) - lam)
+            lam = lambdas_at_level(lam, self.lambdas_T.to(x_t.dtype)[self.other_frames].view(1, 1, -1, 1, 1), u)
         sigma = self.process.sigma(t).to(x_t.dtype).view(b, 1, 1, 1, 1)
         z_other = x_t.index_select(2, self.other_frames)                               # (B, C, T-1, H, W)
         z_prime = z_other - lam.sqrt() * sigma * b_hat.detach()

@@ -109,8 +109,7 @@ def cmd_sample(args) -> int:
         if not args.out:
             raise UserError("--pipeline needs --out DIR (where the videos go)")
         pipe = load_pipeline(args.pipeline, args.device)
-        settings = resolve_sample_settings({"num_videos": 8, "seed": 0, **pipe.video_config.get("sample", {})},
-                                           **choices)
+        settings = resolve_sample_settings(pipe.sample_defaults(), **choices)
         out = args.out
     settings.check(pipe.process.num_train_timesteps)
     if not pipe.text_conditioned and (settings.prompt or settings.prompts or settings.negative_prompt):
