@@ -53,7 +53,7 @@ def experiment_process(cfg: DictConfig):
 
 
 def adopt_backbone(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with the process and VAE of its base folder filled in (validated again)."""
+    """``cfg`` with the process and VAE of its base folder filled in (checked by :mod:`vfusion.experiment`)."""
     from vfusion.config import merge_config
 
     res = _resolved_process(cfg, quiet=False)
