@@ -31,6 +31,7 @@ from typing import Sequence
 
 import torch
 
+from vfusion.config import SampleConfig
 from vfusion.diffusion.task import LoopTask, PassState
 from vfusion.errors import UserError
 
@@ -43,12 +44,13 @@ class FreeInitError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class FreeInitTask(LoopTask):
-    """FreeInit's settings (the config's ``sample.free_init_*`` keys); ``iters = 0`` is off."""
+    """FreeInit's settings (the config's ``sample.free_init_*`` keys, whose defaults the filter takes);
+    ``iters = 0`` is off; a task made without a count runs 3 extra passes."""
 
     iters: int = 3
-    order: int = 4
-    d_s: float = 0.25
-    d_t: float = 0.25
+    order: int = SampleConfig.free_init_order
+    d_s: float = SampleConfig.free_init_ds
+    d_t: float = SampleConfig.free_init_dt
 
     def __post_init__(self):
         if int(self.iters) != self.iters or self.iters < 0:
