@@ -434,5 +434,6 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
 
 
-def to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+def to_dict(cfg) -> dict:
+    """A config (or any section of one) as plain containers; a mapping is copied as it is."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from vfusion.config import to_dict
 from vfusion.data import default_num_workers
 from vfusion.evaluation.clip_sources import SUBSET_SEED, dataset_batches, dataset_subsets
 from vfusion.evaluation.clip_stats import CLIP_STATISTICS
@@ -33,14 +34,8 @@ _NOT_IN_KEY = ("batch_size", "num_workers", "strict", "cache", "cache_dir", "spl
                "class_conditional", "labels_from_subfolders", "random_flip")
 
 
-def _to_dict(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def _real_info(data_cfg, split: str, protocol: str = DEFAULT_PROTOCOL) -> dict:
-    d = {k: v for k, v in _to_dict(data_cfg).items() if k not in ("batch_size", "num_workers")}
+    d = {k: v for k, v in to_dict(data_cfg).items() if k not in ("batch_size", "num_workers")}
     d["split"] = split
     d["root"] = str(Path(str(d.get("root", ""))).resolve())
     d["protocol"] = protocol
@@ -56,7 +51,7 @@ def _real_info(data_cfg, split: str, protocol: str = DEFAULT_PROTOCOL) -> dict:
 
 def _cache_keys(data_cfg, split: str, num_videos: int, det: Detectors, protocol: str = DEFAULT_PROTOCOL
                 ) -> dict[str, dict]:
-    base = {k: v for k, v in _to_dict(data_cfg).items() if k not in _NOT_IN_KEY}
+    base = {k: v for k, v in to_dict(data_cfg).items() if k not in _NOT_IN_KEY}
     base.update(root=str(Path(str(base.get("root", ""))).resolve()), split=split, num_videos=num_videos,
                 protocol=protocol, quantized=True, version=CACHE_VERSION)
     if protocol == "stylegan_v":
