@@ -10,8 +10,12 @@ For each run, on ``--num`` held-out clips of its dataset's evaluation split (a s
 - **unconditional** samples with the held-out clips' classes, and **image-to-video** given each clip's real
   keyframe (VideoFusion: the middle frame as the base generator's keyframe) and given its real first frame
   (replacement): FVD (I3D, 32x32 clips upsampled, as the main job) against the held-out clips;
+- a **still** baseline for image-to-video: the given frame repeated T times (FVD), and for every clip set the
+  motion it shows: optical flow (pixels per frame) and the tracked objects' travel and largest jump
+  (:mod:`vfusion.evaluation.objects`), so a task that returns a still clip is seen as one;
 - **interpolation** from each clip's first and last frames: PSNR / SSIM (uint8 levels, frames 1..T-2)
-  against the true middle frames, next to the linear blend of the two end frames;
+  against the true middle frames, next to the linear blend of the two end frames, and started from that
+  blend instead of noise (SDEdit at ``--blend-strength`` with the end frames known);
 - **editing** (SDEdit with the run's prior) of each held-out clip to the next class, (c + 1) mod K, at
   each ``--strengths``: PSNR to the source clip, and which class the result looks like: the nearest
   class centroid of I3D features of ``--num-ref`` real training clips per class (accuracy to the target
@@ -40,13 +44,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from vfusion.diffusion.edit import EditTask  # noqa: E402
 from vfusion.evaluation.clip_sources import dataset_subsets  # noqa: E402
 from vfusion.evaluation.core import quantize  # noqa: E402
 from vfusion.evaluation.metrics import frechet_distance_from_features  # noqa: E402
+from vfusion.evaluation.motion import clip_motion  # noqa: E402
+from vfusion.evaluation.objects import clip_objects  # noqa: E402
 from vfusion.inference import tasks  # noqa: E402
 from vfusion.inference.generate import load_pipeline  # noqa: E402
 from vfusion.rundir import RunDir  # noqa: E402
-from vfusion.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from vfusion.utils.io import atomic_write_json, atomic_write_text, portable_paths  # noqa: E402
 from vfusion.utils.video import filmstrip, write_png  # noqa: E402
 
 
@@ -156,6 +163,12 @@ def measure_run(run_dir: Path, args, feats: Features, out: Path) -> dict:
         "interpolation": gen("interpolation", lambda s, e, g: tasks.interpolate(
             pipe, real[s:e, :, 0], real[s:e, :, -1], class_labels=labels[s:e], generator=g, **common).frames),
     }
+    w = torch.linspace(0, 1, t).view(1, 1, t, 1, 1)
+    blend = (1 - w) * real[:, :, :1] + w * real[:, :, -1:]
+    made["interpolation_from_blend"] = gen("interpolation_from_blend", lambda s, e, g: tasks.interpolate(
+        pipe, real[s:e, :, 0], real[s:e, :, -1], class_labels=labels[s:e], generator=g,
+        tasks=(EditTask(init=blend[s:e], strength=args.blend_strength),), **common).frames,
+        {"strength": args.blend_strength})
     if tasks.is_videofusion(pipe):
         made["i2v_keyframe"] = gen("i2v_keyframe", lambda s, e, g: tasks.image_to_video(
             pipe, real[s:e, :, t // 2], at="keyframe", class_labels=labels[s:e], generator=g, **common).frames)
@@ -170,17 +183,24 @@ def measure_run(run_dir: Path, args, feats: Features, out: Path) -> dict:
     real_f = feats(real)
     ref_f = {c: feats(v) for c, v in refs.items()}
     centroids = np.stack([ref_f[c].mean(0) for c in range(k_classes)])
-    result = {"run": str(run_dir), "lambda": lam, "model": vc.get("model"), "num_clips": n, "steps": args.steps,
+    result = {"run": str(run_dir), "lambda": lam, "lambda_T": (vc.get("noise") or {}).get("value_T"), "model": vc.get("model"), "num_clips": n, "steps": args.steps,
               "trained": vc["trained"]}
-    for key in ("unconditional", "i2v_first", "i2v_keyframe"):
-        if key in made:
-            result[key] = fvd(real_f, feats(made[key]))
+    still = {"still_first": real[:, :, :1].expand_as(real).clone()}
+    if "i2v_keyframe" in made:
+        still["still_keyframe"] = real[:, :, t // 2:t // 2 + 1].expand_as(real).clone()
+    for key in ("unconditional", "i2v_first", "i2v_keyframe", "still_first", "still_keyframe"):
+        videos = made.get(key, still.get(key))
+        if videos is not None:
+            result[key] = fvd(real_f, feats(videos))
+    class_names = list(getattr(dataset, "class_names", None) or [])
+    result["motion"] = {key: motion_numbers(videos, labels, class_names)
+                        for key, videos in {"real": real, **made, **still}.items() if not key.startswith("edit")}
     inner = slice(1, t - 1)
-    w = torch.linspace(0, 1, t).view(1, 1, t, 1, 1)
-    blend = (1 - w) * real[:, :, :1] + w * real[:, :, -1:]
     p, s = psnr_ssim(made["interpolation"][:, :, inner], real[:, :, inner])
+    fp, fs = psnr_ssim(made["interpolation_from_blend"][:, :, inner], real[:, :, inner])
     bp, bs_ = psnr_ssim(blend[:, :, inner], real[:, :, inner])
-    result["interpolation"] = {"psnr": p, "ssim": s, "blend_psnr": bp, "blend_ssim": bs_}
+    result["interpolation"] = {"psnr": p, "ssim": s, "from_blend_psnr": fp, "from_blend_ssim": fs,
+                               "from_blend_strength": args.blend_strength, "blend_psnr": bp, "blend_ssim": bs_}
 
     def nearest(f):
         d = ((f[:, None, :] - centroids[None]) ** 2).sum(-1)
@@ -206,6 +226,14 @@ def measure_run(run_dir: Path, args, feats: Features, out: Path) -> dict:
     return result
 
 
+def motion_numbers(videos: torch.Tensor, labels: torch.Tensor, class_names: list) -> dict:
+    """Mean optical flow (pixels per frame) of the clips, and the tracked objects' mean travel and largest
+    jump (pixels; the classes with a tracked object only)."""
+    objects = clip_objects(videos, labels.tolist(), class_names)
+    return {"flow": float(clip_motion(videos).mean()), "object_travel": float(np.nanmean(objects[:, 0])),
+            "object_jump": float(np.nanmean(objects[:, 1]))}
+
+
 def per_class_fvd(feats: np.ndarray, classes: torch.Tensor, ref: dict) -> float:
     values = [frechet_distance_from_features(ref[c], feats[(classes == c).numpy()])
               for c in ref if int((classes == c).sum()) >= 2]
@@ -214,14 +242,29 @@ def per_class_fvd(feats: np.ndarray, classes: torch.Tensor, ref: dict) -> float:
 
 def write_report(results: list[dict], out: Path, command: str) -> None:
     lines = ["# Sora's tasks on the embedded held-out split", "", f"`{command}`", ""]
-    lines += ["| run | λ | uncond. FVD | i2v (keyframe) FVD | i2v (first frame) FVD | interp. PSNR / SSIM | "
-              "linear blend PSNR / SSIM |", "|---|---|---|---|---|---|---|"]
+    def fvd_of(r, key):
+        return "-" if key not in r else f"{r[key]['fvd']:.0f}"
+
+    lines += ["FVD against the held-out clips (the still baselines repeat the given frame):", "",
+              "| run | λ (t=0 → t=T) | unconditional | i2v keyframe | still keyframe | i2v first frame | "
+              "still first frame |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        key = r.get("i2v_keyframe", {}).get("fvd")
+        lam = f"{r['lambda']} → {r['lambda_T']}" if r.get("lambda_T") is not None else f"{r['lambda']}"
+        lines.append(f"| {Path(r['run']).name} | {lam} | {fvd_of(r, 'unconditional')} | {fvd_of(r, 'i2v_keyframe')} | "
+                     f"{fvd_of(r, 'still_keyframe')} | {fvd_of(r, 'i2v_first')} | {fvd_of(r, 'still_first')} |")
+    lines += ["", "Interpolation between the first and last frames, PSNR (dB) / SSIM of frames 1..T-2:", "",
+              "| run | from noise | from the blend (SDEdit) | linear blend |", "|---|---|---|---|"]
+    for r in results:
         ip = r["interpolation"]
-        lines.append(f"| {Path(r['run']).name} | {r['lambda']} | {r['unconditional']['fvd']:.0f} | "
-                     f"{'-' if key is None else f'{key:.0f}'} | {r['i2v_first']['fvd']:.0f} | "
-                     f"{ip['psnr']:.2f} / {ip['ssim']:.3f} | {ip['blend_psnr']:.2f} / {ip['blend_ssim']:.3f} |")
+        lines.append(f"| {Path(r['run']).name} | {ip['psnr']:.2f} / {ip['ssim']:.3f} | "
+                     f"{ip['from_blend_psnr']:.2f} / {ip['from_blend_ssim']:.3f} "
+                     f"(strength {ip['from_blend_strength']:g}) | {ip['blend_psnr']:.2f} / {ip['blend_ssim']:.3f} |")
+    lines += ["", "Motion: mean optical flow (px/frame) and the tracked objects' travel and largest jump (px):", "",
+              "| run | clips | flow | object travel | largest jump |", "|---|---|---|---|---|"]
+    for r in results:
+        for key, m in r["motion"].items():
+            lines.append(f"| {Path(r['run']).name} | {key} | {m['flow']:.2f} | {m['object_travel']:.1f} | "
+                         f"{m['object_jump']:.1f} |")
     lines += ["", "Editing to the next class ((c + 1) mod K):", "",
               "| run | strength | PSNR to source | accuracy (target class) | accuracy (source class) | "
               "FVD to target class |", "|---|---|---|---|---|---|"]
@@ -266,6 +309,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--blend-strength", type=float, default=0.5,
+                   help="interpolation from the linear blend: the share of the sampling steps run (SDEdit)")
     p.add_argument("--store", default="runs/tasks", help="where the generated clips are kept")
     p.add_argument("--out", default="experiments/results/tasks")
     args = p.parse_args(argv)
@@ -275,8 +320,8 @@ def main(argv=None) -> int:
     feats = Features(args.device)
     results = [measure_run(Path(r), args, feats, out) for r in args.run]
     command = "python experiments/tasks_embedded.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    atomic_write_json(out / "tasks.json", {"command": command, "results": results,
-                                           "wall_s": round(time.time() - start, 1)})
+    atomic_write_json(out / "tasks.json", portable_paths({"command": command, "results": results,
+                                                          "wall_s": round(time.time() - start, 1)}))
     write_report(results, out, command)
     print((out / "results.md").read_text())
     return 0

@@ -291,10 +291,10 @@ def load_study(path: str | Path, cli_overrides: Optional[list[str]] = None, stud
     for where, items in [("overrides", spec.overrides), ("command-line overrides", cli)] + \
             [(f"grid.{a}[{i}].overrides", v.overrides) for a, vs in axes.items() for i, v in enumerate(vs)]:
         for item in items:
-            if item.split("=", 1)[0].strip() in budget_keys:
+            if _key(item) in budget_keys:
                 raise _fail(path, where, f"'{item}': the training budget is set by 'budget' "
                             "(equal for every run), not by overrides")
-            k = item.split("=", 1)[0].strip()
+            k = _key(item)
             if _value(item).startswith("@") and _value(item) != STAGE1:
                 raise _fail(path, where, f"'{item}': unknown placeholder; the only one is {STAGE1}")
             if k in ("seed", "name", "run_dir"):
@@ -322,7 +322,7 @@ def single_run_study(config_path: str | Path, overrides: Optional[list[str]] = N
                  "real_vs_real": evaluate and bool(cfg.eval.real_vs_real)},
         "grid": {}})
     return Study(spec=spec, axes={}, path=Path(config_path), base_path=Path(config_path), study_dir=run_dir_of(cfg),
-                 cli_overrides=[o for o in overrides if o.split("=", 1)[0].strip() not in budget_keys], single=True)
+                 cli_overrides=[o for o in overrides if _key(o) not in budget_keys], single=True)
 
 
 # --------------------------------------------------------------------------- expansion
@@ -371,11 +371,11 @@ def expand(study: Study) -> list[RunPlan]:
             ovs = list(study.spec.overrides) + study.cli_overrides + variant \
                 + _eval_overrides(study) + _budget_overrides(study)
             s1 = None
-            last = {o.split("=", 1)[0].strip(): _value(o) for o in ovs}  # a later override wins
+            last = {_key(o): _value(o) for o in ovs}  # a later override wins
             if STAGE1 in last.values():
                 s1 = stage1_dir(study, seed)
                 unet_dir = s1 / str(stage1_config(study, seed).pretrain.output_subdir)
-                ovs = [f"{o.split('=', 1)[0]}={unet_dir}" if _value(o) == STAGE1 else o for o in ovs]
+                ovs = [f"{_key(o)}={unet_dir}" if _value(o) == STAGE1 else o for o in ovs]
             else:  # every @stage1 was overridden later (e.g. model.base.pretrained=null)
                 ovs = [o for o in ovs if _value(o) != STAGE1]
             name = study.name if study.single else f"{study.name}_{run_id}"
@@ -383,6 +383,10 @@ def expand(study: Study) -> list[RunPlan]:
             plans.append(RunPlan(run_id=run_id, seed=seed, labels=labels, overrides=ovs, run_dir=run_dir,
                                  stage1_dir=s1, variant_overrides=variant))
     return plans
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
 
 
 def _value(override: str) -> str:
