@@ -146,7 +146,7 @@ def test_rejects_unknown_temporal_kind():
 
 
 def test_unet_motion_model_does_not_fit_our_condition_unet():
-    """Why video_unet.py inflates by itself (module docstring); if this starts passing, revisit."""
+    """Why video_unet.py inflates by itself (VideoUNet's docstring); if this starts passing, revisit."""
     unet = build_unet(tiny_cfg("unet2d_condition").model.base, 3, 3, S, num_class_embeds=6)
     with pytest.raises(RuntimeError, match="Missing key"):
         UNetMotionModel.from_unet2d(unet)  # its mid block always has cross-attention and two resnets

@@ -196,7 +196,7 @@ class ResidualGeneratorConfig(UNetConfig):
     temporal_resolutions: Optional[list[int]] = None
     # heads of the temporal attention (must divide the last block width)
     temporal_heads: int = 4
-    # the old name of temporal: conv (kept so configs that set it, and saved run configs, still load)
+    # true means temporal: conv; read so that configs and saved run configs that set it still load
     temporal_mixing: bool = False
     # embedding size of the frame index
     frame_embed_dim: int = 64

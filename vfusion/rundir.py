@@ -1,29 +1,15 @@
 """One run directory object, used by train, sample, evaluate, export and the study harness.
 
-A run directory tells its story::
-
-    runs/<name>/
-      config.yaml        the resolved experiment config (sample/evaluate read it back)
-      env.json           git SHA, Python, package versions, devices
-      run_info.json      data spec (channels, size, frames, classes), model
-      model_info.json    parameter counts and measured time per training step
-      scheduler/         scheduler_config.json: the run's noise process
-      checkpoints/       last.ckpt (+ the last train.keep_checkpoints step checkpoints), for resuming training only
-      train.lock         while a process trains here: its pid, host, start time, command (vfusion.runlock)
-      tb/                TensorBoard logs
-      pipeline/          the trained VideoFusionPipeline (EMA weights, safetensors): what generates
-      base/              stage 2 from a stage-1 base: a copy of that base UNet (vfusion.runpaths)
-      samples/           videos written by `vfusion sample` (+ samples.json, videos.npy)
-      generate/<task>/   videos written by `vfusion generate` (vfusion.inference.tasks_cli)
-      metrics.json       `vfusion evaluate` (+ the main job's record under `vfusion pipeline`)
-      real_vs_real.json  the floor of the metrics: two halves of the real clips
-      pipeline_timings.json  `vfusion pipeline`: seconds per phase
-      status.json        the study harness's bookkeeping
-
-Every name above is spelled once, below: other modules reach a run's files through :class:`RunDir`
-(or these constants, for a folder that is not a run, such as ``vfusion sample --out DIR``).
-
-Torch-free: it only knows paths and small files.
+A run directory ``runs/<name>/`` holds ``config.yaml`` (the resolved experiment config, read back by sample and
+evaluate), ``env.json`` (git SHA, Python, package versions, devices), ``run_info.json`` (data spec: channels, size,
+frames, classes; model), ``model_info.json`` (parameter counts, measured time per training step), ``scheduler/``
+(the run's noise process), ``checkpoints/`` (``last.ckpt`` and the last ``train.keep_checkpoints`` step
+checkpoints, for resuming training only), ``train.lock`` (:mod:`vfusion.runlock`), ``tb/``, ``pipeline/`` (the
+trained VideoFusionPipeline, EMA weights: what generates), ``base/`` (stage 2 from a stage-1 base: a copy of that
+UNet), ``samples/``, ``generate/<task>/``, ``metrics.json``, ``real_vs_real.json`` (the floor of the metrics),
+``pipeline_timings.json`` and ``status.json`` (the study harness's bookkeeping). Every name is spelled once, below:
+other modules reach a run's files through :class:`RunDir` (or these constants, for a folder that is not a run, such
+as ``vfusion sample --out DIR``). Torch-free: it only knows paths and small files.
 """
 
 from __future__ import annotations

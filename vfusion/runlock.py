@@ -1,17 +1,14 @@
 """One trainer per run directory: ``RUN/train.lock``.
 
-``fit`` holds :class:`RunLock` while it trains. The lock file is created atomically
-(``O_CREAT | O_EXCL``) and holds JSON ``{pid, host, started, command}``; a second
-process that wants the same run directory refuses with :class:`RunLockedError`, one
-line naming the holder. A lock left by a process that died (same host, pid gone, or
-the pid now belongs to a process started later) is taken over with a warning. The
-lock is released when the ``with`` block ends, also on exceptions and Ctrl-C; a
-process killed by a signal leaves it behind, which the next run detects as stale.
+``fit`` holds :class:`RunLock` while it trains. The lock file is created atomically (``O_CREAT | O_EXCL``) and holds
+JSON ``{pid, host, started, command}``; a second process that wants the same run directory refuses with
+:class:`RunLockedError`, one line naming the holder. A lock left by a process that died (same host, pid gone, or the
+pid belongs to a process started after the lock) is taken over with a warning. The lock is released when the
+``with`` block ends, also on exceptions and Ctrl-C; a process killed by a signal leaves it behind, which the next
+run detects as stale.
 
-Under DDP only rank 0 owns the lock: Lightning (and torchrun, SLURM) start the other
-ranks as processes that run ``fit`` too, with a non-zero rank in their environment.
-
-Torch-free: it only knows paths, pids and small files.
+Under DDP only rank 0 owns the lock: Lightning (and torchrun, SLURM) start the other ranks as processes that run
+``fit`` too, with a non-zero rank in their environment. Torch-free: it only knows paths, pids and small files.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Adopting a pretrained base folder: its noise process, its VAE, its text encoder, its classes.
 
-:func:`adopt_backbone` runs before a run writes anything. It reads the folder that
-``model.base.pretrained`` names (:func:`vfusion.backbones.folder.inspect_backbone`, JSON only)
-and returns the experiment config with
-
-- ``diffusion.*`` resolved from the checkpoint's scheduler (:mod:`vfusion.diffusion.resolve`);
-- ``data.vae_path`` set to the folder's own VAE when the model works on latents and the
-  experiment names no VAE (the VAE's ``scaling_factor`` comes with it);
-
-and refuses, with one line each, what cannot work: a text-conditioned model without its text
-encoder, latent channels that are not the VAE's, DiT class ids that do not fit.
-:func:`base_facts` says how the base generator calls the model (``spec.base``), and
-:func:`experiment_process` builds the run's process.
+:func:`adopt_backbone` runs before a run writes anything. It reads the folder that ``model.base.pretrained`` names
+(:func:`vfusion.backbones.folder.inspect_backbone`, JSON only) and returns the experiment config with
+``diffusion.*`` resolved from the checkpoint's scheduler (:mod:`vfusion.diffusion.resolve`) and, when the model
+works on latents and the experiment names no VAE, ``data.vae_path`` set to the folder's own VAE (its
+``scaling_factor`` comes with it). It refuses, with one line each, what cannot work: a text-conditioned model
+without its text encoder, latent channels that are not the VAE's, DiT class ids that do not fit.
+:func:`base_facts` says how the base generator calls the model (``spec.base``), and :func:`experiment_process`
+builds the run's process.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """What a pretrained image-model folder holds, read from its JSON files alone (torch-free).
 
-``model.base.pretrained`` names either a diffusers pipeline folder (``model_index.json`` with
-``unet/`` or ``transformer/``, ``scheduler/``, optionally ``vae/``, ``text_encoder/`` and
-``tokenizer/``) or a model folder (``config.json`` + weights), whose siblings are looked at
-the same way (a model folder "next to" a ``scheduler/``, as stage 1 writes ``RUN/base_unet``
-beside ``RUN/scheduler``). :func:`inspect_backbone` finds the parts and says what kind of
-image model it is, so the trainer can adopt its noise process, its VAE and its text encoder
-before any weights are loaded, and refuse what cannot work with one clear line.
+``model.base.pretrained`` names either a diffusers pipeline folder (``model_index.json`` with ``unet/`` or
+``transformer/``, ``scheduler/``, optionally ``vae/``, ``text_encoder/`` and ``tokenizer/``) or a model folder
+(``config.json`` + weights) whose siblings are looked at the same way (stage 1 writes ``RUN/base_unet`` beside
+``RUN/scheduler``). :func:`inspect_backbone` finds the parts and the kind of image model before any weights load,
+so the trainer can adopt its noise process, VAE and text encoder, or refuse what cannot work with one clear line.
 
-Supported image models (``BACKBONE_CLASSES``): ``UNet2DModel`` (class or unconditional),
-``UNet2DConditionModel`` (text, through cross-attention; or the project's own class UNet
-without cross-attention), ``DiTTransformer2DModel`` (class) and ``PixArtTransformer2DModel``
-(text). A transformer whose ``out_channels`` is twice its ``in_channels`` predicts a learned
-variance as well ("learned σ", as the published DiT/PixArt models); its first ``in_channels``
-output channels are the prediction and the rest is dropped.
+Supported (``BACKBONE_CLASSES``): ``UNet2DModel`` (class or unconditional), ``UNet2DConditionModel`` (text through
+cross-attention, or the project's class UNet without it), ``DiTTransformer2DModel`` (class) and
+``PixArtTransformer2DModel`` (text). A transformer whose ``out_channels`` is twice its ``in_channels`` also predicts
+a learned variance ("learned σ", as the published DiT/PixArt models): only its first ``in_channels`` are kept.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Datasets: the embedded procedural set, UCF-101, Sky Time-lapse and plain folders.
 
-Public API (what training, evaluation and studies call):
+``build_dataset(data_cfg, split=None, train=True, seed=0)`` gives a Dataset of ``(video (C, T, H, W) float32 in
+[-1, 1], label int)`` (latents ``(c, T, h, w)`` when ``data.cache=latents``); ``build_dataloader`` wraps it and
+``dataset_info`` gives class names and counts. The dataset names and their listing functions are in
+:mod:`vfusion.data.registry`.
 
-- ``build_dataset(data_cfg, split=None, train=True, seed=0)`` -> a Dataset of
-  ``(video (C, T, H, W) float32 in [-1, 1], label int)`` (latents ``(c, T, h, w)``
-  when ``data.cache=latents``);
-- ``build_dataloader(data_cfg, split=None, train=True, seed=0, batch_size=None, ...)``;
-- ``dataset_info(data_cfg, split=None)`` -> class names and counts.
+``data.dataset=embedded`` writes the procedural dataset (in the UCF-101 layout) at ``data.root`` on first use and
+then reads it through the UCF-101 loader.
 
-``data.dataset=embedded`` writes the procedural dataset (in the UCF-101 layout) at
-``data.root`` on first use and then reads it through the UCF-101 loader. The dataset
-names and their listing functions are in :mod:`vfusion.data.registry`.
-
-Every name here is imported on first use (module ``__getattr__``), so ``import vfusion.data``
-does not import torch; the functions live in :mod:`vfusion.data.api`.
+Every name here is imported on first use (module ``__getattr__``), so ``import vfusion.data`` does not import
+torch; the functions live in :mod:`vfusion.data.api`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,15 @@
 """Config-keyed dataset caches in memory-mapped shards: decoded uint8 clips or VAE latents.
 
-``data.cache=clips`` stores, for every usable video of a split,
-``data.cache_clips_per_video`` clips (evenly spread starts, see
-:func:`vfusion.data.clips.cache_positions`) already cropped and resized:
-``(K, T, R, R, 3)`` uint8. ``data.cache=latents`` stores the same clips encoded by
-the VAE at ``data.vae_path`` (:class:`vfusion.data.latents.LatentCodec`),
-``(K, F, c, T, h, w)`` float32, where ``F = 2`` holds the horizontally flipped clip
-too when ``data.random_flip`` is on (a flip of the video is not a flip of its
-latents).
-
-A cache lives in ``<data.cache_dir>/<kind>-<dataset>-<split>-<hash>/`` as
-``shard_XXXXX.npy`` files (``numpy.load(mmap_mode='r')``) and a ``manifest.json``
-holding the key. The hash covers every setting that changes the stored arrays
-(dataset, root, fold, split, frames, stride, resolution, short policy, clips per
-video; for latents the VAE's config and weights files, scaling factor and flip)
-and a fingerprint of the videos (names, labels, lengths, sizes, mtimes), so a
-changed config or dataset selects a different cache. The folder is written under
-a temporary name and renamed into place, so a cache is either complete or absent.
-
-Reading: training picks one of the K clips (and flip) at random per access,
-evaluation a seeded one, never flipped.
+``data.cache=clips`` stores ``data.cache_clips_per_video`` clips of every usable video of a split (evenly spread
+starts, :func:`vfusion.data.clips.cache_positions`), cropped and resized: ``(K, T, R, R, 3)`` uint8.
+``data.cache=latents`` stores the same clips encoded by the VAE at ``data.vae_path``, ``(K, F, c, T, h, w)``
+float32, where ``F = 2`` adds the flipped clip when ``data.random_flip`` is on (a flip of the video is not a flip
+of its latents). Training picks one of the K clips (and flip) at random per access, evaluation a seeded one, never
+flipped. A cache is ``<data.cache_dir>/<kind>-<dataset>-<split>-<hash>/``: ``shard_XXXXX.npy`` files
+(``numpy.load(mmap_mode='r')``) and a ``manifest.json`` holding the key. The hash covers every setting that
+changes the stored arrays (:func:`cache_key`) and a fingerprint of the videos (names, labels, lengths, sizes,
+mtimes), so a changed config or dataset selects a different cache. The folder is written under a temporary name
+and renamed into place, so a cache is either complete or absent.
 """
 
 from __future__ import annotations
@@ -60,7 +50,9 @@ def _vae_fingerprint(vae_path: str) -> str:
 
 
 def cache_key(data_cfg: Any, split: str, kind: str, fingerprint: str) -> dict:
-    """Everything the stored arrays depend on."""
+    """Everything the stored arrays depend on: dataset, root, fold, split, frames, stride, resolution, short
+    policy, clips per video and the videos' fingerprint; for latents also the VAE's config and weights files, its
+    scaling factor and the flip."""
     key = {
         "version": CACHE_VERSION, "kind": kind, "dataset": data_cfg.dataset,
         "root": str(Path(data_cfg.root).expanduser().resolve()),

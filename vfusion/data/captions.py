@@ -1,19 +1,15 @@
 """Captioned video datasets: ``captions`` (a CSV or sidecar ``.txt`` files) and ``webvid``.
 
-::
-
-    captions   <root>/**/<name>.mp4 with <root>/**/<name>.txt beside it (video2dataset's WebVid
-               layout: 00000/000000001.mp4 + 000000001.txt), or <root>/captions.csv (or
-               data.captions_file) with columns video,caption and video paths relative to <root>;
-               optional <root>/train and <root>/test as in the folder layout
-    webvid     WebVid's metadata CSV (videoid,name,page_dir,...; data.captions_file, else the one
-               *.csv in <root>, or the one whose name says train / val|test) with videos at
-               <root>/<page_dir>/<videoid>.mp4
+``captions``: ``<root>/**/<name>.mp4`` with ``<name>.txt`` beside it (video2dataset's WebVid layout:
+``00000/000000001.mp4`` + ``000000001.txt``), or ``<root>/captions.csv`` (or ``data.captions_file``) with columns
+``video,caption`` and video paths relative to ``<root>``; optional ``<root>/train`` and ``<root>/test`` as in the
+folder layout. ``webvid``: WebVid's metadata CSV (``videoid,name,page_dir,...``; ``data.captions_file``, else the
+one ``*.csv`` in ``<root>``, or the one whose name says train / val|test) with videos at
+``<root>/<page_dir>/<videoid>.mp4``.
 
 A video whose caption is missing, empty or unreadable stops the listing with one line
-(``data.missing_caption=error``, the default) or is left out and counted
-(``data.missing_caption=skip``); ``vfusion data check`` always counts them. Captions are
-stripped of surrounding white space; line breaks inside one become spaces.
+(``data.missing_caption=error``, the default) or is left out and counted (``skip``); ``vfusion data check``
+always counts them. Captions are stripped of surrounding white space; line breaks inside one become spaces.
 """
 
 from __future__ import annotations

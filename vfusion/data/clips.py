@@ -1,21 +1,15 @@
 """Clip sampling and the spatial transform shared by every dataset.
 
-Temporal sampling (Latte / StyleGAN-V practice): ``N`` frames with stride ``s``
-cover a span of ``(N - 1) * s + 1`` source frames, starting at a uniformly drawn
-start (training) or a seeded, per-item deterministic start (evaluation). A video
-shorter than the span is handled by the short policy:
+Temporal sampling (Latte / StyleGAN-V practice): ``N`` frames with stride ``s`` span ``(N - 1) * s + 1`` source
+frames from a uniformly drawn start (training) or a seeded, per-item deterministic one (evaluation). A shorter
+video follows the short policy: ``skip`` leaves it out (counted); ``loop`` wraps around, frame
+``(start + k * s) mod n``; ``lower_stride`` takes the largest stride ``s' < s`` that fits, and loops at stride 1
+if even ``s' = 1`` does not fit (``n < N``).
 
-- ``skip``: the video is left out of the dataset (and counted);
-- ``loop``: playback wraps around, frame ``(start + k * s) mod n``;
-- ``lower_stride``: the largest stride ``s' < s`` that fits; if even ``s' = 1``
-  does not fit (``n < N``), it loops at stride 1.
-
-Spatial transform: the center square of the short side is cropped, then resized
-(bilinear, antialiased) to ``resolution`` -- the same as a short-side resize
-followed by a center crop (UCF-101 and Sky Time-lapse practice). Training may flip
-horizontally; clips leave as ``(C, T, H, W)`` float32 in [-1, 1]. Inference fits its
-conditioning frames to the model with the same transform (or, ``stretch``, resizes the
-whole frame).
+Spatial transform: the center square of the short side is cropped, then resized (bilinear, antialiased) to
+``resolution`` -- the same as a short-side resize followed by a center crop (UCF-101 and Sky Time-lapse practice).
+Training may flip horizontally; clips leave as ``(C, T, H, W)`` float32 in [-1, 1]. Inference fits its
+conditioning frames to the model with the same transform (or, ``stretch``, resizes the whole frame).
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
-"""The embedded default dataset: procedural videos written in the UCF-101 layout.
+"""The embedded default dataset: procedural videos written in the UCF-101 layout, so nothing is downloaded.
 
-No download: every clip is rendered from ``(data.embedded_seed, class, clip)`` with
-numpy and written as XviD AVI (PyAV, 25 fps) so the training job reads it through
-the real UCF-101 loader::
+Every clip is rendered with numpy from ``(data.embedded_seed, class, clip)`` and written as XviD AVI (PyAV, 25 fps),
+so training reads it through the real UCF-101 loader: ``<root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi`` (4 clips
+per group), ``<root>/ucfTrainTestlist/`` (``classInd.txt``, ``trainlist0{1,2,3}.txt``, ``testlist0{1,2,3}.txt``)
+and ``<root>/embedded.json`` (the generator parameters, and the marker that the dataset is there).
 
-    <root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi        (4 clips per group)
-    <root>/ucfTrainTestlist/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt
-    <root>/embedded.json                                 generator parameters (the marker)
-
-Content is smooth and low-frequency (soft-edged shapes over slowly drifting
-sinusoidal textures), so a tiny model at 32x32 can learn it, and every class has
-its own motion and palette: ``BouncingBall`` (a ball reflecting off the walls),
-``SwingingPendulum`` (a bob on a rod, harmonic swing), ``DriftingClouds`` (soft
-clouds blown across a brightening sky), ``OrbitingMoon`` (a moon circling a
-planet), then ``PulsingLantern``, ``SlidingStripes``, ``RisingBubbles``,
-``SpinningWheel`` when more classes are asked for. Fold ``f``'s test list holds
-the clips ``[(f-1)*n_test, f*n_test)`` (mod the clips per class) of every class,
-the train list the rest; fold 1's test split is ``embedded_test_per_class`` clips.
+Content is smooth and low-frequency (soft-edged shapes over slowly drifting sinusoidal textures), so a tiny model
+at 32x32 can learn it, and every class has its own motion and palette (``CLASSES``, in the order more classes are
+taken: a ball reflecting off the walls, a pendulum's harmonic swing, clouds drifting across a brightening sky, a
+moon circling a planet, ...). Fold ``f``'s test list holds the clips ``[(f-1)*n_test, f*n_test)`` (mod the clips
+per class) of every class, the train list the rest; fold 1's test split is ``embedded_test_per_class`` clips.
 """
 
 from __future__ import annotations

@@ -4,12 +4,10 @@ Layout (MD-GAN release, see ``docs/protocols.md``, "Sky Time-lapse")::
 
     <root>/sky_train/<video>/<video>_<k>/<frame>.jpg     (two levels: long video -> short clips)
     <root>/sky_train/<video>/<frame>.jpg                 (one level: flattened copies)
-    <root>/sky_test/...
 
-Both depths are accepted, also mixed. ``<root>`` may also be a folder that holds
-the dataset one level down (``sky_timelapse/sky_timelapse/sky_train``). Frames
-are ordered by the numbers in their names, not lexically. The dataset is
-unconditional: every label is 0. Common practice (center-crop the short side,
+Both depths are accepted, also mixed, and ``sky_test/`` alike. ``<root>`` may also be a folder that holds the
+dataset one level down (``sky_timelapse/sky_timelapse/sky_train``). Frames are ordered by the numbers in their
+names, not lexically. The dataset is unconditional: every label is 0. Common practice (center-crop the short side,
 resize, no flip) is what ``configs/sky.yaml`` sets.
 """
 

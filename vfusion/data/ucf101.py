@@ -4,15 +4,12 @@ Layout (see ``docs/protocols.md``, "UCF-101")::
 
     <root>/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
     <root>/ucfTrainTestlist/classInd.txt        "1 ApplyEyeMakeup" (1-based)
-    <root>/ucfTrainTestlist/trainlist0K.txt     "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1"
-    <root>/ucfTrainTestlist/testlist0K.txt      "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"
+    <root>/ucfTrainTestlist/trainlist0K.txt     "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1" (testlist0K: no label)
 
-The split folder may also sit inside the folder of classes, or be given as
-``data.splits_dir``; ``<root>`` may be the folder of classes itself. Folds are 1-3,
-splits ``train``, ``test`` or ``all`` (train + test of the fold). Labels are the
-classInd indices made 0-based. Every name is matched case-insensitively: the real
-release spells some classes differently in the list files and on disk
-(``HandStandPushups`` / ``HandstandPushups``).
+The split folder may also sit inside the folder of classes, or be given as ``data.splits_dir``; ``<root>`` may be
+the folder of classes itself. Folds are 1-3, splits ``train``, ``test`` or ``all`` (train + test of the fold).
+Labels are the classInd indices made 0-based. Every name is matched case-insensitively: the release spells some
+classes differently in the list files and on disk (``HandStandPushups`` / ``HandstandPushups``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """Editing a video: SDEdit's partial sampling and DDIM inversion, for either process kind.
 
-SDEdit (Meng et al., ICLR 2022) at strength s ∈ [0, 1] with a sampler of N steps runs the last
-n = floor(N·s) steps of the sampler's schedule (as diffusers' img2img pipelines count them). The start is
-the input noised to the first of them with noise drawn from the run's prior, z = add_noise(x, ε, t_start),
-or, with ``inversion``, the input carried there deterministically by DDIM inversion. s = 0 runs no step
-and returns the input; s = 1 runs every step from the prior's noise itself (not add_noise(x, ε, T), which
-would keep a trace sqrt(ᾱ_T)·x of the input), so it is exactly unconditional sampling from the same seed.
+SDEdit (Meng et al., ICLR 2022) at strength s ∈ [0, 1] with a sampler of N steps runs the last n = floor(N·s)
+steps of the sampler's schedule (as diffusers' img2img pipelines count them), from the input noised to the first of
+them with noise from the run's prior, z = add_noise(x, ε, t_start), or carried there by DDIM inversion. s = 0
+returns the input; s = 1 starts from the prior's noise itself (add_noise(x, ε, T) would keep a trace sqrt(ᾱ_T)·x of
+the input), so it is exactly unconditional sampling from the same seed.
 
-DDIM inversion walks the deterministic sampler backwards from the clean input to t_start:
-
-- VP process: diffusers' ``DDIMInverseScheduler`` on the run's own scheduler config; its first n
-  timesteps are the reverse of the sampler's last n. As in diffusers, the network is called with the
-  timestep of the level being moved to.
-- rectified flow: the Euler step of the flow ODE run backwards on the sampler's σ grid,
-  z(σ') = z(σ) + (σ' − σ)·v̂(z(σ), σ), the network called at the level being left.
+DDIM inversion walks the deterministic sampler backwards from the clean input to t_start. VP process: diffusers'
+``DDIMInverseScheduler`` on the run's scheduler config (its first n timesteps reverse the sampler's last n), the
+network called at the level being moved to, as in diffusers. Rectified flow: the flow ODE's Euler step backwards on
+the sampler's σ grid, z(σ') = z(σ) + (σ' − σ)·v̂(z(σ), σ), the network called at the level being left.
 """
 
 from __future__ import annotations

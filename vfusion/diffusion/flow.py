@@ -2,41 +2,14 @@
 
 Forward process and target (method.md, "Rectified flow"), with σ = t / T, T = ``num_train_timesteps``:
 
-    z_σ = (1 − σ) · x + σ · ε                 add_noise          (σ = 0: data, σ = 1: pure noise)
-    v   = dz/dσ = ε − x                        target             (prediction_type "flow_prediction")
-    ε   = z + (1 − σ) · v                      to_eps
-    v   = (ε − z) / (1 − σ)                    from_eps (singular at σ = 1; VideoFusion does not use it)
+    z_σ = (1 − σ)·x + σ·ε   (σ = 0: data, σ = 1: noise)      v = dz/dσ = ε − x   (``flow_prediction``)
+    ε = z + (1 − σ)·v   (to_eps)                              v = (ε − z) / (1 − σ)   (from_eps, singular at σ = 1)
 
-The networks take the float timestep t = σ · T (diffusers' sinusoidal embeddings accept floats), the
-same value diffusers' ``FlowMatchEulerDiscreteScheduler`` hands out at sampling.
-
-VideoFusion's non-key frames (:meth:`FlowProcess.compose`). With decomposed noise
-ε^i = sqrt(λ^i)·b + sqrt(1 − λ^i)·r^i:
-
-    z^i  = (1 − σ)·x^i + σ·sqrt(λ^i)·b + σ·sqrt(1 − λ^i)·r^i
-    z'^i = z^i − σ·sqrt(λ^i)·b̂ = (1 − σ)·x^i + σ·n^i,     n^i = sqrt(1 − λ^i)·r^i   (when b̂ = b)
-
-so z'^i lies on the flow from the data x^i to the noise n^i (VideoFusion.forward computes z' with
-``process.sigma``, the same formula as for VP). The velocity splits exactly:
-
-    v^i = ε^i − x^i = sqrt(λ^i)·b + (n^i − x^i)
-
-and n^i − x^i is the velocity of that z' flow. So the residual generator predicts it directly,
-ψ(z'^i, t, i) ≈ n^i − x^i, and
-
-    v̂^i = sqrt(λ^i)·b̂ + ψ(z'^i, t, i),        b̂ = ε̂^k = z^k + (1 − σ)·v̂^k   (λ^k = 1: ε^k = b)
-
-where v̂^k is the base generator's velocity on the keyframe. Nothing is divided, so the composition
-is defined at σ = 1, where sampling starts. (The VP process composes in ε-space and converts back;
-here that route would divide by 1 − σ.) Check with the exact velocity of one data clip x,
-v = (z − x)/σ at every z: the base gives b̂ = (z^k − (1 − σ)·x^k)/σ, the oracle residual gives
-ψ = (z'^i − x^i)/σ = (z^i − x^i)/σ − sqrt(λ^i)·b̂, and v̂^i = (z^i − x^i)/σ (tests/test_flow.py).
-
-Training draws σ ~ U(0, 1) whatever the config's ``shift``: ``shift`` (s) only moves the sampling
-grid, σ → s·σ / (1 + (s − 1)·σ), towards the noisy end. Sampling is diffusers' Euler step on the
-flow ODE, z_{σ'} = z_σ + (σ' − σ)·v̂, from z_1 = ε of the run's noise prior (samplers ``euler``
-and ``ddim``, see :mod:`vfusion.diffusion.samplers`); the deterministic step of the keyframe uses
-only z^k and the base's own v̂^k, so the keyframe still follows the image model's trajectory.
+The networks take the float timestep t = σ·T, the value diffusers' ``FlowMatchEulerDiscreteScheduler`` hands out.
+VideoFusion composes the non-key frames in velocity space, v̂^i = sqrt(λ^i)·b̂ + ψ^i (:meth:`FlowProcess.compose`),
+dividing by nothing, so it is defined at σ = 1 where sampling starts. Sampling is diffusers' Euler step
+z_σ' = z_σ + (σ' − σ)·v̂ from z_1 = ε of the run's noise prior (samplers ``euler`` and ``ddim``); the keyframe's step
+uses only z^k and the base's own v̂^k, so the keyframe still follows the image model's trajectory.
 """
 
 from __future__ import annotations
@@ -146,7 +119,9 @@ class FlowProcess(SavedProcess):
     def sample_timesteps(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Float timesteps t = σ·T with σ ~ U[0, 1), ``(B,)`` float32.
 
-        σ = 0 (probability about 2^-24) is harmless: no training path divides by σ or 1 − σ.
+        σ = 0 (probability about 2^-24) is harmless: no training path divides by σ or 1 − σ. The config's
+        ``shift`` s does not change this: it only moves the sampling grid, σ → s·σ / (1 + (s − 1)·σ), towards the
+        noisy end.
         """
         sigma = torch.rand(batch, device=device, generator=generator)
         return sigma * self.num_train_timesteps
@@ -170,7 +145,14 @@ class FlowProcess(SavedProcess):
 
     def compose(self, b_hat: torch.Tensor, r_hat: torch.Tensor, lam: torch.Tensor, z_other: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
-        """VideoFusion's velocity for the non-key frames: v̂^i = sqrt(λ^i)·b̂ + ψ^i (module docstring).
+        """VideoFusion's velocity for the non-key frames: v̂^i = sqrt(λ^i)·b̂ + ψ^i.
+
+        With ε^i = sqrt(λ^i)·b + sqrt(1 − λ^i)·r^i and n^i = sqrt(1 − λ^i)·r^i, the input of ψ (computed by
+        ``VideoFusion.forward`` with ``process.sigma``, as for VP) is z'^i = z^i − σ·sqrt(λ^i)·b̂ = (1 − σ)·x^i + σ·n^i
+        when b̂ = b: it lies on the flow from x^i to n^i. The velocity splits exactly, v^i = ε^i − x^i =
+        sqrt(λ^i)·b + (n^i − x^i), so ψ(z'^i, t, i) ≈ n^i − x^i and b̂ = ε̂^k = z^k + (1 − σ)·v̂^k (λ^k = 1: ε^k = b),
+        with v̂^k the base's velocity on the keyframe. Check with the exact velocity v = (z − x)/σ of one data clip:
+        b̂ = (z^k − (1 − σ)·x^k)/σ, ψ = (z'^i − x^i)/σ, and v̂^i = (z^i − x^i)/σ (tests/test_flow.py).
 
         ``b_hat`` (B, C, 1, H, W) is the base noise ε̂^k; ``r_hat`` (B, C, T', H, W) is the residual
         generator's output, the velocity of the flow z'^i (not scaled by sqrt(1 − λ^i)); ``z_other``

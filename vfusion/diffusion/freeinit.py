@@ -1,27 +1,15 @@
 """FreeInit (Wu et al., "FreeInit: Bridging Initialization Gap in Video Diffusion Models", ECCV 2024).
 
-An inference-time refinement for any model and sampler. After a full sampling pass gives x_0:
+An inference-time refinement for any model and sampler: a pass's result x_0 is diffused back with the pass's
+initial noise ε_0 to the first sampling timestep t_0 (the process's own ``add_noise``: VP or rectified flow), its
+low frequencies are kept, the high ones taken from fresh noise ε_fresh of the run's prior, and sampling runs again:
 
-    z      = add_noise(x_0, ε_0, t_0)                  diffuse back to the first sampling timestep t_0 with
-                                                       the pass's initial noise ε_0 (the process's own
-                                                       add_noise: VP or rectified flow)
-    z_new  = IFFT( FFT(z) · M  +  FFT(ε_fresh) · (1 − M) )     low frequencies of z, high ones of fresh
-                                                       noise ε_fresh drawn from the run's prior
+    z_new = IFFT( FFT(add_noise(x_0, ε_0, t_0)) · M + FFT(ε_fresh) · (1 − M) )       FFTs over (T, H, W)
+    M = 1 / (1 + r^(2·order)),   r² = (f_t / d_t)² + (f_h / d_s)² + (f_w / d_s)²   (Butterworth low-pass)
 
-and sample again from z_new; repeat. The FFTs run over (T, H, W). M is a Butterworth low-pass over the
-space-time frequencies, with normalised frequencies f ∈ [−1, 1) (1 = Nyquist, ``2 · torch.fft.fftfreq``)
-and cut-offs d_s (space) and d_t (time):
-
-    r² = (f_t / d_t)² + (f_h / d_s)² + (f_w / d_s)²,        M = 1 / (1 + r^(2·order))
-
-so M = 1 at zero frequency and 1/2 on the ellipsoid r = 1. This is the filter of diffusers'
-``FreeInitMixin`` (and of the FreeInit authors' code), whose mask is laid out after ``fftshift``; on
-even sizes the two agree (tests/test_freeinit.py). On odd sizes diffusers' grid, 2k/n − 1, puts the
-zero frequency 1/n off centre; the grid here is the FFT's own, so M is exactly 1 at zero frequency.
-diffusers diffuses to the last training timestep T − 1; here it is the first timestep the sampler
-starts from (``reinitialise`` takes either).
-
-Each iteration costs one more sampling pass: (iters + 1)× the sampling time in all.
+with normalised frequencies f ∈ [−1, 1) (1 = Nyquist, ``2 · torch.fft.fftfreq``) and cut-offs d_s (space) and d_t
+(time): M = 1 at zero frequency, 1/2 on the ellipsoid r = 1. Each iteration is one more sampling pass, (iters + 1)×
+the sampling time in all. Against diffusers' ``FreeInitMixin``: :func:`butterworth_low_pass`, :func:`reinitialise`.
 """
 
 from __future__ import annotations
@@ -84,7 +72,10 @@ def butterworth_low_pass(shape: Sequence[int], d_s: float, d_t: float, order: in
     """The low-pass mask M over ``shape[-3:] = (T, H, W)`` in the FFT's own layout (zero frequency at index 0).
 
     M = 1 / (1 + r^(2·order)) with r² = (f_t/d_t)² + (f_h/d_s)² + (f_w/d_s)² (module docstring). A cut-off
-    of 0 passes nothing (M ≡ 0), as in diffusers.
+    of 0 passes nothing (M ≡ 0), as in diffusers. This is the filter of diffusers' ``FreeInitMixin`` (and of
+    the FreeInit authors' code), whose mask is laid out after ``fftshift``; on even sizes the two agree
+    (tests/test_freeinit.py). On odd sizes diffusers' grid, 2k/n − 1, puts the zero frequency 1/n off centre;
+    the grid here is the FFT's own, so M is exactly 1 at zero frequency.
     """
     t, h, w = (int(v) for v in shape[-3:])
     if d_s == 0 or d_t == 0:
@@ -114,6 +105,8 @@ def mix_frequencies(x_low_source: torch.Tensor, x_high_source: torch.Tensor, mas
 def reinitialise(x0: torch.Tensor, initial_noise: torch.Tensor, fresh_noise: torch.Tensor, process,
                  timesteps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """FreeInit's new starting point: ``x0`` diffused to ``timesteps`` (B,) with ``initial_noise`` by the
-    process's ``add_noise``, its low frequencies kept, the high ones taken from ``fresh_noise``."""
+    process's ``add_noise``, its low frequencies kept, the high ones taken from ``fresh_noise``. diffusers
+    diffuses to the last training timestep T − 1; the task passes the first timestep the sampler starts from,
+    and either may be given."""
     z = process.add_noise(x0, initial_noise.to(x0.dtype), timesteps)
     return mix_frequencies(z, fresh_noise.to(z.dtype), mask)

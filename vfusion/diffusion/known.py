@@ -1,30 +1,15 @@
 """Known frames during sampling: image-to-video, extension and interpolation (replacement, RePaint-style).
 
-A :class:`KnownFramesTask` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a
-latent model) and a per-frame mask (B, T). The known frames start as their forward-noised version at the
-first timestep, with their part of the clip's initial noise (drawn from the run's prior with the rest).
-During sampling the model's prediction for the known frames is replaced by the *oracle* prediction, the one a perfect denoiser would make given their clean values:
-
-    ε_known = (z_t − α_t·x) / σ_t,        prediction = process.target(x, ε_known, t)
-
-Handing that to the scheduler step moves the known frames to z_s = α_s·x + σ_s·ε', their forward-noised
-version at the next level: with a deterministic sampler ε' = ε_known, the noise they started from; with
-a stochastic one the step's fresh noise, drawn from the run's prior together with the unknown frames.
-So the known frames are always a forward-noised copy of the given frames whose noise is the same
-prior draw as the unknown frames' (the prior's frame correlation is kept), and the network sees them
-through its temporal layers, or, for VideoFusion with the keyframe known, through the base generator's
-b̂: the keyframe is the given image noised with the clip's own shared base noise b. After the last step
-the known frames are set to ``x`` exactly (what the method promises; the oracle trajectory already ends
-within float error of it).
-
-RePaint's resampling (Lugmayr et al., CVPR 2022), ``jumps`` times per step except the last: after the
-step t → s, the whole clip is noised back from s to t,
-
-    z_t = (α_t / α_s)·z_s + sqrt(σ_t² − (α_t / α_s)²·σ_s²)·ε,      ε from the run's prior,
-
-(the forward process from level s to level t, for the VP process and for rectified flow alike) and the
-step is taken again, which gives the unknown frames more chances to agree with the known ones. A
-multistep scheduler's history is restored before each repeat (the scheduler is copied before the step).
+A :class:`KnownFramesTask` holds clean values ``x`` (B, C, T, H, W) in the sampler's space (latents for a latent
+model) and a per-frame mask (B, T). The known frames start forward-noised to the first timestep with their part of
+the clip's initial noise; at every step the model's prediction for them is replaced by the oracle's, what a perfect
+denoiser would predict from their clean values: ε_known = (z_t − α_t·x) / σ_t, prediction = process.target(x,
+ε_known, t). So they stay a forward-noised copy of the given frames whose noise is the same prior draw as the
+unknown frames' (the prior's frame correlation is kept), and the network sees them through its temporal layers or,
+for VideoFusion with the keyframe known, through the base generator's b̂. After the last step they are set to ``x``
+exactly. RePaint's resampling (Lugmayr et al., CVPR 2022): ``jumps`` times per step but the last, the whole clip is
+noised back (:func:`renoise`) and the step taken again, which gives the unknown frames more chances to agree with
+the known ones.
 """
 
 from __future__ import annotations
@@ -44,7 +29,15 @@ class KnownFramesError(UserError, ValueError):
 @dataclass
 class KnownFramesTask(LoopTask):
     """Clean values ``x`` (B, C, T, H, W) and ``mask`` (B, T) bool: which frames are given; ``jumps``
-    RePaint resamplings per step."""
+    RePaint resamplings per step.
+
+    The oracle prediction handed to the scheduler step moves the known frames to z_s = α_s·x + σ_s·ε', their
+    forward-noised version at the next level: with a deterministic sampler ε' = ε_known, the noise they started
+    from; with a stochastic one the step's fresh noise, drawn from the run's prior together with the unknown
+    frames. For VideoFusion with the keyframe known, the keyframe is the given image noised with the clip's own
+    shared base noise b. The final paste is what the method promises; the oracle trajectory already ends within
+    float error of ``x``. Before each RePaint repeat the loop restores a multistep scheduler's history from a copy
+    made before the step."""
 
     x: torch.Tensor
     mask: torch.Tensor
@@ -122,7 +115,8 @@ class KnownFramesTask(LoopTask):
 
 
 def renoise(z: torch.Tensor, s: torch.Tensor, t: torch.Tensor, process, noise: torch.Tensor) -> torch.Tensor:
-    """The forward process from level ``s`` to the noisier level ``t`` (both (B,) model timesteps)."""
+    """The forward process from level ``s`` to the noisier level ``t`` (both (B,) model timesteps):
+    z_t = (α_t / α_s)·z_s + sqrt(σ_t² − (α_t / α_s)²·σ_s²)·ε, for the VP process and rectified flow alike."""
     shape = (-1,) + (1,) * (z.dim() - 1)
     a_s, a_t = process.alpha(s).view(shape), process.alpha(t).view(shape)
     s_s, s_t = process.sigma(s).view(shape), process.sigma(t).view(shape)

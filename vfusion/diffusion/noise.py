@@ -1,32 +1,15 @@
-"""Decomposed noise (VideoFusion, Luo et al. CVPR 2023, eq. for ε^i).
+"""Decomposed noise (VideoFusion, Luo et al. CVPR 2023, eq. for ε^i), and what every noise prior shares.
 
-For a clip of T frames with keyframe k = T // 2 and a per-frame share λ^i ∈ [0, 1]
-(λ^k = 1):
+For a clip of T frames with keyframe k = T // 2 and a per-frame share λ^i ∈ [0, 1] (λ^k = 1):
 
     ε^i = sqrt(λ^i) · b + sqrt(1 − λ^i) · r^i,      b, r^i ~ N(0, I) independent
 
-``b`` has one frame's shape and is shared by every frame; ``r^i`` is drawn per
-frame. Every ε^i is N(0, I) and Cov(ε^i, ε^j) = sqrt(λ^i λ^j) I for i ≠ j.
-λ ≡ 0 reproduces independent per-frame noise exactly (the same random draws
-give the same ε as plain ``randn``, and leave the generator in the same state),
-so the independent-noise baselines are the λ = 0 case of this code, not a copy of it.
-
-Every prior draws in the same order (:func:`draw`): one standard normal tensor z of the
-clip's shape, then one of a single frame's shape, s, each prior using s in its own way (here:
-the keyframe's residual) or not at all (``independent``). So at zero correlation every prior
-is the ``independent`` prior bit for bit, also over the many draws of a sampling loop.
-
-λ may also depend on the noise level: ``DecomposedNoise(lambdas, lambdas_T)`` interpolates
-linearly between λ at t = 0 (``lambdas``) and λ at t = T (``lambdas_T``), each any per-frame
-schedule, λ(u) = (1 − u)·λ_0 + u·λ_T with u = the process's normalised noise level in [0, 1]
-(``process.noise_level(t)``). Every caller that draws noise for a known level passes it
-(``sample(..., level=u)``): training at each sample's t, sampling at the first timestep, the fresh
-noise of a stochastic step at the level it is added to. The keyframe keeps λ = 1 at every level.
-
-This module also holds what every noise prior shares (:class:`NoisePrior`, the
-:class:`NoiseSample` result), the ``independent`` prior and the registry's factory
-:func:`build_noise_prior`; the PYoCo priors are in :mod:`vfusion.diffusion.pyoco`.
-Everything here is a pure function of its inputs (plus an explicit generator).
+``b`` has one frame's shape and is shared by every frame; ``r^i`` is drawn per frame. Every ε^i is N(0, I) and
+Cov(ε^i, ε^j) = sqrt(λ^i λ^j) I for i ≠ j. Every prior draws in the same order (:func:`draw`), so at zero
+correlation each is the ``independent`` prior bit for bit, generator state included, over all the draws of a
+sampling loop: the independent-noise baselines are the λ = 0 case of this code, not a copy of it. λ may move with
+the noise level (:class:`DecomposedNoise`); the keyframe keeps λ = 1 at every level. The PYoCo priors are in
+:mod:`vfusion.diffusion.pyoco`. Everything here is a pure function of its inputs (plus an explicit generator).
 """
 
 from __future__ import annotations
@@ -193,9 +176,9 @@ def draw(shape: Sequence[int], generator, device, dtype) -> tuple[torch.Tensor, 
 class IndependentNoise(NoisePrior):
     """I.i.d. per-frame noise: ε is ``torch.randn(shape, generator=g)`` bit for bit.
 
-    The second, one-frame draw of :func:`draw` is made and unused, as it always was (the
-    ``independent`` prior was the decomposed prior at λ ≡ 0), so runs sample as they did before
-    and the other priors at zero correlation leave the generator where this one does.
+    The second, one-frame draw of :func:`draw` is made and unused, so this prior is bit for bit the
+    decomposed prior at λ ≡ 0, and the other priors at zero correlation leave the generator where this
+    one does.
     ``base`` is None and ``residual`` is ε itself (all of it is per-frame)."""
 
     def __init__(self, num_frames: int):
@@ -222,8 +205,11 @@ class DecomposedNoise(NoisePrior):
     >>> noise = DecomposedNoise.constant(16, 0.5)
     >>> eps, base, residual = noise.sample((2, 3, 16, 32, 32))
 
-    ``lambdas_T``: λ at the noisiest level t = T; λ then moves linearly from ``lambdas`` (t = 0) to
-    it with the noise level (module docstring), and ``sample`` / ``correlation`` need ``level``.
+    ``lambdas_T``: λ at the noisiest level t = T (each any per-frame schedule); λ then moves linearly with the
+    noise level, λ(u) = (1 − u)·λ_0 + u·λ_T with u = ``process.noise_level(t)`` ∈ [0, 1], the keyframe keeping
+    λ = 1, and ``sample`` / ``correlation`` need ``level``. Every caller that draws noise for a known level passes
+    it (``sample(..., level=u)``): training at each sample's t, sampling at the first timestep, the fresh noise of
+    a stochastic step at the level it is added to.
     """
 
     def __init__(self, lambdas: Sequence[float] | torch.Tensor,

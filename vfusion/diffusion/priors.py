@@ -1,17 +1,11 @@
 """The noise-prior registry: ``noise.prior`` -> the function that builds it.
 
-Torch-free (config validation reads the names); the builders live in
-:mod:`vfusion.diffusion.noise` and :mod:`vfusion.diffusion.pyoco` and take
-``(num_frames, **params)`` with the parameter names of the config's ``noise`` section (a
-builder ignores the keys of other priors). Every prior is a callable noise sampler
-(``prior(shape, generator=, device=, dtype=)`` -> ε of shape (B, C, T, H, W)) with
-``sample(...)`` returning ``(eps, base, residual)`` (None where the prior has no such part),
-``correlation()`` (the theoretical T×T frame-by-frame correlation, float64) and ``num_frames``.
-Every frame of every prior is N(0, I); they differ only in how frames are correlated:
+Torch-free (config validation reads the names); the builders live in :mod:`vfusion.diffusion.noise` and
+:mod:`vfusion.diffusion.pyoco` and take ``(num_frames, **params)`` with the parameter names of the ``noise`` section
+(a builder ignores other priors' keys). Every frame of every prior is N(0, I); only the frame correlation differs:
 
     independent         ρ_ij = 0
-    decomposed          ρ_ij = sqrt(λ^i λ^j)             (VideoFusion; λ keys, λ^{T//2} = 1; λ may move
-                                                      with the noise level: value_T / per_frame_T)
+    decomposed          ρ_ij = sqrt(λ^i λ^j)             (VideoFusion; λ^{T//2} = 1; value_T / per_frame_T: λ(t))
     pyoco_mixed         ρ_ij = α² / (1 + α²)             (PYoCo, Ge et al. ICCV 2023; noise.alpha)
     pyoco_progressive   ρ_ij = (α / sqrt(1 + α²))^|i−j|  (PYoCo's AR(1) chain; noise.alpha)
 

@@ -1,27 +1,15 @@
 """The objective as one object: forward process, training target, conversions, samplers.
 
-A :class:`DiffusionProcess` is built from a diffusers scheduler config (a dict or a
-``scheduler_config.json``) and owns, in one place (DiT's ``GaussianDiffusion``,
-diffusers' schedulers):
+A :class:`DiffusionProcess` is built from a diffusers scheduler config (a dict or a ``scheduler_config.json``) and
+owns, in one place (as DiT's ``GaussianDiffusion`` and diffusers' schedulers do):
 
-    z_t   = sqrt(ᾱ_t) · x + σ_t · ε,        σ_t = sqrt(1 − ᾱ_t)           add_noise
-    target: ε (epsilon) | v = sqrt(ᾱ_t) · ε − σ_t · x (v_prediction) | x (sample)
-    to_eps / from_eps: exact conversions between a prediction and ε given z_t:
-        v → ε:  ε = sqrt(ᾱ_t) · v + σ_t · z_t           ε → v:  v = (ε − σ_t · z_t) / sqrt(ᾱ_t)
-        x → ε:  ε = (z_t − sqrt(ᾱ_t) · x) / σ_t         ε → x:  x = (z_t − σ_t · ε) / sqrt(ᾱ_t)
+    z_t = sqrt(ᾱ_t)·x + σ_t·ε,  σ_t = sqrt(1 − ᾱ_t)      target: ε (epsilon) | v = sqrt(ᾱ_t)·ε − σ_t·x | x (sample)
+    v → ε:  ε = sqrt(ᾱ_t)·v + σ_t·z_t                   ε → v:  v = (ε − σ_t·z_t) / sqrt(ᾱ_t)
+    x → ε:  ε = (z_t − sqrt(ᾱ_t)·x) / σ_t               ε → x:  x = (z_t − σ_t·ε) / sqrt(ᾱ_t)
 
-The loss, the sampler and the VideoFusion composition use only this object, so a
-model never indexes ᾱ itself. ᾱ comes from diffusers' own beta schedules (the train
-scheduler); ``scheduler(name)`` returns a configured diffusers scheduler for sampling
-(see :mod:`vfusion.diffusion.samplers`). The process is written into every run
-directory and pipeline as ``scheduler/scheduler_config.json`` and read back from there.
-
-The loss is split per frame so the base (keyframe) and residual (other frames) parts
-can be logged separately; ``total`` is the mean over all frames.
-
-Rectified flow is the other process kind (:class:`vfusion.diffusion.flow.FlowProcess`, the same
-interface); :func:`vfusion.diffusion.factory.make_process` builds either kind from a scheduler config
-(``make_process(read_config(folder))`` from a saved one).
+The loss, the sampler and the VideoFusion composition use only this object, so a model never indexes ᾱ (diffusers'
+own beta schedules) itself. It is saved in every run directory and pipeline as ``scheduler/scheduler_config.json``.
+Rectified flow is the other kind (:class:`vfusion.diffusion.flow.FlowProcess`); ``factory.make_process`` builds either.
 """
 
 from __future__ import annotations

@@ -5,15 +5,11 @@ With a = α / sqrt(1 + α²) and c = 1 / sqrt(1 + α²) (so a² + c² = 1) and z
     mixed        ε^i = a·s + c·z^i                          ρ_ij = a² = α² / (1 + α²)   (i ≠ j)
     progressive  ε^0 = a·s + c·z^0,  ε^i = a·ε^{i−1} + c·z^i    ρ_ij = a^|i−j|          (an AR(1) chain)
 
-The mixed prior is PYoCo's ε_shared + ε_ind^i with ε_shared = a·s ~ N(0, α²/(1+α²)·I) and
-ε_ind^i = c·z^i ~ N(0, 1/(1+α²)·I). The progressive chain starts one step after a state s ~ N(0, I),
-so ε^0 ~ N(0, I) as in PYoCo and the chain is stationary (unit variance, ρ^|i−j| for every pair).
-Every frame is N(0, I) and no frame is special (unlike VideoFusion's keyframe), so neither prior can
-drive VideoFusion's base generator.
-
-The draws are every prior's (:func:`vfusion.diffusion.noise.draw`): z of the clip's full shape, then s
-of one frame's. With α = 0 (a = 0, c = 1) both priors return z itself: the ``independent`` prior bit
-for bit, with the generator left in the same state.
+Mixed is PYoCo's ε_shared + ε_ind^i, ε_shared = a·s ~ N(0, α²/(1+α²)·I), ε_ind^i = c·z^i ~ N(0, 1/(1+α²)·I). The
+progressive chain starts one step after a state s ~ N(0, I), so ε^0 ~ N(0, I) as in PYoCo and the chain is
+stationary. Every frame is N(0, I) and none is special (unlike VideoFusion's keyframe), so neither prior can drive
+VideoFusion's base generator. The draws are every prior's (:func:`vfusion.diffusion.noise.draw`); with α = 0 both
+priors return z itself: the ``independent`` prior bit for bit, with the generator left in the same state.
 """
 
 from __future__ import annotations

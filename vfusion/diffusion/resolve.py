@@ -1,18 +1,14 @@
 """The run's noise process: the base checkpoint's own scheduler, else the experiment's keys.
 
-A pretrained image model only works with the noise process it was trained with (its betas,
-its prediction type, its timestep spacing). So when ``model.base.pretrained`` has a
-``scheduler/scheduler_config.json`` (:mod:`vfusion.backbones.folder`), that file IS the run's
-process, whatever its scheduler class (any variance-preserving diffusers scheduler maps onto
-the same beta schedule; a flow-matching one selects rectified flow). The experiment's
-``diffusion`` keys then only fill what the checkpoint leaves open; a key set there that
+A pretrained image model only works with the noise process it was trained with (its betas, its prediction type, its
+timestep spacing). So when ``model.base.pretrained`` has a ``scheduler/scheduler_config.json``
+(:mod:`vfusion.backbones.folder`), that file IS the run's process, whatever its scheduler class (any
+variance-preserving diffusers scheduler maps onto the same beta schedule; a flow-matching one selects rectified
+flow). The experiment's ``diffusion`` keys then only fill what the checkpoint leaves open; a key set there that
 differs from the checkpoint's value fails with one line naming both values, unless
-``diffusion.override_checkpoint`` is true (then the key wins and a warning says so).
-Without a checkpoint scheduler, the keys that are set win over the project's defaults.
-
-:func:`resolve_process` returns the scheduler config the process is built from
-(:func:`vfusion.diffusion.factory.make_process`) and the resolved ``diffusion`` section that is
-written into the run's ``config.yaml``.
+``diffusion.override_checkpoint`` is true (then the key wins and a warning says so). Without a checkpoint
+scheduler, the keys that are set win over the project's defaults. :func:`resolve_process` returns the scheduler
+config the process is built from and the resolved ``diffusion`` section written into the run's ``config.yaml``.
 """
 
 from __future__ import annotations

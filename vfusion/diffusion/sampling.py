@@ -1,17 +1,13 @@
 """The sampling loop: any denoiser, the run's process (DiffusionProcess or FlowProcess), any noise prior.
 
-The initial noise AND the fresh noise of each stochastic step come from the same noise
-prior the model was trained with (shared b', per-frame r' for the decomposed prior),
-otherwise the sampler would break the structure the model learned (method.md,
-"Sampling"). The model predicts the process's target; the diffusers scheduler is
-configured with the same prediction type. Given a seeded generator the result is
-deterministic. :class:`vfusion.VideoFusionPipeline` calls this loop.
+The initial noise AND the fresh noise of each stochastic step come from the same noise prior the model was trained
+with (shared b', per-frame r' for the decomposed prior), otherwise the sampler would break the structure the model
+learned (method.md, "Sampling"). The model predicts the process's target; the diffusers scheduler is configured with
+the same prediction type. Given a seeded generator the result is deterministic. :class:`vfusion.VideoFusionPipeline`
+calls this loop.
 
-How it runs is one :class:`~vfusion.diffusion.loop_settings.LoopSettings`; what else it does comes from
-task objects beside it (:mod:`vfusion.diffusion.task`): given frames
-(:class:`~vfusion.diffusion.known.KnownFramesTask`), an SDEdit or inversion edit
-(:class:`~vfusion.diffusion.edit.EditTask`) and FreeInit's further passes
-(:class:`~vfusion.diffusion.freeinit.FreeInitTask`).
+How it runs is one :class:`~vfusion.diffusion.loop_settings.LoopSettings`; what else it does comes from task
+objects beside it (:mod:`vfusion.diffusion.task`): given frames, an SDEdit or inversion edit, FreeInit's passes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """What a sampling task may change in the loop (:func:`vfusion.diffusion.sampling.sample_loop`).
 
-The loop itself is plain sampling from the prior's noise. A task (given frames, an edit, FreeInit)
-changes it at fixed points, each a method that leaves the loop as it is by default:
+A task (given frames, an edit, FreeInit) changes plain sampling at fixed points, each a no-op by default:
 
     check(shape, tasks)         before anything is drawn
     steps_to_run(steps)         how many of the sampler's last steps run (an edit runs fewer)

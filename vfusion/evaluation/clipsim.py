@@ -2,16 +2,14 @@
 
     clipsim(clip, text) = mean_t cos(f_img(frame_t), f_txt(text))        CLIPSIM = mean over the clips
 
-as text-to-video papers report it on MSR-VTT (GODIVA introduced it; CogVideo, Make-A-Video and
-Video LDM report the raw cosine, about 0.29-0.31, not x100 and not CLIPScore's 2.5 * max(cos, 0)).
-The CLIP model is a user-supplied transformers folder (``eval.clip_model``: ``CLIPModel`` weights,
-its image processor and tokenizer, e.g. ``openai/clip-vit-base-patch32`` saved locally). Every
-frame of a clip is scored (quantised to uint8 first, as every evaluated clip is); the folder's own
-image processor resizes it (shortest side to its size, bicubic), center crops and normalises it; the
-text is tokenised by the folder's tokenizer, cut at the text model's positions. f are the projected
-embeddings (``get_image_features`` / ``get_text_features``), L2-normalised. The protocol, with the
-sha256 of the weight files, goes into metrics.json (``protocol()``). :class:`RunTexts` says which text
-each clip of a run's evaluation is scored against, and scores the real clips for the reference value.
+as text-to-video papers report it on MSR-VTT (GODIVA introduced it; CogVideo, Make-A-Video and Video LDM report the
+raw cosine, about 0.29-0.31, not x100 and not CLIPScore's 2.5 * max(cos, 0)). The CLIP model is a user-supplied
+transformers folder (``eval.clip_model``: ``CLIPModel`` weights, its image processor and tokenizer, e.g.
+``openai/clip-vit-base-patch32`` saved locally). Every frame is scored, quantised to uint8 first as every evaluated
+clip is, then resized (shortest side, bicubic), center cropped and normalised by the folder's image processor; the
+text is tokenised by its tokenizer, cut at the text model's positions. f are the projected embeddings, L2-normalised.
+The protocol, with the sha256 of the weight files, goes into metrics.json; :class:`RunTexts` says which text each
+clip of a run is scored against.
 """
 
 from __future__ import annotations

@@ -1,41 +1,15 @@
 """The one evaluation core: two sets of clips -> detectors -> metric values + protocol.
 
-:func:`evaluate` takes a real and a fake :class:`ClipSource` (batches ``(B, C, T, H, W)``
-in [-1, 1], what metrics.json says about them, and for the real side optionally a cache
-of its statistics), accumulates both sides one batch at a time, checks that the clips
-match, computes the metrics and returns (and writes) the result dict. The entry points
-in ``evaluate.py`` only build their two sources.
-
-Protocols (see docs/protocols.md):
-
-* ``fvd{N}_{T}f`` — StyleGAN-V FVD: N real and N generated clips of T frames; the
-  I3D Kinetics-400 logits (400-d, averaged over time) of each clip, frames
-  resized bilinearly to 224x224 by ``i3d_features`` (clips smaller than 224, e.g.
-  the 32x32 of the study runs, are UPSAMPLED: such an FVD carries its protocol in
-  its name and is not comparable with published ``fvd2048_16f`` at 128/256 px);
-  Fréchet distance with the population covariance (StyleGAN-V).
-* ``kvd{N}_{T}f`` — polynomial-kernel MMD² on the same I3D features (100 subsets
-  of min(N, 1000), see ``metrics.kernel_distance``).
-* ``fid{N}_{T}f`` — per-frame FID, Inception-v3 pool3 of all N·T frames (``fid.py``).
-* ``is_k400_i3d{N}_{T}f`` — Inception Score with the softmax of the I3D Kinetics-400
-  logits (works out of the box; NOT the UCF-101 protocol).
-* ``is_ucf_c3d{N}_16f`` — TGAN/StyleGAN-V UCF-101 IS with a user-supplied C3D
-  (16 frames, short side 128, center crop 112; ``c3d.load_c3d``).
-  Both IS variants use 10 splits and come with a ``_std`` entry.
-* ``flicker{N}_{T}f`` / ``drift{N}_{T}f``, ``motion{N}_{T}f`` (with ``motion_ratio{N}_{T}f``) and
-  the object metrics ``object_travel`` / ``object_jump`` / ``object_seen`` (``objects``) — means over
-  the generated clips of per-clip pixel statistics (``clip_stats.py``: frame-to-frame change and distance
-  from the key frame in grey levels, optical-flow magnitude in pixels per frame, colour tracking of the
-  embedded dataset's objects), each next to the same mean over the real clips, ``..._real``.
-
-The protocol preset (``protocols.py``) decides which real clips are read; the names of
-the metrics that depend on them (FVD, KVD, FID, the ``_real`` temporal references) end
-with its suffix (``_sgv`` for ``stylegan_v``, none for ``vfusion``).
-
-Every clip, real or generated, is first quantised to the 256 levels of a video file
-(as StyleGAN-V does with generated frames). Clips are consumed one batch at a time, so
-memory does not grow with N apart from the I3D features / class probabilities
-(N × 400 float64) that KVD and IS need.
+:func:`evaluate` takes a real and a fake :class:`ClipSource`, accumulates both sides one batch at a time, checks
+that the clips match, computes the metrics and returns (and writes) the result dict; the entry points in
+``evaluate.py`` only build the two sources. The metrics are described in docs/protocols.md: StyleGAN-V FVD and KVD
+on the I3D Kinetics-400 logits, per-frame FID, Inception Scores, and per-clip pixel statistics next to the same mean
+over the real clips (``_real``). I3D sees frames resized to 224x224, so clips smaller than that (the 32x32 of the
+study runs) are UPSAMPLED: such an FVD carries its protocol in its name and is not comparable with a published
+``fvd2048_16f`` at 128/256 px. The protocol preset (``protocols.py``) decides which real clips are read, and the
+names of the metrics that depend on them end with its suffix. Every clip, real or generated, is first quantised to
+the 256 levels of a video file (as StyleGAN-V does with generated frames); memory does not grow with N apart from
+the I3D features / class probabilities (N × 400 float64) that KVD and IS need.
 """
 
 from __future__ import annotations
@@ -270,6 +244,12 @@ def compute_metrics(metrics: Sequence[str], real_i3d: Optional[FeatureStats], fa
                     fid: Optional[FrameFID], num_videos: int, num_frames: int, *,
                     real_stats: Optional[dict[str, np.ndarray]] = None, suffix: str = "") -> dict[str, float]:
     """Named values: ``fvd{N}_{T}f`` etc. (N = generated clips, T = frames per clip).
+
+    ``fvd`` / ``kvd`` / ``fid{N}_{T}f``; ``is_k400_i3d{N}_{T}f`` (the softmax of the I3D Kinetics-400 logits: works
+    out of the box, but is NOT the UCF-101 protocol) and ``is_ucf_c3d{N}_16f`` (TGAN/StyleGAN-V UCF-101 IS with a
+    user-supplied C3D), each IS with a ``_std`` entry; ``flicker`` / ``drift`` / ``motion{N}_{T}f`` (with
+    ``motion_ratio{N}_{T}f``) and ``object_travel`` / ``object_jump`` / ``object_seen``, each next to the same mean
+    over the real clips, ``..._real``.
 
     ``real_stats``: the real side's rows of the clip statistics the metrics need. ``suffix`` (the
     protocol's, ``protocols.name_suffix``) ends the names of the values that depend on the real clips:

@@ -1,16 +1,12 @@
 """Evaluation entry points: each builds a real and a fake clip source and calls the core.
 
-* :func:`evaluate_run` — a training run: real clips of its dataset (statistics cached),
-  generated clips from :func:`run_clip_batches` (or ``fake_batches`` already generated).
-* :func:`evaluate_folders` — ``--real PATH --fake DIR``: real clips from a folder of videos
-  or a dataset config YAML, fake clips from a folder.
-* :func:`real_vs_real` — two disjoint halves of the real data: the floor of the metric.
-
-Which real clips each mode reads is the protocol preset's (``eval.protocol`` or the
-``protocol`` argument: ``vfusion`` | ``stylegan_v``, see ``protocols.py``). The metrics,
-the accumulation and the result dict are in ``core.py``; the detectors and the metric
-names in ``detectors.py``; the cached real statistics in ``real_stats.py``.
-The names other modules import from here (``Detectors``, ``expand_metrics``,
+:func:`evaluate_run` evaluates a training run (real clips of its dataset, statistics cached; generated clips from
+:func:`run_clip_batches`, or ``fake_batches`` already generated); :func:`evaluate_folders` a folder of generated
+clips against a folder of videos or a dataset config YAML; :func:`real_vs_real` two disjoint halves of the real
+data, the floor of the metric. Which real clips each mode reads is the protocol preset's (``eval.protocol`` or the
+``protocol`` argument: ``vfusion`` | ``stylegan_v``, see ``protocols.py``). The metrics, the accumulation and the
+result dict are in ``core.py``; the detectors and the metric names in ``detectors.py``; the cached real statistics
+in ``real_stats.py``. The names other modules import from here (``Detectors``, ``expand_metrics``,
 ``load_detectors``, ``quantize``, ``compute_metrics``, ...) are re-exported.
 """
 

@@ -1,19 +1,15 @@
-"""CLI: ``vfusion evaluate`` (three modes; the protocols live in ``evaluate.py``).
+"""CLI: ``vfusion evaluate`` (three modes; their entry points live in ``evaluate.py``).
 
     vfusion evaluate --run RUN_DIR [--metrics fvd,kvd,fid,is,flicker,drift,motion] [--num-videos N]
                      [--real-split test] [--sampler ddim --steps 50 --seed 0 --guidance 1.0]
     vfusion evaluate --real PATH --fake DIR [--metrics fvd,kvd,fid] [--out FILE]
     vfusion evaluate --real-vs-real --config CFG [--num-videos N] [KEY=VALUE ...]
 
-``--real`` is a folder of videos or a dataset config YAML (``--real-config CFG`` is the
-same as ``--real CFG``). One ``name<TAB>value`` line per metric goes to stdout; the
-JSON with the full protocol is written to ``--out`` (defaults: ``RUN_DIR/metrics.json``,
-``DIR/metrics.json``, ``<run dir of CFG>/real_vs_real.json``).
-
-``--protocol vfusion|stylegan_v`` (or ``eval.protocol=...`` on a config) chooses which
-real clips are read: ``vfusion`` a seeded subset of the evaluation split, ``stylegan_v``
-StyleGAN-V's first N videos in sorted order at random offsets, on UCF-101 train + test
-and on other datasets train; its metric names end with ``_sgv``.
+``--real`` is a folder of videos or a dataset config YAML (``--real-config CFG`` is the same as ``--real CFG``).
+One ``name<TAB>value`` line per metric goes to stdout; the JSON with the full protocol to ``--out`` (defaults:
+``RUN_DIR/metrics.json``, ``DIR/metrics.json``, ``<run dir of CFG>/real_vs_real.json``). ``--protocol
+vfusion|stylegan_v`` (or ``eval.protocol=...``) chooses the real clips: ``vfusion`` a seeded subset of the
+evaluation split, ``stylegan_v`` StyleGAN-V's selection (``protocols.py``), whose metric names end with ``_sgv``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,15 @@
 """Streaming feature statistics and the on-disk cache of real-data statistics.
 
-:class:`FeatureStats` accumulates, in float64, the count, the sum ``Σ f`` and the
-sum of outer products ``Σ f fᵀ`` of detector features batch by batch, so the
-mean and covariance needed by the Fréchet distance (FVD, StyleGAN-V
-``fvd2048_16f``) cost ``O(D²)`` memory whatever the number of clips N
-(D = 400 for I3D logits). The covariance is ``(Σ f fᵀ − N μ μᵀ) / (N − ddof)``;
-StyleGAN-V's FVD uses ``ddof = 0`` (population covariance), which is our default.
+:class:`FeatureStats` accumulates, in float64, the count, ``Σ f`` and ``Σ f fᵀ`` of detector features batch by
+batch, so the mean and covariance the Fréchet distance needs (FVD, StyleGAN-V ``fvd2048_16f``) cost ``O(D²)``
+memory whatever the number of clips N (D = 400 for I3D logits). The covariance is ``(Σ f fᵀ − N μ μᵀ) / (N − ddof)``;
+StyleGAN-V's FVD uses ``ddof = 0`` (population covariance), our default. KVD needs the features themselves
+(``keep_features=True``, one growing :class:`RowBuffer`): ``N × D`` float64, 6.5 MB for 2048 I3D clips, small next
+to one batch of 224x224 videos; the caller keeps Inception Score class probabilities the same way.
 
-KVD (polynomial-kernel MMD) needs the features themselves, so a stats object can
-also keep them (``keep_features=True``): that is ``N × D`` float64 values,
-6.5 MB for 2048 I3D clips — memory that does grow with N, but is small next to
-one batch of 224x224 videos. They are kept in one growing array
-(:class:`RowBuffer`); class probabilities for the Inception Score are kept the
-same way by the caller.
-
-Real-data statistics are cached per (protocol, dataset, root, fold, split, resolution,
-frames, stride, N, detector sha256, ...): the key is stored inside the file and
-checked on load, and the file is written atomically (temporary file +
-``os.replace``), so a stale or half-written cache is never used.
+Real-data statistics are cached per (protocol, dataset, root, fold, split, resolution, frames, stride, N, detector
+sha256, ...): the key is stored inside the file and checked on load, and the file is written atomically (temporary
+file + ``os.replace``), so a stale or half-written cache is never used.
 """
 
 from __future__ import annotations

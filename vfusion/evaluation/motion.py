@@ -1,16 +1,14 @@
 """How far the content of a clip moves: the mean optical-flow magnitude between consecutive frames.
 
-Flicker and drift (``temporal.py``) measure how much the pixels change, which a still clip with noise
-and a clip whose objects travel can score alike. Optical flow measures displacement: a pattern moved by
-k pixels a frame gives about k, a still clip about 0, whatever its brightness does. This is the idea of
-VBench's "dynamic degree" (RAFT flow, thresholded per video) as a continuous number.
-
-The estimator is OpenCV's Farnebäck dense flow (``opencv-python-headless``): it needs no learned
-weights, runs on the CPU in milliseconds for the clip sizes evaluated here, is deterministic, and is a
-published, widely used method (Farnebäck, "Two-Frame Motion Estimation Based on Polynomial
-Expansion", SCIA 2003). RAFT would need weights and torchvision, which pulls a CUDA build of torch.
-Flow runs on BT.601 luma of the uint8 frames with the parameters of ``FARNEBACK`` (OpenCV's documented
-example values), at the evaluated resolution: the unit is pixels per frame at that resolution.
+Flicker and drift (``temporal.py``) measure how much the pixels change, which a still clip with noise and a clip
+whose objects travel can score alike. Optical flow measures displacement: a pattern moved by k pixels a frame gives
+about k, a still clip about 0, whatever its brightness does (the idea of VBench's "dynamic degree", RAFT flow
+thresholded per video, as a continuous number). The estimator is OpenCV's Farnebäck dense flow
+(``opencv-python-headless``; Farnebäck, "Two-Frame Motion Estimation Based on Polynomial Expansion", SCIA 2003): no
+learned weights, milliseconds on the CPU at the evaluated clip sizes, deterministic, published and widely used;
+RAFT would need weights and torchvision, which pulls a CUDA build of torch. Flow runs on BT.601 luma of the uint8
+frames with the parameters of ``FARNEBACK`` (OpenCV's documented example values), at the evaluated resolution: the
+unit is pixels per frame at that resolution.
 """
 
 from __future__ import annotations

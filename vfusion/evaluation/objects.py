@@ -1,18 +1,13 @@
 """Do the embedded dataset's objects move, and smoothly? Colour tracking of its two coloured objects.
 
-Two classes of the embedded dataset have an object of a colour of its own: the red ball of
-``BouncingBall`` and the yellow bob of ``SwingingPendulum``. A colour mask finds the object in each frame
-and its centroid gives the object's place. Per clip of those classes:
-
-* ``object_travel``: how far the object gets, the largest distance (pixels) between two of its places;
-* ``object_jump``: the largest distance it moves between two consecutive frames where it is seen;
-* ``object_seen``: the share of frames where it is visible (mask area >= ``MIN_AREA`` pixels).
-
-A clip that moves as the real ones do has travel near the real value and jumps not far above the real
-ones; a still object has travel near 0, and an object that fades out has ``object_seen`` below 1. Clips
-of other classes, and values a clip cannot have (no frame, or no two consecutive frames, with the object
-seen), are NaN: the metrics are means over the clips that have them. Pixels are at the evaluated
-resolution.
+The red ball of ``BouncingBall`` and the yellow bob of ``SwingingPendulum`` have colours of their own: a colour mask
+finds the object in each frame and its centroid gives its place. Per clip of those classes, ``object_travel`` is how
+far the object gets (the largest distance between two of its places), ``object_jump`` the largest move between two
+consecutive frames where it is seen, ``object_seen`` the share of frames where it is visible (mask area >=
+``MIN_AREA`` pixels). A clip that moves as the real ones do has travel near the real value and jumps not far above
+the real ones; a still object has travel near 0; an object that fades out has ``object_seen`` below 1. Clips of
+other classes, and values a clip cannot have (no frame, or no two consecutive frames, with the object seen), are
+NaN: the metrics are means over the clips that have them. Distances are pixels at the evaluated resolution.
 """
 
 from __future__ import annotations

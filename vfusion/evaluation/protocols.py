@@ -1,48 +1,15 @@
 """Evaluation protocol presets (``eval.protocol``): which real clips the generated ones meet.
 
-* ``vfusion`` (the default) — ``min(N, split size)`` clips of the evaluation split
-  (``eval.real_split`` or ``data.eval_split``) at the positions of a seeded permutation
-  (``clip_sources.SUBSET_SEED``), one clip per video at a seeded start; short videos
-  follow ``data.short_policy``. Metric names have no suffix: ``fvd{N}_{T}f``.
-* ``stylegan_v`` — StyleGAN-V's selection (``docs/protocols.md``, "StyleGAN-V's clip selection"; read
-  from its ``metric_utils.py`` and ``training/dataset.py``):
+``vfusion`` (the default): ``min(N, split size)`` clips of the evaluation split (``eval.real_split`` or
+``data.eval_split``) at the positions of a seeded permutation (``clip_sources.SUBSET_SEED``), one clip per video at
+a seeded start; short videos follow ``data.short_policy``. Metric names have no suffix: ``fvd{N}_{T}f``.
 
-  - the videos in sorted path order, one clip per video, the first N of them;
-  - videos too short for the clip are discarded before the first N are taken, with
-    StyleGAN-V's test ``frames >= num_frames * frame_stride`` (``discard_short_videos``;
-    ``s - 1`` frames more than the ``(T - 1) * s + 1`` the clip spans);
-  - each clip starts at a random offset, uniform over every start that fits;
-  - the split is the preset's: UCF-101 train + test (``all``: the authors' real statistics,
-    StyleGAN-V issue #30), every other dataset ``train``.
-
-  Metric names that depend on the real clips carry ``_sgv``: ``fvd2048_16f_sgv``.
-
-Where StyleGAN-V's code gives nothing to copy, or copying it would break something this
-project promises, the preset chooses (and metrics.json records the choice):
-
-* "path order": StyleGAN-V reads a flat folder of videos, so the path it sorts is the
-  video's own name. Here the key is the name of the file without its extension (or of the
-  frame folder), compared as Python compares strings (code points, case-sensitive), then
-  the full path. On UCF-101 this differs from sorting ``Class/file`` paths:
-  ``v_BasketballDunk_*`` comes before ``v_Basketball_*``, as in StyleGAN-V's folder.
-* The offsets are drawn from a seeded generator (``OFFSET_SEED`` and the video's position
-  in the sorted order), not from Python's unseeded ``random``: the real statistics can be
-  cached and a rerun gives the same number.
-* Unreadable files are left out with a warning (StyleGAN-V would stop); frames are
-  decoded from the dataset's own files and cropped / resized by ``data.resolution`` as in
-  training (StyleGAN-V's copies were converted to JPG frames, LANCZOS-resized, beforehand).
-* ``data.cache`` is not used: the clips are always decoded at the protocol's offsets.
-* The fake side: N generated clips whatever the number of real ones; from a folder, the
-  first T frames of each file (offset 0, as StyleGAN-V reads a folder of generated videos);
-  a run's clips are its T generated frames, already at ``data.frame_stride`` (StyleGAN-V
-  asks its generator for the times 0, s, 2s, ...: the same clip for a model trained on
-  stride-s clips). Classes stay the sample pipeline's balanced cycle (video j is class
-  j mod K) where StyleGAN-V gives each clip the label of a random training video.
-* Real-vs-real: half A is the first n selected videos (the preset's real set), half B the
-  next n, n = min(N, half of what the split holds).
-* FVD is StyleGAN-V's; KVD (StyleGAN-V has none) and the per-frame FID use the frames of the
-  same clips (StyleGAN-V's own FID reads every frame of the dataset as an image set), so
-  their ``_sgv`` names say which clips, not that StyleGAN-V reports them.
+``stylegan_v``: StyleGAN-V's selection (``docs/protocols.md``, "StyleGAN-V's clip selection"; read from its
+``metric_utils.py`` and ``training/dataset.py``): the videos in sorted path order, those failing StyleGAN-V's test
+``frames >= num_frames * frame_stride`` (``s - 1`` frames more than the clip spans) discarded, the first N of the
+rest, one clip each at a uniform offset; UCF-101 train + test (the authors' real statistics, StyleGAN-V issue #30),
+every other dataset ``train``. Names that depend on the real clips carry ``_sgv``. Where StyleGAN-V's code gives
+nothing to copy, or copying it would break something this project promises, the preset chooses (``SGV_CHOICES``).
 """
 
 from __future__ import annotations
@@ -60,7 +27,9 @@ SGV_SELECTION = ("videos in sorted order of their names (code points, case-sensi
                  "num_frames * frame_stride frames discarded, the first N of the rest; one clip per video at a "
                  "seeded uniform offset")
 
-# the choices above, as metrics.json records them next to a stylegan_v number
+# the choices above, as metrics.json records them next to a stylegan_v number. "fake": StyleGAN-V asks its
+# generator for the times 0, s, 2s, ...: the same clip for a model trained on stride-s clips. "kvd_fid": their
+# _sgv names say which clips were used, not that StyleGAN-V reports them.
 SGV_CHOICES = {
     "order": "by the video's own name (file stem or frame folder), as in StyleGAN-V's flat dataset folder",
     "offsets": f"seeded (offset seed {OFFSET_SEED} and the sorted position), not Python's unseeded random",
@@ -106,7 +75,12 @@ def min_length(num_frames: int, stride: int) -> int:
 
 
 def sort_key(path: str) -> tuple[str, str]:
-    """Where a video (file or frame folder) sorts: its own name without the extension, then the path."""
+    """Where a video (file or frame folder) sorts: its own name without the extension, then the path.
+
+    StyleGAN-V sorts a flat folder of videos, so its path is the video's own name; names compare as Python
+    compares strings (code points, case-sensitive). On UCF-101 this differs from sorting ``Class/file`` paths:
+    ``v_BasketballDunk_*`` comes before ``v_Basketball_*``, as in StyleGAN-V's folder.
+    """
     p = Path(path)
     name = p.stem if p.suffix and not p.is_dir() else p.name
     return name, str(path)
@@ -151,7 +125,12 @@ class Selection:
 
 
 def stylegan_v_selection(data_cfg, split: str, num_videos: Optional[int] = None) -> Selection:
-    """The first ``num_videos`` videos of the split that StyleGAN-V would keep (all of them when None)."""
+    """The first ``num_videos`` videos of the split that StyleGAN-V would keep (all of them when None).
+
+    Frames are decoded from the dataset's own files at the protocol's offsets, cropped and resized by
+    ``data.resolution`` as in training (StyleGAN-V's copies were converted to JPG frames, LANCZOS-resized,
+    beforehand); ``data.cache`` is not used.
+    """
     from vfusion.data.api import build_listing
     from vfusion.data.errors import DatasetError
     from vfusion.data.index import VideoIndex, build_index

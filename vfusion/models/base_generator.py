@@ -1,23 +1,15 @@
 """Base generator φ (VideoFusion, method.md step 1): a pretrained or fresh image diffusion model.
 
-It runs once per clip on the noisy keyframe z_t^k and predicts the process's target for
-it (VideoFusion converts that to the base noise b̂). Because λ^k = 1, z_t^k is an ordinary
-noisy image, so a pretrained diffusers image model serves as it is, with its own noise
-process (adopted by :mod:`vfusion.diffusion.resolve`). Four families
-(:mod:`vfusion.backbones.folder`) are called through one ``forward(z, t, cond)``:
-
-- ``UNet2DModel`` / ``UNet2DConditionModel`` without cross-attention: class labels through
-  the UNet's class embedding (``num_classes + 1`` entries, the last the null label; added
-  zero-initialised to an unconditional checkpoint);
-- ``UNet2DConditionModel`` with cross-attention (Stable Diffusion): the text states of the
-  condition (the prompt of the clip's class, or free text) as ``encoder_hidden_states``;
-- ``DiTTransformer2DModel``: class ids through its adaLN class tables, either the dataset's
-  own fresh table or the checkpoint's ids (``model.base.class_map``); null = the table's last id;
-- ``PixArtTransformer2DModel``: text states and their attention mask.
-
-A learned-σ transformer (``out_channels = 2 · in_channels``) returns the prediction in its
-first ``in_channels`` channels; the variance channels are dropped (the project's samplers
-use fixed variances, as diffusers' DiT pipeline does).
+It runs once per clip on the noisy keyframe z_t^k and predicts the process's target for it (VideoFusion converts
+that to the base noise b̂). Because λ^k = 1, z_t^k is an ordinary noisy image, so a pretrained diffusers image model
+serves as it is, with its own noise process (:mod:`vfusion.diffusion.resolve`). Four families
+(:mod:`vfusion.backbones.folder`) share one ``forward(z, t, cond)``: ``UNet2DModel`` / ``UNet2DConditionModel``
+without cross-attention take class labels through the UNet's class embedding (``num_classes + 1`` entries, the last
+the null label; added zero-initialised to an unconditional checkpoint); ``UNet2DConditionModel`` with
+cross-attention (Stable Diffusion) the condition's text states as ``encoder_hidden_states``;
+``DiTTransformer2DModel`` class ids through its adaLN class tables (a fresh table or the checkpoint's ids,
+``model.base.class_map``; null = the table's last id); ``PixArtTransformer2DModel`` text states and their mask. A
+learned-σ transformer's variance channels are dropped (the samplers use fixed variances, as diffusers' DiT does).
 """
 
 from __future__ import annotations

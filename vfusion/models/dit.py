@@ -1,44 +1,15 @@
 """Spacetime-patch DiT baseline (Latte, Ma et al. 2024, arXiv 2401.03048; method.md "Baselines").
 
-The clip (pixels or VAE latents) is cut into tubelets of ``pt`` frames x ``p`` x ``p``
-pixels, each tubelet is a token, and a transformer of alternating spatial blocks (tokens
-of one frame-slot attend to each other) and temporal blocks (tokens at one spatial
-position attend across time) predicts the noise, conditioned on (t, class) through
-adaLN-Zero. Fixed sin-cos position embeddings on both axes (2D over the patch grid,
-1D over time). A plain eps-predictor: the noise process is the trainer's business.
-
-What diffusers covers and what is ours (diffusers 0.42):
-
-- The network is :class:`diffusers.LatteTransformer3DModel`: 2D patch embedding with 2D
-  sin-cos positions, ``depth / 2`` spatial + ``depth / 2`` temporal ``BasicTransformerBlock``s
-  (``norm_type="ada_norm_single"``), 1D sin-cos temporal positions, PixArt-style final
-  layer. ``out_channels`` is set to the input channels: no learned sigma.
-- Tubelets (``pt > 1``): Latte patchifies frame by frame only. We fold each group of
-  ``pt`` consecutive frames into the channel axis first (:func:`fold_tubelets`), so
-  Latte's ``Conv2d`` patch embedding over ``C * pt`` channels *is* a (pt, p, p) tubelet
-  embedding, and its unpatchify followed by :func:`unfold_tubelets` is the inverse. One
-  network for every temporal patch size, so the ``pt`` ablation changes only the tokeniser.
-- Class labels: Latte conditions its adaLN only on the timestep and takes text through
-  cross-attention (``caption_projection``, always applied). We replace its timestep
-  embedder with :class:`TimestepClassEmbedding` (its own timestep embedder + a label
-  table, c = emb(t) + emb(y) as in DiT), so the class enters the adaLN conditioning. Latte's
-  ``forward`` passes ``timestep`` only to that embedder, so (t, y) travel packed as a
-  ``(B, 2)`` tensor. Without text the text path is removed (``caption_projection`` ->
-  ``Identity`` fed a dummy token; with ``cross_attention_dim=None`` no block reads it), so
-  no dead weights. With a text-conditioned base folder (``text_dim`` > 0: its text encoder's
-  width) Latte's own text path is used: ``caption_projection`` maps the text states to the
-  hidden size and every spatial block cross-attends to them (the mask, when the Cond has one,
-  as PixArt passes it: a bias per token); the class table is then not built.
-- adaLN-Zero: Latte shares one modulation MLP across blocks (PixArt's adaLN-single) plus a
-  learned per-block table. We zero-initialise that MLP's output layer, every block's table
-  (so all gates, shifts and scales start at 0: each block is the identity) and the final
-  projection, so the model outputs exactly zero at initialisation. Because of the zero
-  gates and final layer, parameters inside the blocks receive gradient from the second
-  optimiser step on (as in DiT).
-
-Sizes (``model.dit.size``): ``depth`` counts all blocks, as in Latte's configs
-(Latte-S: 12 = 6 spatial + 6 temporal). With adaLN-single there is no per-block
-modulation MLP, so Latte-S/B here have fewer parameters than the paper's (per-block adaLN).
+The clip (pixels or VAE latents) is cut into tubelets of ``pt`` frames x ``p`` x ``p`` pixels, each a token, and a
+transformer of alternating spatial blocks (tokens of one frame-slot attend to each other) and temporal blocks (tokens
+at one spatial position attend across time) predicts the noise, conditioned on (t, class) through adaLN-Zero, with
+fixed sin-cos positions (2D over the patch grid, 1D over time). A plain eps-predictor: the noise process is the
+trainer's business. The network is :class:`diffusers.LatteTransformer3DModel` (diffusers 0.42; ``out_channels`` =
+the input channels: no learned sigma); ours are the tubelets (:func:`fold_tubelets`), the class conditioning
+(:class:`TimestepClassEmbedding`), the text path and the zero initialisation (:class:`SpacetimeDiT`).
+``model.dit.size``: ``depth`` counts all blocks, as in Latte's configs (Latte-S: 12 = 6 spatial + 6 temporal); with
+adaLN-single there is no per-block modulation MLP, so Latte-S/B here have fewer parameters than the paper's
+(per-block adaLN).
 """
 
 from __future__ import annotations
@@ -61,7 +32,12 @@ DIT_SIZES = {"tiny": (64, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
 
 def fold_tubelets(x: torch.Tensor, pt: int) -> torch.Tensor:
-    """``(B, C, T, H, W) -> (B, C*pt, T/pt, H, W)``: each group of ``pt`` frames into channels."""
+    """``(B, C, T, H, W) -> (B, C*pt, T/pt, H, W)``: each group of ``pt`` frames into channels.
+
+    Latte patchifies frame by frame only. Folded first, Latte's ``Conv2d`` patch embedding over ``C * pt``
+    channels *is* a (pt, p, p) tubelet embedding, and its unpatchify followed by :func:`unfold_tubelets` is the
+    inverse: one network for every temporal patch size, so the ``pt`` ablation changes only the tokeniser.
+    """
     b, c, t, h, w = x.shape
     if t % pt:
         raise ValueError(f"{t} frames are not divisible by the temporal patch size {pt}")
@@ -75,7 +51,12 @@ def unfold_tubelets(x: torch.Tensor, pt: int) -> torch.Tensor:
 
 
 class TimestepClassEmbedding(nn.Module):
-    """c = emb(t) + emb(y): drop-in for Latte's ``adaln_single.emb`` taking packed ``(B, 2)`` = (t, y)."""
+    """c = emb(t) + emb(y): drop-in for Latte's ``adaln_single.emb`` taking packed ``(B, 2)`` = (t, y).
+
+    Latte conditions its adaLN only on the timestep; as its timestep embedder this puts the class into the
+    adaLN conditioning, as in DiT. Latte's ``forward`` passes ``timestep`` only to this embedder, so (t, y)
+    travel packed.
+    """
 
     def __init__(self, timestep_embedding: nn.Module, num_class_embeds: int, hidden_size: int):
         super().__init__()
@@ -90,7 +71,15 @@ class TimestepClassEmbedding(nn.Module):
 
 
 class SpacetimeDiT(ModelMixin, ConfigMixin):
-    """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``; a diffusers ModelMixin."""
+    """``forward(x_t (B,C,T,H,W), t (B,), cond) -> prediction (B,C,T,H,W)``; a diffusers ModelMixin.
+
+    Latte takes text through cross-attention (``caption_projection``, always applied). Without text that path
+    is removed (``caption_projection`` -> ``Identity`` fed a dummy token; with ``cross_attention_dim=None`` no
+    block reads it), so no weights are dead. With a text-conditioned base folder (``text_dim`` > 0: its text
+    encoder's width) Latte's own path is used: ``caption_projection`` maps the text states to the hidden size
+    and every spatial block cross-attends to them (the mask, when the Cond has one, as PixArt passes it: a bias
+    per token); the class table is then not built.
+    """
 
     _supports_gradient_checkpointing = True  # Latte's blocks checkpoint themselves
 
@@ -121,14 +110,20 @@ class SpacetimeDiT(ModelMixin, ConfigMixin):
             norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
             caption_channels=text_dim or 1, video_length=num_frames // temporal_patch_size)
         if not text_dim:
-            self.latte.caption_projection = nn.Identity()  # no text: see module docstring
+            self.latte.caption_projection = nn.Identity()  # no text: see the class docstring
         if num_classes > 0:
             self.latte.adaln_single.emb = TimestepClassEmbedding(self.latte.adaln_single.emb, num_classes + 1,
                                                                  hidden_size)
         self._zero_init()
 
     def _zero_init(self) -> None:
-        """adaLN-Zero: modulation output, per-block tables and final layer at zero."""
+        """adaLN-Zero: modulation output, per-block tables and final layer at zero.
+
+        Latte shares one modulation MLP across blocks (PixArt's adaLN-single) plus a learned per-block table.
+        With that MLP's output layer, every table (so all gates, shifts and scales) and the final projection at
+        zero, each block is the identity and the model outputs exactly zero; because of the zero gates and final
+        layer, parameters inside the blocks receive gradient from the second optimiser step on (as in DiT).
+        """
         latte = self.latte
         for p in (latte.adaln_single.linear.weight, latte.adaln_single.linear.bias, latte.scale_shift_table,
                   latte.proj_out.weight, latte.proj_out.bias):

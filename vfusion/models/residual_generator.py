@@ -1,50 +1,15 @@
-"""Residual generator ψ (VideoFusion, method.md step 3).
+"""Residual generator ψ (VideoFusion, method.md step 3): r̂^i = ψ(z'^i_t, t, i [, class]).
 
-A small diffusers 2D UNet applied to every non-key frame folded into the batch,
-conditioned on the timestep AND the frame index (it must know which frame it is
-denoising) and, for class-conditional data, on the class:
-
-    r̂^i = ψ(z'^i_t, t, i [, class])
-
-Frame index and class enter through the UNet's "identity" class embedding: their
-learned embeddings are summed and added to the UNet's time embedding.
-
-With a text-conditioned base (``text_dim > 0``) ψ gets the same text condition as the base,
-as the mean of the text states (over the tokens the mask keeps) through a linear layer added
-to the same embedding, instead of a class embedding. Not its own cross-attention, on purpose:
-ψ runs on every non-key frame, so its per-frame cost is what VideoFusion saves, and the
-base's cross-attention has already put the prompt's content into b̂, which ψ only refines
-per frame; a pooled vector costs one matrix product per clip. The projection starts at zero,
-so a fresh ψ starts text-agnostic.
-
-Temporal modelling (``model.residual.temporal: none | conv | attention``, default none):
-:class:`vfusion.models.temporal.TemporalMixer` s (the same diffusers temporal conv /
-temporal attention as the video-UNet baseline), each run by a
-:class:`~vfusion.models.temporal.TemporalHook`. Where (``model.residual.temporal_resolutions``):
-by default one after the UNet's mid block; given feature-map sizes, one after every spatial
-unit (resnet) of the levels of those sizes, as the video UNet places them. Each output layer
-starts at zero, so a fresh ψ with temporal layers is bit for bit the per-frame ψ and the
-switch can be ablated cleanly.
-
-Why the bottleneck by default, not after every spatial unit as in the baseline: ψ runs on every
-non-key frame, so its per-frame cost is what VideoFusion saves (method.md, "Cost structure").
-Counted with ``FlopCounterMode`` (forward, 32x32 frames, 15 non-key frames), one mixer at
-the bottleneck adds 1.3 % (conv) / 2.4 % (attention) to ψ's per-frame FLOPs at the default
-widths [16, 32, 32] (1 resnet per level), where one after each of its 11 spatial units would
-add 37 % / 68 %; at [32, 64, 64] with 2 resnets per level: 0.9 % / 1.6 % against 42 % / 77 %
-(17 units). The bottleneck is also where mixing is cheapest per unit of context: each of
-its positions sees a large patch of the frame, the scale of the motion ψ has to keep
-consistent, while the content the frames share is already in the base's b̂. Whether ψ needs its
-neighbours at all is the question the ablation answers; more placements are worth their cost
-only if it says yes (the main job's measurement: experiments/results/main_job/README.md).
-
-ψ sees the T-1 non-key frames (the keyframe is b̂ alone), so the temporal layers see that
-sequence: the keyframe's neighbours k-1 and k+1 are adjacent for the conv kernel and the
-attention's sinusoidal positions; each frame's true index still enters through the frame
-embedding.
-
-It is a diffusers ``ModelMixin``: ``save_pretrained`` / ``from_pretrained`` write and read
-it as a pipeline component (config.json + safetensors), built from its config alone.
+A small diffusers 2D UNet applied to every non-key frame folded into the batch. It must know which frame it is
+denoising, so the frame index and, for class-conditional data, the class enter through the UNet's "identity" class
+embedding: their learned embeddings are summed and added to the time embedding. With a text-conditioned base
+(``text_dim > 0``) ψ gets the base's text condition instead, the mean of the text states (over the tokens the mask
+keeps) through a linear layer added to the same embedding, starting at zero so a fresh ψ is text-agnostic. Not its
+own cross-attention, on purpose: ψ's per-frame cost is what VideoFusion saves, and the base's cross-attention has
+already put the prompt's content into b̂, which ψ only refines per frame; a pooled vector costs one matrix product
+per clip. Temporal layers (``model.residual.temporal: none | conv | attention``, default none) start at zero, so a
+fresh ψ with them is bit for bit the per-frame ψ and the switch can be ablated cleanly; where they go and why the
+bottleneck by default: :class:`ResidualGenerator`.
 """
 
 from __future__ import annotations
@@ -71,6 +36,25 @@ RESIDUAL_TEMPORAL = ("none", "conv", "attention")
 
 
 class ResidualGenerator(TemporalCheckpointing, ModelMixin, ConfigMixin):
+    """ψ on the non-key frames ``(B, C, T', H, W)``; its temporal layers, when on, are
+    :class:`~vfusion.models.temporal.TemporalMixer` s run by :class:`~vfusion.models.temporal.TemporalHook` s.
+
+    Placement (``model.residual.temporal_resolutions``): by default one after the UNet's mid block; given
+    feature-map sizes, one after every spatial unit (resnet) of the levels of those sizes, as the video UNet places
+    them. Why the bottleneck by default: ψ's per-frame cost is what VideoFusion saves (method.md, "Cost structure").
+    Counted with ``FlopCounterMode`` (forward, 32x32 frames, 15 non-key frames), one mixer at the bottleneck adds
+    1.3 % (conv) / 2.4 % (attention) to ψ's per-frame FLOPs at the default widths [16, 32, 32] (1 resnet per level),
+    where one after each of its 11 spatial units would add 37 % / 68 %; at [32, 64, 64] with 2 resnets per level:
+    0.9 % / 1.6 % against 42 % / 77 % (17 units). The bottleneck is also where mixing is cheapest per unit of
+    context: each of its positions sees a large patch of the frame, the scale of the motion ψ has to keep
+    consistent, while the content the frames share is already in the base's b̂. Whether ψ needs its neighbours at
+    all is the question the ablation answers (the main job's measurement: experiments/results/main_job/README.md).
+
+    The temporal layers see the T-1 non-key frames as one sequence: the keyframe's neighbours k-1 and k+1 are
+    adjacent for the conv kernel and the attention's sinusoidal positions; each frame's true index still enters
+    through the frame embedding.
+    """
+
     @register_to_config
     def __init__(self, in_channels: int = 3, sample_size: int = 32, num_frames: int = 16, num_classes: int = 0,
                  frame_embed_dim: int = 64, temporal: str = "none", temporal_heads: int = 4, arch: str = "unet2d",
@@ -152,7 +136,8 @@ def _sizes(value) -> Optional[list[int]]:
 
 
 def temporal_kind(res_cfg) -> str:
-    """``model.residual.temporal``, with the replaced ``temporal_mixing: true`` read as ``conv``."""
+    """``model.residual.temporal``, with ``temporal_mixing: true`` (the same switch under another name) read as
+    ``conv``."""
     kind = str(res_cfg.temporal)
     if kind not in RESIDUAL_TEMPORAL:
         raise ConfigError(f"config key 'model.residual.temporal' is '{kind}'; expected one of "

@@ -1,26 +1,13 @@
 """Zero-initialised temporal layers for networks that see frames folded into the batch.
 
-One module, :class:`TemporalMixer`, serves every model that mixes frames: the video-UNet
-baseline (after each spatial unit, :mod:`vfusion.models.video_unet`) and VideoFusion's
-residual generator (at its bottleneck, ``model.residual.temporal``,
-:mod:`vfusion.models.residual_generator`). :class:`TemporalHook` runs one as a forward hook
-of the layer it follows.
-
-A 2D network processes ``(B*T, C, H, W)`` (frames folded by :func:`vfusion.layout.fold_frames`);
-a :class:`TemporalMixer` placed after one of its spatial layers mixes information across
-the T frames of each clip and returns the same layout. It is a residual layer whose last
-projection starts at zero, so at initialisation it is exactly the identity (``h + 0``, bit
-for bit) and the inflated network equals the image network applied per frame.
-
-Both mixers are diffusers' own layers, not re-implementations:
-
-- ``conv``: :class:`diffusers.models.resnet.TemporalConvLayer` (ModelScope / UNet3D
-  "pseudo-3D" temporal convolution: four (3, 1, 1) Conv3d with GroupNorm + SiLU; diffusers
-  already zero-initialises its last conv). Its kernel size is fixed at 3 by diffusers.
-- ``attention``: :class:`diffusers.models.unets.unet_motion_model.AnimateDiffTransformer3D`
-  (the AnimateDiff motion module that ``UNetMotionModel`` inserts: per-pixel self-attention
-  along time with sinusoidal frame positions). diffusers leaves its output projection
-  randomly initialised (AnimateDiff zero-initialises it); we zero it here.
+A 2D network processes ``(B*T, C, H, W)`` (frames folded by :func:`vfusion.layout.fold_frames`); a
+:class:`TemporalMixer` placed after one of its spatial layers, run by a :class:`TemporalHook`, mixes information
+across the T frames of each clip and returns the same layout. It is a residual layer whose last projection starts
+at zero, so at initialisation it is exactly the identity (``h + 0``, bit for bit) and the inflated network equals
+the image network applied per frame. One module serves every model that mixes frames: the video-UNet baseline
+(after each spatial unit, :mod:`vfusion.models.video_unet`) and VideoFusion's residual generator (at its
+bottleneck, ``model.residual.temporal``, :mod:`vfusion.models.residual_generator`). Both mixers are diffusers' own
+layers, not re-implementations (:class:`TemporalMixer`).
 """
 
 from __future__ import annotations
@@ -38,7 +25,16 @@ TEMPORAL_KINDS = ("conv", "attention", "both")
 
 
 class TemporalMixer(nn.Module):
-    """Temporal conv and/or temporal attention on ``(B*T, C, H, W)``; identity at init."""
+    """Temporal conv and/or temporal attention on ``(B*T, C, H, W)``; identity at init.
+
+    Both are diffusers' own layers. ``conv``: :class:`diffusers.models.resnet.TemporalConvLayer` (ModelScope /
+    UNet3D "pseudo-3D" temporal convolution: four (3, 1, 1) Conv3d with GroupNorm + SiLU; diffusers already
+    zero-initialises its last conv; its kernel size is fixed at 3 by diffusers). ``attention``:
+    :class:`diffusers.models.unets.unet_motion_model.AnimateDiffTransformer3D` (the AnimateDiff motion module
+    that ``UNetMotionModel`` inserts: per-pixel self-attention along time with sinusoidal frame positions);
+    diffusers leaves its output projection randomly initialised (AnimateDiff zero-initialises it); it is zeroed
+    here.
+    """
 
     def __init__(self, channels: int, kind: str = "both", num_heads: int = 4, norm_groups: int = 32,
                  max_frames: int = 32, heads_key: str = "model.video_unet.attention_heads"):

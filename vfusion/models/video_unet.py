@@ -1,36 +1,15 @@
 """Independent-noise baseline (b) of method.md: the base image UNet inflated into a video UNet.
 
-The same image UNet as VideoFusion's base generator (``model.base``: a local diffusers
-``UNet2DModel`` / ``UNet2DConditionModel`` checkpoint, or built fresh) sees all T frames
-folded into the batch (:func:`vfusion.layout.fold_frames`). After every spatial unit of
-its down, mid and up blocks (the spatial attention where the block has one, else the
-resnet; AnimateDiff's placement) a :class:`vfusion.models.temporal.TemporalMixer`
-(temporal conv and/or temporal attention, ``model.video_unet.temporal_layers``) mixes
-the frames of each clip. The mixers are zero-initialised residual layers, so at
-initialisation the video UNet equals the image UNet applied to every frame. It is a
-plain eps-predictor; the trainer gives it i.i.d. per-frame noise (λ ≡ 0).
-
-Why not ``diffusers.UNetMotionModel.from_unet2d`` (AnimateDiff inflation)? Checked with
-diffusers 0.42:
-
-- it only takes a ``UNet2DConditionModel`` (no ``UNet2DModel``, the project default);
-- it always builds a cross-attention mid block with two resnets; our ``unet2d_condition``
-  build (``mid_block_type="UNetMidBlock2D"``, which ``UNet2DConditionModel`` makes with a
-  single resnet and no attention) fails in ``from_unet2d`` while copying the mid block
-  weights (``Missing key(s) ... "1.norm1.weight"``);
-- ``UNetMotionModel`` has no class embedding and its ``forward`` takes no class labels,
-  so class-conditional (UCF-101) training would lose its conditioning even for a
-  text-style UNet that it can convert.
-
-So one light inflation serves both UNet classes: each mixer is registered as a forward
-hook of the spatial unit it follows. The image UNet's module tree and state-dict keys stay
-unchanged (``unet.*``; its weights can be saved back as an image model), and the mixers
-are the same diffusers layers ``UNetMotionModel`` (``AnimateDiffTransformer3D``) and
-``UNet3DConditionModel`` (``TemporalConvLayer``) use. The hooks
-(:class:`vfusion.models.temporal.TemporalHook`, shared with the residual generator) are
-``nn.Module``s, not closures, so ``copy.deepcopy`` (EMA) and pickling keep each copy's hooks
-on its own mixers. Outside :meth:`VideoUNet.forward` the hooks are inactive: ``model.unet`` called
-directly is the per-frame image model.
+The same image UNet as VideoFusion's base generator (``model.base``: a local diffusers ``UNet2DModel`` /
+``UNet2DConditionModel`` checkpoint, or built fresh) sees all T frames folded into the batch
+(:func:`vfusion.layout.fold_frames`). After every spatial unit of its down, mid and up blocks (the spatial attention
+where the block has one, else the resnet; AnimateDiff's placement) a :class:`vfusion.models.temporal.TemporalMixer`
+(``model.video_unet.temporal_layers``) mixes the frames of each clip. The mixers are zero-initialised residual
+layers, so at initialisation the video UNet equals the image UNet applied to every frame. It is a plain
+eps-predictor; the trainer gives it i.i.d. per-frame noise (λ ≡ 0). Each mixer is a forward hook of the unit it
+follows, so the image UNet's module tree and state-dict keys stay unchanged (``unet.*``; its weights can be saved
+back as an image model), and ``model.unet`` called directly, outside :meth:`VideoUNet.forward`, is the per-frame
+image model. Why not ``diffusers.UNetMotionModel.from_unet2d``: :class:`VideoUNet`.
 """
 
 from __future__ import annotations
@@ -57,6 +36,16 @@ class VideoUNet(TemporalCheckpointing, ModelMixin, ConfigMixin):
     A diffusers ``ModelMixin`` built from its config alone (``unet_config`` is the image
     UNet's own config, ``_class_name`` included), so a pipeline saves and loads it as one
     component; for training, :meth:`build` hands in the (possibly pretrained) image UNet.
+
+    Why not ``diffusers.UNetMotionModel.from_unet2d`` (AnimateDiff inflation)? Checked with diffusers 0.42: it
+    only takes a ``UNet2DConditionModel`` (no ``UNet2DModel``, the project default); it always builds a
+    cross-attention mid block with two resnets, so our ``unet2d_condition`` build (a ``UNetMidBlock2D``:
+    a single resnet, no attention) fails while its mid block weights are copied
+    (``Missing key(s) ... "1.norm1.weight"``); and ``UNetMotionModel`` has no class embedding and its
+    ``forward`` takes no class labels, so class-conditional (UCF-101) training would lose its conditioning. So
+    one light inflation serves both UNet classes, with the same diffusers layers ``UNetMotionModel``
+    (``AnimateDiffTransformer3D``) and ``UNet3DConditionModel`` (``TemporalConvLayer``) use, each registered as
+    a forward hook (:class:`vfusion.models.temporal.TemporalHook`, shared with the residual generator).
     """
 
     ignore_for_config = ["unet"]

@@ -1,28 +1,15 @@
-"""The VideoFusion denoiser (method.md, "Denoiser (two networks)").
+"""The VideoFusion denoiser (method.md, "Denoiser (two networks)"), σ_t the process's noise coefficient:
 
-Per clip, with keyframe k = T // 2 and σ_t from the process (DiffusionProcess: sqrt(1 − ᾱ_t);
-FlowProcess: t / T):
-
-    p̂^k    = φ(z_t^k, t [, c])                            base generator, once per clip (the target's space)
-    b̂      = to_eps(p̂^k)                                  exact conversion by the process
-    z'^i_t = z_t^i − sqrt(λ^i) · σ_t · sg(b̂)             stop-gradient on b̂
-    ψ^i    = ψ(z'^i_t, t, i [, c])                        residual generator, i ≠ k
+    p̂^k    = φ(z_t^k, t [, c])                    base generator on the keyframe k = T // 2, once per clip
+    b̂      = to_eps(p̂^k)                          exact conversion by the process
+    z'^i_t = z_t^i − sqrt(λ^i) · σ_t · sg(b̂)     stop-gradient on b̂
+    ψ^i    = ψ(z'^i_t, t, i [, c])                residual generator, i ≠ k
     output = process.compose(b̂, ψ, λ) for i ≠ k,  p̂^k at the keyframe
 
-For the variance-preserving process the composition is the paper's, in ε-space:
-ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·r̂^i with r̂ = ψ, converted back to the process's target
-(ε, v or x: a pretrained image model keeps its own prediction type). For rectified flow it is in
-velocity space, v̂^i = sqrt(λ^i)·b̂ + ψ^i (derivation in :mod:`vfusion.diffusion.flow`). For
-ε-prediction both conversions are the identity. The keyframe's output is the base's own
-prediction p̂^k, not a round trip through ε, so with a frozen base and a deterministic sampler the
-middle frame is exactly the image model's own sample (tests/test_keyframe_equivalence.py).
-
-With a time-dependent prior (``noise.value_T``), λ^i above is λ^i(t), read at each sample's own
-noise level (``process.noise_level(t)``), the same λ the training noise was drawn with.
-
-ψ is not run on the keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0.
-The base generator still learns through its own term sqrt(λ^i)·b̂ and the keyframe;
-the stop-gradient only cuts the path through z'.
+The VP composition is the paper's, in ε-space, ε̂^i = sqrt(λ^i)·b̂ + sqrt(1 − λ^i)·ψ^i, converted back to the
+process's target (a pretrained image model keeps its own prediction type); rectified flow's is in velocity space
+(:mod:`vfusion.diffusion.flow`). The keyframe's output is the base's own p̂^k, not a round trip through ε, so with a
+frozen base and a deterministic sampler the middle frame is exactly the image model's own sample.
 """
 
 from __future__ import annotations
@@ -41,6 +28,17 @@ from vfusion.models.spec import ModelSpec
 
 
 class VideoFusion(nn.Module):
+    """φ and ψ composed as in the module docstring.
+
+    σ_t is sqrt(1 − ᾱ_t) for a DiffusionProcess and t / T for a FlowProcess. For ε-prediction both conversions
+    are the identity. With a time-dependent prior (``noise.value_T``), λ^i is λ^i(t), read at each sample's own
+    noise level (``process.noise_level(t)``), the same λ the training noise was drawn with. ψ is not run on the
+    keyframe: its term there is multiplied by sqrt(1 − λ^k) = 0. The base generator still learns through its
+    own term sqrt(λ^i)·b̂ and the keyframe; the stop-gradient only cuts the path through z'. That the middle
+    frame is exactly the image model's own sample under a frozen base and a deterministic sampler is checked by
+    tests/test_keyframe_equivalence.py.
+    """
+
     def __init__(self, base: BaseGenerator, residual: ResidualGenerator, lambdas: torch.Tensor, process,
                  lambdas_T: Optional[torch.Tensor] = None):
         super().__init__()

@@ -1,18 +1,15 @@
 """Running a study: stage 1 once (per seed), then train -> sample -> evaluate every run.
 
-Each run directory (``<study_dir>/runs/<run_id>``) is an ordinary vfusion run plus a
-``status.json``::
+Each run directory (``<study_dir>/runs/<run_id>``) is an ordinary vfusion run plus a ``status.json``::
 
     {"run_id": ..., "seed": 0, "labels": {...}, "state": "pending|training|sampling|
      evaluating|done|failed|interrupted", "phases": {"train": {"done", "seconds",
      "sessions", "global_step", "mean_step_s"}, "sample": {...}, "evaluate": {...}}, ...}
 
-A run whose state is ``done`` is skipped; any other run continues with its first
-unfinished phase, training resuming from ``checkpoints/last.ckpt`` when there is one
-(a wall-clock budget resumes too: Lightning's timer state is in the checkpoint). A run
-directory whose ``config.yaml`` disagrees with what the study file now asks for is an
-error, never silently reused. Stage 1 (``<study_dir>/stage1[_s<seed>]``) has the same
-bookkeeping.
+A run whose state is ``done`` is skipped; any other run continues with its first unfinished phase, training
+resuming from ``checkpoints/last.ckpt`` when there is one (a wall-clock budget resumes too: Lightning's timer state
+is in the checkpoint). A run directory whose ``config.yaml`` disagrees with what the study file asks for is an
+error, never silently reused. Stage 1 (``<study_dir>/stage1[_s<seed>]``) has the same bookkeeping.
 """
 
 from __future__ import annotations

@@ -1,23 +1,15 @@
 """Study figures (matplotlib's object API with the Agg canvas: no pyplot state, no display).
 
-- ``metric_vs_lambda.png``: each metric (or, without metrics, the training losses)
-  against the mean λ of the non-key frames, mean ± std over seeds. Runs are grouped
-  into series by model, λ-schedule family and the labels of the axes that do not set
-  ``noise.*``; constant schedules are joined by lines, other schedules are single
-  labelled markers. Drawn when the study has at least two distinct λ values.
-- ``loss_curves.png``: ``train/loss``, ``train/loss_base``, ``train/loss_residual`` per
-  run against the optimizer step (EMA-smoothed), one colour per grid cell, one line
-  style per seed.
-- ``metric_by_cell.png``: each metric per grid cell, every seed as a dot and the mean as a bar,
-  with the real reference as a dashed line where there is one (the real-vs-real floor of
-  FVD/KVD, the real clips' value of flicker/drift). Drawn for studies with two or more cells.
-- ``metric_vs_steps.png``: each metric against the optimizer steps the run did (log scale),
-  one colour per model: with a FLOPs budget every run has the same compute, so this is the
-  per-step view of the same runs. Drawn when the runs did different step counts.
-- ``loss_vs_flops.png``: the same curves against training FLOPs (step x the run's FLOPs per
-  step), the per-FLOP view of training; drawn when the runs' FLOPs per step are known.
-- ``samples.png``: each finished run's ``samples/filmstrip.png`` side by side (a column
-  per grid cell, a row per seed).
+``metric_vs_lambda.png``: each metric (or, without metrics, the training losses) against the mean λ of the non-key
+frames, mean ± std over seeds; series by model, λ-schedule family and the labels of the axes that do not set
+``noise.*``, constant schedules joined by lines, other schedules single labelled markers; drawn for two or more
+distinct λ. ``loss_curves.png``: the three training losses per run against the optimizer step (EMA-smoothed), a
+colour per grid cell, a line style per seed. ``metric_by_cell.png`` (two or more cells): each metric per cell, seeds
+as dots, the mean as a bar, the real reference dashed (the real-vs-real floor of FVD/KVD, the real clips' value of
+flicker/drift). ``metric_vs_steps.png`` (when step counts differ): each metric against the steps a run did, log
+scale, a colour per model; with a FLOPs budget, the per-step view of equal compute. ``loss_vs_flops.png`` (when the
+FLOPs per step are known): the loss curves against training FLOPs. ``samples.png``: each finished run's
+``samples/filmstrip.png``, a column per grid cell, a row per seed.
 """
 
 from __future__ import annotations

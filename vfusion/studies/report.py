@@ -1,20 +1,15 @@
 """Study results: one row per run (``results.csv``), seeds pooled (``results.md``), plots.
 
-Per run the row holds the grid labels, the seed, what the run is (model, noise prior,
-mean λ of the non-key frames where the prior has λ, mean correlation of two frames' noise under
-the prior), what it cost (optimizer steps, training wall time
-summed over sessions, mean time per training step, parameters; with a FLOPs budget also the
-FLOPs of one step and of all the steps done) and how it did: the
-last logged value and the mean of the last ``results.loss_window`` logged values of
-``train/loss``, ``train/loss_base`` and ``train/loss_residual`` (read from the run's
-TensorBoard event files), every metric of ``metrics.json`` (e.g. ``flicker64_16f`` next to
-its real reference ``flicker64_16f_real``) and the evaluation protocol preset that selected
-the real clips (``eval_protocol``). ``results.md`` groups
-the runs of one grid cell over seeds as mean ± sample std (n − 1).
-
-Training losses are a convergence check, not a quality measure across λ: each λ
-changes the regression target (the noise the model must predict), so compare
-samples and metrics, not losses, across the λ axis.
+A run's row holds the grid labels and the seed; what the run is (model, noise prior, mean λ of the non-key frames
+where the prior has λ, mean correlation of two frames' noise under the prior); what it cost (optimizer steps,
+training wall time summed over sessions, mean time per training step, parameters; with a FLOPs budget also the
+FLOPs of one step and of all the steps done); and how it did: the last logged value and the mean of the last
+``results.loss_window`` logged values of ``train/loss``, ``train/loss_base`` and ``train/loss_residual`` (from the
+run's TensorBoard event files), every metric of ``metrics.json`` (e.g. ``flicker64_16f`` next to its real reference
+``flicker64_16f_real``) and the evaluation protocol preset (``eval_protocol``). ``results.md`` groups the runs of
+one grid cell over seeds as mean ± sample std (n − 1). Training losses are a convergence check, not a quality
+measure across λ: each λ changes the regression target (the noise the model must predict), so compare samples and
+metrics, not losses, across the λ axis.
 """
 
 from __future__ import annotations

@@ -1,44 +1,15 @@
 """Study files: a grid of runs over one base experiment, and its expansion into runs.
 
-A study YAML (``configs/studies/*.yaml``)::
-
-    name: lambda_sweep_embedded          # study dir: runs/studies/<name> unless study_dir is set
-    description: λ sweep on the embedded dataset
-    base: configs/embedded.yaml          # the experiment every run starts from
-    overrides: [model.base.pretrained=@stage1]   # key=value for every run
-    budget: {steps: 1500}                # equal per run -> train.max_steps / train.max_minutes
-                                         # (minutes alone: no step limit; both: the first reached)
-                                         # or {flops: 2.0e15}: training FLOPs per run (below)
-    seeds: [0, 1]
-    grid:                                # axis -> variants; runs = product over axes x seeds
-      lam:
-        - {label: l0, overrides: [noise.value=0]}
-        - {label: l0.5, overrides: [noise.value=0.5]}
-    stage1: {steps: 1000, minutes: 0, per_seed: true, overrides: []}
-    eval: {metrics: [fvd, kvd], num_videos: 64, real_vs_real: false}
-    results: {loss_window: 20}
-
-Run ``<labels joined by _>_s<seed>`` lives in ``<study_dir>/runs/<run_id>``. Its config
-is, in order: the base YAML, the study ``overrides``, extra command-line overrides,
-each axis' variant overrides (axis order), the eval settings, the budget, then
-``seed``, ``name`` and ``run_dir``. The value ``@stage1`` (e.g.
-``model.base.pretrained=@stage1``) is replaced by the base UNet that stage 1 of the
-study writes (once per seed, or once for the study with ``stage1.per_seed: false``);
-stage 1 runs only when some run asks for it (a variant can opt out of a study-level
-``@stage1`` with ``model.base.pretrained=null``). Stage 1 uses the base YAML, the study
-and command-line overrides (without ``@stage1`` ones), ``stage1.overrides`` and the
-stage-1 budget (``pretrain.max_steps`` / ``pretrain.max_minutes``).
-
-A FLOPs budget (``budget: {flops: N}``) is equal compute that a loaded machine cannot
-change: :func:`plan_study` counts the FLOPs of one training step of each run's model
-(:func:`vfusion.training.flops.run_step_flops`: forward + backward of the diffusion loss on
-one batch of the run's batch size, every device) and sets ``train.max_steps =
-max(1, floor(N / per_step))``, so every run trains for at most N FLOPs and at least
-N − per_step. The count is made once per grid cell (seeds share it); a run that uses
-``@stage1`` is counted on the architecture stage 1 trains (its starting base), so no
-training has to happen first. ``budget.minutes`` may be added as a safety cap (a run it stops
-says so); ``budget.steps`` may not (both would set the step count). The per-step FLOPs, the
-steps and the total are recorded in each run's ``status.json`` and the results table.
+A study YAML (``configs/studies/*.yaml``; its keys: :class:`StudySpec`) names a base experiment, overrides for every
+run, an equal budget per run, seeds and a grid of axes whose variants add overrides: the runs are the product over
+the axes x the seeds. Run ``<labels joined by _>_s<seed>`` lives in ``<study_dir>/runs/<run_id>``. The value
+``@stage1`` (e.g. ``model.base.pretrained=@stage1``) is replaced by the base UNet that stage 1 of the study writes
+(once per seed, or once for the study with ``stage1.per_seed: false``); stage 1 runs only when some run asks for
+it (a variant can opt out of a study-level ``@stage1`` with ``model.base.pretrained=null``). A FLOPs budget
+(``budget: {flops: N}``) is equal compute that a loaded machine cannot change: every run trains for
+``max(1, floor(N / per_step))`` steps, so for at most N FLOPs and at least N − per_step; ``budget.minutes`` may be
+added as a safety cap (a run it stops says so), ``budget.steps`` may not (both would set the step count). The
+counting: :func:`plan_study`.
 """
 
 from __future__ import annotations
@@ -120,6 +91,25 @@ class StudyResults:
 
 @dataclass
 class StudySpec:
+    """A study YAML (``configs/studies/*.yaml``) as written::
+
+        name: lambda_sweep_embedded          # study dir: runs/studies/<name> unless study_dir is set
+        description: λ sweep on the embedded dataset
+        base: configs/embedded.yaml          # the experiment every run starts from
+        overrides: [model.base.pretrained=@stage1]   # key=value for every run
+        budget: {steps: 1500}                # equal per run -> train.max_steps / train.max_minutes
+                                             # (minutes alone: no step limit; both: the first reached)
+                                             # or {flops: 2.0e15}: training FLOPs per run
+        seeds: [0, 1]
+        grid:                                # axis -> variants; runs = product over axes x seeds
+          lam:
+            - {label: l0, overrides: [noise.value=0]}
+            - {label: l0.5, overrides: [noise.value=0.5]}
+        stage1: {steps: 1000, minutes: 0, per_seed: true, overrides: []}
+        eval: {metrics: [fvd, kvd], num_videos: 64, real_vs_real: false}
+        results: {loss_window: 20}
+    """
+
     name: str = MISSING
     description: str = ""
     base: str = MISSING
@@ -394,7 +384,11 @@ def _value(override: str) -> str:
 
 
 def run_config(study: Study, plan: RunPlan) -> DictConfig:
-    """The resolved experiment config of one run (validated against the schema)."""
+    """The resolved experiment config of one run (validated against the schema).
+
+    Applied in order: the base YAML, the study ``overrides``, extra command-line overrides, each axis' variant
+    overrides (axis order), the eval settings, the budget, then ``seed``, ``name`` and ``run_dir``.
+    """
     try:
         return load_experiment_config(study.base_path, plan.overrides)
     except ConfigError as err:
@@ -402,7 +396,7 @@ def run_config(study: Study, plan: RunPlan) -> DictConfig:
 
 
 def stage1_config(study: Study, seed: int) -> DictConfig:
-    """Stage-1 config: the base YAML with the study-level overrides (minus ``@stage1`` ones),
+    """Stage-1 config: the base YAML with the study-level and command-line overrides (minus ``@stage1`` ones),
     ``stage1.overrides`` and its budget (``pretrain.max_steps`` / ``pretrain.max_minutes``;
     when ``stage1`` sets neither, the base experiment's ``pretrain`` values apply)."""
     key = ("stage1", stage1_seed(study, seed))
@@ -443,7 +437,13 @@ def check_stage1_compatible(study: Study, plan: RunPlan, cfg: DictConfig) -> Non
 def plan_study(study: Study, spec_info: Optional[dict] = None) -> list[tuple[RunPlan, DictConfig]]:
     """Every run with its resolved config (computed once per Study; do not mutate them);
     fails early on any bad override. A FLOPs budget counts each cell's step FLOPs here
-    (``spec_info``: the data facts, else read from the dataset)."""
+    (``spec_info``: the data facts, else read from the dataset).
+
+    The count is :func:`vfusion.training.flops.run_step_flops` (forward + backward of the diffusion loss on one
+    batch of the run's batch size, every device), made once per grid cell (seeds share it); a run that uses
+    ``@stage1`` is counted on the architecture stage 1 trains (its starting base), so no training has to happen
+    first. The per-step FLOPs, the steps and the total are recorded in each run's ``status.json`` and the
+    results table."""
     if "plan" in study.cache:
         return study.cache["plan"]
     out = []

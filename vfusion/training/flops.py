@@ -1,18 +1,15 @@
 """Training FLOPs of one optimizer step, counted by PyTorch: the compute budget of a study.
 
-``torch.utils.flop_counter.FlopCounterMode`` sees every operator that a forward + backward
-pass dispatches and adds up the FLOPs of the matrix products, convolutions and attention
-(2 FLOPs per multiply-add); elementwise work (norms, activations, the loss, the optimizer
-update, EMA) is not counted, as in the usual 6·N·D accounting. It counts what autograd
-actually runs: a linear layer costs 2·B·in·out forward and 4·B·in·out backward (the
-gradients of its input and of its weight), except where its input needs no gradient (the
-first layer, which sees the data), whose backward skips the input gradient.
+``torch.utils.flop_counter.FlopCounterMode`` sees every operator that a forward + backward pass dispatches and adds
+up the FLOPs of the matrix products, convolutions and attention (2 FLOPs per multiply-add); elementwise work (norms,
+activations, the loss, the optimizer update, EMA) is not counted, as in the usual 6·N·D accounting. It counts what
+autograd actually runs: a linear layer costs 2·B·in·out forward and 4·B·in·out backward (the gradients of its input
+and of its weight), except where its input needs no gradient (the first layer, which sees the data).
 
-For these models a step's FLOPs depend on shapes only, not on values (no data-dependent
-control flow), so one step on a batch of the run's shape, counted once per run, fixes the
-step count of a FLOPs budget (:mod:`vfusion.studies.spec`). What a step costs is the
-denoiser's loss, forward and backward: turning a pixel batch into VAE latents (frozen, no
-gradient) is data preparation, as with ``data.cache: latents``, and is not counted.
+A step's FLOPs depend on shapes only, not on values (no data-dependent control flow), so one step on a batch of the
+run's shape, counted once per run, fixes the step count of a FLOPs budget (:mod:`vfusion.studies.spec`). A step is
+the denoiser's loss, forward and backward: turning a pixel batch into VAE latents (frozen, no gradient) is data
+preparation, as with ``data.cache: latents``, and is not counted.
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
 """The one LightningModule: it receives a denoiser, a DiffusionProcess and a noise prior.
 
-Training step (method.md, "Training"):
+Training step (method.md, "Training"), L logged as train/loss, train/loss_base (keyframe), train/loss_residual:
     ε, b, r = prior.sample(x.shape, level=u(t))         independent prior: plain randn
     z_t     = process.add_noise(x, ε, t)
     pred    = model(z_t, t, cond with condition dropout)
     L       = mean_i || process.target(x, ε, t)^i − pred^i ||²
-              logged as train/loss, train/loss_base (keyframe), train/loss_residual
 
-Every model is handled alike (stage 1 is the registered ``image_unet`` on one-frame clips,
-whose ``batch_transform`` turns clips into single frames). The EMA of the weights
-(diffusers' ``EMAModel``) is saved in every checkpoint and used for sampling. Checkpoints
-hold tensors and plain containers only, so ``torch.load(..., weights_only=True)`` reads them.
+Every model is handled alike (stage 1 is the registered ``image_unet`` on one-frame clips, whose
+``batch_transform`` turns clips into single frames). The EMA of the weights (diffusers' ``EMAModel``) is saved in
+every checkpoint and used for sampling. Checkpoints hold tensors and plain containers only, so
+``torch.load(..., weights_only=True)`` reads them.
 """
 
 from __future__ import annotations

@@ -1,21 +1,15 @@
 """The training speed and memory switches a GPU user expects, applied to a built module.
 
-- ``train.precision``: ``bf16-mixed`` / ``16-mixed`` run the networks under autocast (Lightning's
-  precision plugin for the trainer, :func:`autocast` for a bare loop). The weights, AdamW's state
-  and the EMA stay fp32 (autocast casts per operation; it never changes a parameter), and the loss
-  is computed in fp32: :func:`vfusion.diffusion.process.frame_losses` casts the prediction and the
-  target to float before the squared error.
-- ``train.compile``: ``torch.compile`` of the denoiser's forward, in place (``nn.Module.compile``), so
-  the state dict, the EMA, checkpoints and the exported pipeline keep their plain parameter names.
-- ``train.gradient_checkpointing``: per network (the model's pipeline components: VideoFusion's
-  ``base`` and ``residual``, the baselines' ``denoiser``), through diffusers'
-  ``enable_gradient_checkpointing``: each block's activations are recomputed in the backward pass.
-- ``train.channels_last``: convolution weights in channels-last order (:func:`to_channels_last`).
-- ``train.optim.fused``: AdamW's fused kernel (:func:`fused_adamw`).
+- ``train.precision``: ``bf16-mixed`` / ``16-mixed`` run the networks under autocast (Lightning's precision plugin
+  for the trainer, :func:`autocast` for a bare loop). Weights, AdamW's state and the EMA stay fp32 (autocast casts
+  per operation), and :func:`vfusion.diffusion.process.frame_losses` computes the loss in fp32.
+- ``train.compile``: ``torch.compile`` of the denoiser's forward, in place (``nn.Module.compile``), so the state
+  dict, the EMA, checkpoints and the exported pipeline keep their plain parameter names.
+- ``train.gradient_checkpointing``: per network (the model's pipeline components), through diffusers'
+  ``enable_gradient_checkpointing``; ``train.channels_last`` and ``train.optim.fused`` (AdamW's fused kernel).
 
-Switches are applied to a training run only (:func:`vfusion.training.runner.fit`); a module built to
-count FLOPs or to sample is left as it is, so a FLOPs budget counts the model's work and not the
-recomputation that checkpointing adds.
+Switches apply to a training run only (:func:`vfusion.training.runner.fit`); a module built to count FLOPs or to
+sample is left as it is, so a FLOPs budget counts the model's work and not the recomputation checkpointing adds.
 """
 
 from __future__ import annotations
