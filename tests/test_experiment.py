@@ -78,3 +78,8 @@ def test_experiment_of_run_reads_the_saved_copy(tmp_path):
     save_config(cfg, run.config_path)
     again = Experiment.of_run(run.path)
     assert OmegaConf.to_container(again.config) == OmegaConf.to_container(cfg)
+
+
+def test_experiment_load_refuses_a_bad_value_naming_the_file():
+    with pytest.raises(ConfigError, match=r"embedded\.yaml: .*model\.name"):
+        Experiment.load(EMBEDDED, ["model.name=nope"])

@@ -126,7 +126,12 @@ class Experiment:
 
     @classmethod
     def load(cls, path: str | Path, overrides: Optional[list[str]] = None) -> "Experiment":
-        return cls.from_config(load_experiment_config(path, overrides))
+        """The experiment of a YAML file, checked once, after its base is adopted (errors name the file)."""
+        cfg = load_config(path, overrides)
+        try:
+            return cls.from_config(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
 
     @classmethod
     def of_run(cls, run_dir: str | Path, overrides: Optional[list[str]] = None) -> "Experiment":
