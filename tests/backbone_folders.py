@@ -59,32 +59,11 @@ class _seeded:
         return self._fork.__exit__(*exc)
 
 
-def _byte_symbols() -> list[str]:
-    """The GPT-2/CLIP byte-to-unicode table: printable bytes map to themselves, the rest to 256 + k."""
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAC + 1)) | set(range(0xAE, 0xFF + 1))
-    symbols, shifted = [], 0
-    for byte in range(256):
-        if byte in printable:
-            symbols.append(chr(byte))
-        else:
-            symbols.append(chr(256 + shifted))
-            shifted += 1
-    return symbols
-
-
 def _clip_tokenizer(max_length: int = TEXT_LENGTH):
-    """A CLIPTokenizer read from a byte-level ``vocab.json`` and a header-only ``merges.txt`` in a temporary folder."""
-    from transformers import CLIPTokenizer
+    """The package's byte-level CLIPTokenizer (one token per byte) at this module's text length."""
+    from vfusion.text_random import byte_tokenizer
 
-    symbols = _byte_symbols()
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab.update({s + "</w>": 256 + i for i, s in enumerate(symbols)})
-    vocab["<|startoftext|>"] = 512
-    vocab["<|endoftext|>"] = 513
-    with tempfile.TemporaryDirectory() as staging:
-        (Path(staging) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (Path(staging) / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-        return CLIPTokenizer.from_pretrained(staging, model_max_length=max_length)
+    return byte_tokenizer(max_length)
 
 
 def _clip_text(seed: int):

@@ -49,14 +49,15 @@ def test_every_public_name_resolves_lazily():
 
 
 def test_names_entries_and_folds():
-    assert registry.dataset_names() == ("embedded", "ucf101", "sky", "folder", "captions", "webvid")
+    assert registry.dataset_names() == ("embedded", "embedded_text", "ucf101", "sky", "folder", "captions", "webvid")
     assert registry.dataset_names() == tuple(registry.DATASETS)
     for name, entry in registry.DATASETS.items():
         assert isinstance(entry, str) and entry.count(":") == 1
         assert callable(registry.listing_function(name))
-    assert {n for n in registry.dataset_names() if registry.has_folds(n)} == {"embedded", "ucf101"}
+    assert {n for n in registry.dataset_names() if registry.has_folds(n)} == {"embedded", "embedded_text", "ucf101"}
+    assert {n for n in registry.dataset_names() if registry.is_generated(n)} == {"embedded", "embedded_text"}
     assert registry.DATASETS["ucf101"].folds and not registry.DATASETS["sky"].folds
-    assert {n for n in registry.dataset_names() if registry.has_captions(n)} == {"captions", "webvid"}
+    assert {n for n in registry.dataset_names() if registry.has_captions(n)} == {"embedded_text", "captions", "webvid"}
     with pytest.raises(TypeError):
         registry.DATASETS["new"] = registry.DatasetEntry("m:f")     # read-only
     with pytest.raises(ValueError, match="module:function"):
@@ -67,9 +68,10 @@ def test_names_entries_and_folds():
 def test_unknown_name_names_the_choices(name):
     for call in (registry.listing_function, registry.has_folds):
         with pytest.raises(DatasetError, match=f"unknown data.dataset '{name}'; expected one of "
-                                               "embedded, ucf101, sky, folder, captions, webvid"):
+                                               "embedded, embedded_text, ucf101, sky, folder, captions, webvid"):
             call(name)
-    with pytest.raises(DatasetError, match="expected one of embedded, ucf101, sky, folder, captions, webvid"):
+    with pytest.raises(DatasetError, match="expected one of embedded, embedded_text, ucf101, sky, folder, captions, "
+                                           "webvid"):
         vfusion.data.build_listing(OmegaConf.create({"dataset": name, "split": "train"}))
 
 
@@ -106,4 +108,4 @@ def test_data_check_offers_the_registered_names(capsys):
     with pytest.raises(SystemExit):
         main(["data", "check", "--dataset", "nope", "--root", "."])
     err = capsys.readouterr().err
-    assert "'embedded', 'ucf101', 'sky', 'folder'" in err
+    assert "'embedded', 'embedded_text', 'ucf101', 'sky', 'folder'" in err

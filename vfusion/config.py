@@ -182,6 +182,14 @@ class TextConfig:
     # captioned data: the encoded states of this many captions are kept (least recently used leave first),
     # so the frozen text encoder runs once per caption instead of every step; 0: encode every step
     cache_size: int = 10000
+    # a fresh base (model.base.pretrained unset) made text-conditioned (a UNet with cross-attention): a folder
+    # with tokenizer/ and text_encoder/, or "random": a small CLIP text model drawn from random_seed,
+    # random_width wide and random_layers deep (vfusion/text_random.py). Frozen either way, and saved with
+    # the stage-1 base, whose own encoder a run with model.base.pretrained uses instead
+    encoder: Optional[str] = None
+    random_width: int = 32
+    random_layers: int = 2
+    random_seed: int = 0
 
 
 @dataclass

@@ -21,6 +21,9 @@ from vfusion.backbones.folder import BackboneError, BackboneFolder, inspect_back
 
 log = logging.getLogger(__name__)
 
+# model.text.encoder's value for a randomly initialised CLIP text model (vfusion.text_random)
+RANDOM_ENCODER = "random"
+
 
 def base_folder(cfg: DictConfig) -> Optional[BackboneFolder]:
     base = cfg.model.base
@@ -100,11 +103,52 @@ def _vae_root(path):
 
 def text_dim(folder: BackboneFolder) -> int:
     """The width of the folder's text-encoder states."""
-    cfg = read_json(folder.text_encoder_dir / "config.json")
+    return _encoder_width(folder.text_encoder_dir)
+
+
+def fresh_text_encoder(cfg: DictConfig) -> Optional[str]:
+    """``model.text.encoder`` where it applies: a fresh base (a pretrained base brings its own encoder)."""
+    return None if cfg.model.base.pretrained else cfg.model.text.get("encoder")
+
+
+def prompt_encoder(cfg: DictConfig):
+    """The frozen :class:`~vfusion.text.PromptEncoder` of a text-conditioned experiment."""
+    from vfusion.text import PromptEncoder
+
+    cache = int(cfg.model.text.cache_size)
+    folder = base_folder(cfg)
+    if folder is not None:
+        return PromptEncoder.from_folder(folder.text_encoder_dir.parent, cache_size=cache)
+    encoder = fresh_text_encoder(cfg)
+    if encoder == RANDOM_ENCODER:
+        from vfusion.text_random import random_clip_text
+
+        t = cfg.model.text
+        tokenizer, model = random_clip_text(int(t.random_width), int(t.random_layers), int(t.random_seed))
+        return PromptEncoder(tokenizer, model, source="model.text.encoder=random", cache_size=cache)
+    return PromptEncoder.from_folder(encoder, cache_size=cache)
+
+
+def _fresh_text_dim(cfg: DictConfig) -> int:
+    encoder = fresh_text_encoder(cfg)
+    if encoder == RANDOM_ENCODER:
+        return int(cfg.model.text.random_width)
+    from pathlib import Path
+
+    root = Path(encoder).expanduser()
+    for name in ("text_encoder", "tokenizer"):
+        if not (root / name).is_dir():
+            raise BackboneError(f"model.text.encoder '{encoder}' has no {name}/; name a folder with tokenizer/ and "
+                                f"text_encoder/ (a Stable Diffusion-style folder), or 'random'")
+    return _encoder_width(root / "text_encoder")
+
+
+def _encoder_width(path) -> int:
+    cfg = read_json(path / "config.json")
     cfg = cfg.get("text_config", cfg)
     dim = cfg.get("hidden_size") or cfg.get("d_model")
     if not dim:
-        raise BackboneError(f"{folder.text_encoder_dir}/config.json names no hidden_size / d_model")
+        raise BackboneError(f"{path}/config.json names no hidden_size / d_model")
     return int(dim)
 
 
@@ -114,16 +158,21 @@ def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = (
 
     folder = base_folder(cfg)
     captioned = has_captions(cfg.data.dataset)
-    if captioned and (folder is None or not folder.needs_text):
+    fresh_text = folder is None and fresh_text_encoder(cfg) is not None
+    if captioned and not fresh_text and (folder is None or not folder.needs_text):
         what = "the project's own fresh UNet" if folder is None else folder.describe()
         raise BackboneError(f"data.dataset={cfg.data.dataset} trains on captions, but the base ({what}) "
                             "is not text-conditioned; set model.base.pretrained to a text base folder (Stable "
-                            "Diffusion layout: unet/ with cross-attention, text_encoder/, tokenizer/), or use "
+                            "Diffusion layout: unet/ with cross-attention, text_encoder/, tokenizer/), or "
+                            "model.text.encoder (a text encoder folder, or 'random') for a fresh base, or use "
                             "data.dataset=folder to train without the captions")
     if folder is None:
-        return {"family": "unet", "text": False}
-    facts: dict = {"family": folder.family, "model_class": folder.model_class, "text": folder.needs_text,
-                   "learned_sigma": folder.learned_sigma}
+        if not fresh_text:
+            return {"family": "unet", "text": False}
+        facts: dict = {"family": "unet", "text": True}
+        return {**facts, **_text_facts(cfg, _fresh_text_dim(cfg), num_classes, class_names, captioned)}
+    facts = {"family": folder.family, "model_class": folder.model_class, "text": folder.needs_text,
+             "learned_sigma": folder.learned_sigma}
     if folder.needs_text:
         if not folder.has_text_encoder:
             raise BackboneError(f"{folder.model_dir} is a text-conditioned {folder.model_class} but {folder.root} has "
@@ -135,17 +184,22 @@ def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = (
         if want is not None and int(want) != dim and folder.family == "unet":
             raise BackboneError(f"the text encoder in {folder.text_encoder_dir} makes {dim}-wide states but the UNet "
                                 f"attends to {want}-wide ones; the folder's parts do not belong together")
-        from vfusion.text import class_prompts
-
-        if num_classes:
-            prompts = class_prompts(list(class_names)[:num_classes], cfg.model.text.template)
-        else:  # unconditional data; captioned data: the prompt sampling uses when given none
-            prompts = [cfg.model.text.prompt or dataset_prompt(cfg.data.dataset)]
-        facts.update(text_dim=dim, prompts=prompts, template=cfg.model.text.template)
-        if captioned:
-            facts["captions"] = True
+        facts.update(_text_facts(cfg, dim, num_classes, class_names, captioned))
     if folder.family == "dit":
         facts.update(_dit_classes(cfg, folder, num_classes, class_names))
+    return facts
+
+
+def _text_facts(cfg: DictConfig, dim: int, num_classes: int, class_names: Sequence[str], captioned: bool) -> dict:
+    from vfusion.text import class_prompts
+
+    if num_classes:
+        prompts = class_prompts(list(class_names)[:num_classes], cfg.model.text.template)
+    else:  # unconditional data; captioned data: the prompt sampling uses when given none
+        prompts = [cfg.model.text.prompt or dataset_prompt(cfg.data.dataset)]
+    facts = {"text_dim": dim, "prompts": prompts, "template": cfg.model.text.template}
+    if captioned:
+        facts["captions"] = True
     return facts
 
 

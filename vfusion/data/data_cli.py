@@ -181,17 +181,17 @@ def _cache(args: argparse.Namespace) -> int:
     from vfusion.errors import UserError
     from vfusion.config import load_config
     from vfusion.data.cache import read_manifest
-    from vfusion.data.registry import check_data_section
+    from vfusion.data.registry import check_data_section, is_generated
     from vfusion.data import ensure_cache
     from vfusion.data.embedded import ensure_embedded
 
     cfg = load_config(args.config, args.overrides)
     check_data_section(cfg)  # this command reads the data section only
     data = cfg.data
-    if data.dataset == "embedded":
+    if is_generated(data.dataset):
         print(f"embedded dataset: {ensure_embedded(data)}")
     if data.cache == "none":
-        if data.dataset == "embedded":
+        if is_generated(data.dataset):
             print("data.cache is 'none': nothing else to build (set data.cache=clips or latents for a cache)")
             return 0
         raise UserError("data.cache is 'none': set data.cache=clips (decoded uint8 clips) or data.cache=latents "

@@ -74,24 +74,31 @@ def _segment_distance(x, y, ax, ay, bx, by):
     return np.sqrt((x - ax - s * vx) ** 2 + (y - ay - s * vy) ** 2)
 
 
-# --- the classes ---------------------------------------------------------------------------
+# --- the classes: each returns the clip (T, H, W, 3) and its caption, made from the drawn parameters ---
+_WORDS = {3: "three", 4: "four", 5: "five", 6: "six"}
+
+
 def _bouncing_ball(rng, x, y, t):
     img = _texture(rng, x, y, t, _jitter(rng, (0.85, 0.80, 0.70)), _jitter(rng, (0.60, 0.55, 0.50)))
     r = rng.uniform(0.11, 0.15)
     speed, ang = rng.uniform(0.025, 0.04), rng.uniform(0, 2 * np.pi)
     cx = _reflect(rng.uniform(r, 1 - r) + speed * np.cos(ang) * t, r, 1 - r)
     cy = _reflect(rng.uniform(r, 1 - r) + speed * np.sin(ang) * t, r, 1 - r)
-    return _paint(img, _disk(x, y, cx, cy, r), _jitter(rng, (0.85, 0.15, 0.15), 0.1))
+    side = "right" if np.cos(ang) > 0 else "left"
+    caption = f"a red ball bouncing to the {side}, {'fast' if speed > 0.0325 else 'slowly'}"
+    return _paint(img, _disk(x, y, cx, cy, r), _jitter(rng, (0.85, 0.15, 0.15), 0.1)), caption
 
 
 def _swinging_pendulum(rng, x, y, t):
     img = _texture(rng, x, y, t, _jitter(rng, (0.55, 0.62, 0.75)), _jitter(rng, (0.35, 0.40, 0.55)))
     px, py, length = 0.5 + rng.uniform(-0.08, 0.08), 0.08, rng.uniform(0.5, 0.62)
-    theta = rng.uniform(0.5, 0.9) * np.sin(2 * np.pi * t / rng.uniform(16, 26) + rng.uniform(0, 2 * np.pi))
+    amplitude, period = rng.uniform(0.5, 0.9), rng.uniform(16, 26)
+    theta = amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
     bx, by = px + length * np.sin(theta), py + length * np.cos(theta)
     rod = np.clip((0.018 - _segment_distance(x, y, px, py, bx, by)) / 0.02 + 0.5, 0, 1)[..., None]
     img = _paint(img, rod, (0.15, 0.12, 0.10))
-    return _paint(img, _disk(x, y, bx, by, rng.uniform(0.08, 0.1)), _jitter(rng, (0.95, 0.80, 0.20), 0.08))
+    caption = f"a yellow pendulum swinging {'widely' if amplitude > 0.7 else 'gently'}, {'fast' if period < 21 else 'slowly'}"
+    return _paint(img, _disk(x, y, bx, by, rng.uniform(0.08, 0.1)), _jitter(rng, (0.95, 0.80, 0.20), 0.08)), caption
 
 
 def _drifting_clouds(rng, x, y, t):
@@ -106,7 +113,7 @@ def _drifting_clouds(rng, x, y, t):
         dx = np.mod(x - cx - wind * t + 0.5, 1.0) - 0.5                # wraps around horizontally
         mask = np.exp(-0.5 * ((dx / sx) ** 2 + ((y - cy) / sy) ** 2))[..., None]
         img = _paint(img, 0.9 * mask, (0.97, 0.97, 0.97))
-    return img
+    return img, f"white clouds drifting to the {'right' if wind > 0 else 'left'} across a blue sky"
 
 
 def _orbiting_moon(rng, x, y, t):
@@ -116,7 +123,9 @@ def _orbiting_moon(rng, x, y, t):
     omega = rng.choice([-1, 1]) * 2 * np.pi / rng.uniform(20, 32)
     phase, rx, ry = rng.uniform(0, 2 * np.pi), rng.uniform(0.28, 0.34), rng.uniform(0.18, 0.32)
     mx, my = cx + rx * np.cos(omega * t + phase), cy + ry * np.sin(omega * t + phase)
-    return _paint(img, _disk(x, y, mx, my, rng.uniform(0.06, 0.075)), _jitter(rng, (0.85, 0.85, 0.90)))
+    # y grows downwards, so a growing angle turns clockwise on screen
+    caption = f"a grey moon circling an orange planet {'clockwise' if omega > 0 else 'counterclockwise'}"
+    return _paint(img, _disk(x, y, mx, my, rng.uniform(0.06, 0.075)), _jitter(rng, (0.85, 0.85, 0.90))), caption
 
 
 def _pulsing_lantern(rng, x, y, t):
@@ -126,24 +135,30 @@ def _pulsing_lantern(rng, x, y, t):
     hue = 0.5 + 0.5 * np.sin(2 * np.pi * t / (2 * period) + phase)[..., None]
     color = (1 - hue) * np.array([1.0, 0.85, 0.3]) + hue * np.array([1.0, 0.35, 0.25])
     cx, cy = 0.5 + rng.uniform(-0.08, 0.08, 2)
-    return _paint(img, _disk(x, y, cx, cy, r, soft=0.08), color)
+    caption = f"a glowing lantern pulsing {'quickly' if period < 19 else 'slowly'} in the dark"
+    return _paint(img, _disk(x, y, cx, cy, r, soft=0.08), color), caption
 
 
 def _sliding_stripes(rng, x, y, t):
     ang, freq = rng.uniform(0, 2 * np.pi), rng.uniform(1.5, 2.5)
     speed = rng.uniform(0.03, 0.05) * 2 * np.pi * freq
     w = (0.5 + 0.5 * np.sin(2 * np.pi * freq * (x * np.cos(ang) + y * np.sin(ang)) - speed * t))[..., None]
-    return _jitter(rng, (0.20, 0.60, 0.30)) * (1 - w) + _jitter(rng, (0.55, 0.25, 0.60)) * w
+    # the pattern travels along (cos ang, sin ang); y grows downwards
+    dx, dy = np.cos(ang), np.sin(ang)
+    way = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
+    video = _jitter(rng, (0.20, 0.60, 0.30)) * (1 - w) + _jitter(rng, (0.55, 0.25, 0.60)) * w
+    return video, f"green and purple stripes sliding {way}"
 
 
 def _rising_bubbles(rng, x, y, t):
     img = _texture(rng, x, y, t, _jitter(rng, (0.05, 0.40, 0.45)), _jitter(rng, (0.10, 0.25, 0.35)))
-    for _ in range(rng.integers(4, 7)):
+    count = rng.integers(4, 7)
+    for _ in range(count):
         speed, x0, y0 = rng.uniform(0.015, 0.035), rng.uniform(0.15, 0.85), rng.uniform(0, 1)
         by = np.mod(y0 - speed * t, 1.2) - 0.1
         bx = x0 + 0.04 * np.sin(2 * np.pi * t / rng.uniform(10, 20) + rng.uniform(0, 2 * np.pi))
         img = _paint(img, 0.8 * _disk(x, y, bx, by, rng.uniform(0.04, 0.07)), (0.85, 0.95, 1.0))
-    return img
+    return img, f"{_WORDS[count]} bubbles rising through teal water"
 
 
 def _spinning_wheel(rng, x, y, t):
@@ -153,7 +168,8 @@ def _spinning_wheel(rng, x, y, t):
     angle = np.arctan2(y - cy, x - cx)
     pattern = (0.5 + 0.5 * np.cos(spokes * (angle - omega * t)))[..., None]
     color = pattern * _jitter(rng, (0.10, 0.20, 0.60)) + (1 - pattern) * _jitter(rng, (0.90, 0.90, 0.30))
-    return _paint(img, _disk(x, y, cx, cy, rng.uniform(0.3, 0.36)), color)
+    caption = f"a wheel with {_WORDS[spokes]} spokes spinning {'clockwise' if omega > 0 else 'counterclockwise'}"
+    return _paint(img, _disk(x, y, cx, cy, rng.uniform(0.3, 0.36)), color), caption
 
 
 CLASSES: dict[str, Callable] = {
@@ -173,12 +189,22 @@ def class_names(num_classes: int) -> list[str]:
 def render_clip(class_name: str, seed: int, clip: int, size: int = 64, length: int = 40,
                 class_index: int | None = None) -> np.ndarray:
     """One clip ``(length, size, size, 3)`` uint8, a pure function of its arguments."""
+    idx = list(CLASSES).index(class_name) if class_index is None else class_index
+    video, _ = _draw(class_name, seed, clip, size, length, idx)
+    return np.round(np.clip(video * np.ones((length, size, size, 1)), 0, 1) * 255).astype(np.uint8)
+
+
+def clip_caption(class_name: str, seed: int, clip: int, class_index: int | None = None) -> str:
+    """The caption of a clip, from the same parameters its pixels are drawn from (the frame size and length do
+    not change what is drawn, so a 2x2 two-frame rendering is enough)."""
     names = list(CLASSES)
-    idx = names.index(class_name) if class_index is None else class_index
-    rng = np.random.default_rng([GENERATOR_VERSION, seed, idx, clip])
+    return _draw(class_name, seed, clip, 2, 2, names.index(class_name) if class_index is None else class_index)[1]
+
+
+def _draw(class_name: str, seed: int, clip: int, size: int, length: int, class_index: int):
+    rng = np.random.default_rng([GENERATOR_VERSION, seed, class_index, clip])
     x, y, t = _grid(size, length)
-    video = CLASSES[class_name](rng, x, y, t) * np.ones((length, size, size, 1))
-    return np.round(np.clip(video, 0, 1) * 255).astype(np.uint8)
+    return CLASSES[class_name](rng, x, y, t)
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -338,3 +364,33 @@ def list_from_config(data_cfg: Any, split: str):
 
     root = ensure_embedded(data_cfg)
     return list_ucf101(root, split, int(data_cfg.fold), strict=bool(data_cfg.strict), dataset="embedded")
+
+
+def caption_lookup(params: dict, names: list[str]):
+    """``item -> (caption, None)`` for the clips of an embedded dataset made with ``params``."""
+    def caption_of(item):
+        folder, file = item.key.split("/")[-2:]
+        stem = file.rsplit(".", 1)[0]
+        try:
+            group, number = stem.rsplit("_", 2)[-2:]
+            clip = (int(group[1:]) - 1) * CLIPS_PER_GROUP + int(number[1:]) - 1
+            index = names.index(folder)
+        except ValueError:
+            return None, f"'{item.key}' is not a clip the embedded generator names"
+        return clip_caption(folder, params["seed"], clip, class_index=index), None
+
+    return caption_of
+
+
+def list_captioned_from_config(data_cfg: Any, split: str):
+    """The registry's listing function for ``data.dataset=embedded_text``: the embedded clips, each with the
+    caption of its own drawn parameters (e.g. "a red ball bouncing to the left, fast")."""
+    from vfusion.data.captions import apply_captions
+
+    listing = list_from_config(data_cfg, split)
+    params = generator_params(data_cfg)
+    listing = apply_captions(listing, caption_lookup(params, class_names(params["num_classes"])), "error",
+                             "regenerate the embedded dataset (delete data.root)")
+    listing.dataset = "embedded_text"
+    return listing
+

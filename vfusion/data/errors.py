@@ -46,6 +46,10 @@ LAYOUTS = {
         "(no download); run `vfusion data cache --config configs/<experiment>.yaml` or any training "
         "command to generate it"
     ),
+    "embedded_text": (
+        "embedded_text: the embedded procedural dataset (written to <root> on first use, no download) with "
+        "each clip's caption made from its drawn parameters"
+    ),
 }
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from vfusion.data.errors import DatasetError
 
 __all__ = ["DatasetEntry", "DATASETS", "SPLITS", "dataset_names", "listing_function", "has_folds", "has_captions",
-           "default_prompt", "check_data_section"]
+           "is_generated", "default_prompt", "check_data_section"]
 
 
 class DatasetEntry(str):
@@ -27,14 +27,16 @@ class DatasetEntry(str):
     ``folds``: the dataset has UCF-101-style train/test folds, chosen by ``data.fold``.
     ``prompt``: what a text-conditioned base is told when the data is used without classes.
     ``captions``: every video comes with its own caption (text-to-video data).
+    ``generated``: the project writes the videos itself on first use (the embedded datasets).
     """
 
     folds: bool
     prompt: str
     captions: bool
+    generated: bool
 
     def __new__(cls, target: str, *, folds: bool = False, prompt: str = "a video",
-                captions: bool = False) -> "DatasetEntry":
+                captions: bool = False, generated: bool = False) -> "DatasetEntry":
         module, sep, function = target.partition(":")
         if not (module and sep and function):
             raise ValueError(f"a dataset entry is 'module:function', not '{target}'")
@@ -42,6 +44,7 @@ class DatasetEntry(str):
         entry.folds = bool(folds)
         entry.prompt = str(prompt)
         entry.captions = bool(captions)
+        entry.generated = bool(generated)
         return entry
 
     def __repr__(self) -> str:
@@ -52,7 +55,10 @@ class DatasetEntry(str):
 SPLITS = ("train", "test", "all")
 
 DATASETS: Mapping[str, DatasetEntry] = MappingProxyType({
-    "embedded": DatasetEntry("vfusion.data.embedded:list_from_config", folds=True),
+    "embedded": DatasetEntry("vfusion.data.embedded:list_from_config", folds=True, generated=True),
+    # the embedded clips with captions made from their drawn parameters: an offline text-to-video dataset
+    "embedded_text": DatasetEntry("vfusion.data.embedded:list_captioned_from_config", folds=True,
+                                  prompt="a red ball bouncing to the right, fast", captions=True, generated=True),
     "ucf101": DatasetEntry("vfusion.data.ucf101:list_from_config", folds=True),
     "sky": DatasetEntry("vfusion.data.sky:list_from_config", prompt="a time-lapse video of the sky"),
     "folder": DatasetEntry("vfusion.data.folder:list_from_config"),
@@ -88,6 +94,11 @@ def has_folds(name: str) -> bool:
 def has_captions(name: str) -> bool:
     """Whether every video of dataset ``name`` has its own caption; :class:`DatasetError` for an unknown name."""
     return _entry(name).captions
+
+
+def is_generated(name: str) -> bool:
+    """Whether dataset ``name`` is written by the project on first use (nothing to download)."""
+    return _entry(name).generated
 
 
 def default_prompt(name: str) -> str:

@@ -116,12 +116,8 @@ class RunTexts:
                             "text-conditioned (its base has no text encoder)")
         self.table = list(self.base.get("prompts") or [])
         self.scorer = ClipScorer(clip_model, device)  # a wrong folder is refused before sampling
-        self.dataset, (self.indices,) = dataset_subsets(cfg.data, split, [num])
-        if self.base.get("captions"):
-            captions = [_caption(self.dataset, i) for i in self.indices]
-            self.prompts = [captions[i % len(captions)] for i in range(num)]
-        else:
-            self.prompts = None
+        self.dataset, self.indices, captions = real_captions(cfg, split, num)
+        self.prompts = captions if self.base.get("captions") else None
         self.num_frames, self.split = int(cfg.data.num_frames), split
         self.fake_scores: list = []
 
@@ -164,6 +160,18 @@ class RunTexts:
                  "each clip: its class's prompt (the run's template); real: the same for the real clips")
         return {**self.scorer.protocol(), "texts": texts, "real_split": self.split,
                 "num_real": len(self.indices)}
+
+
+def real_captions(cfg, split: str, num: int):
+    """``(dataset, indices, prompts)``: the evaluation's real subset of ``num`` clips and, for a captioned
+    dataset, one prompt per generated clip (clip i: the caption of real clip i, cycling), else None."""
+    from vfusion.data.registry import has_captions
+
+    dataset, (indices,) = dataset_subsets(cfg.data, split, [num])
+    if not has_captions(cfg.data.dataset):
+        return dataset, indices, None
+    captions = [_caption(dataset, i) for i in indices]
+    return dataset, indices, [captions[i % len(captions)] for i in range(num)]
 
 
 def _caption(dataset, i: int) -> str:

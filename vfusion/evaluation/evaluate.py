@@ -20,6 +20,7 @@ import torch
 
 from vfusion.errors import UserError
 from vfusion.data import default_num_workers
+from vfusion.data.registry import has_captions
 from vfusion.evaluation.clip_sources import (check_same_size, clip_shape, dataset_batches, dataset_subsets,
                                              fake_video_files, folder_batches, video_files)
 from vfusion.evaluation.core import _fake_side, _Side  # noqa: F401 - re-exported (the tests' accumulators)
@@ -124,6 +125,15 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
 
         texts = RunTexts(run, cfg, split, settings.num_videos, clip_model or ev.get("clip_model"), device)
         settings = texts.settings(settings)
+    elif fake_batches is None and has_captions(cfg.data.dataset) and settings.prompt is None \
+            and settings.prompts is None:
+        # a captioned run draws clip i from the caption of real clip i, as text-to-video papers generate one
+        # video per test caption: its FVD then compares like with like
+        from dataclasses import replace
+
+        from vfusion.evaluation.clipsim import real_captions
+
+        settings = replace(settings, prompts=tuple(real_captions(cfg, split, settings.num_videos)[2]))
     num_videos, sampler, steps = settings.num_videos, settings.sampler, settings.steps
     seed, guidance_scale, batch_size = settings.seed, settings.guidance_scale, settings.batch_size
     det = detectors or load_detectors(metrics, weights_dir or ev.weights_dir, device, c3d_weights)
@@ -137,6 +147,8 @@ def evaluate_run(run_dir: str | Path, metrics: str | Sequence[str] = ("fvd", "kv
             metrics = metrics + ["objects"]
     info = {"source": "run", "run_dir": str(run_dir.resolve()), "model": cfg.model.name, "sampler": sampler,
             "steps": steps, "guidance_scale": guidance_scale, "seed": seed, "batch_size": batch_size}
+    if settings.prompts is not None:
+        info["prompts"] = f"{len(settings.prompts)} ({len(set(settings.prompts))} distinct), clip i from prompt i"
     if texts is not None:
         fake_batches = texts.scoring(fake_batches, settings)
     if not metrics:  # text metrics alone: no detector, no real statistics

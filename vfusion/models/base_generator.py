@@ -31,8 +31,9 @@ def base_network(base_cfg, spec: ModelSpec) -> nn.Module:
     """The base image network: loaded from ``base_cfg.pretrained`` when set, else a fresh UNet."""
     facts = spec.base or {}
     if not base_cfg.pretrained:
+        text = int(facts.get("text_dim", 0)) if facts.get("text") else 0
         return build_unet(base_cfg, spec.in_channels, spec.in_channels, spec.sample_size,
-                          num_class_embeds=spec.num_class_embeds)
+                          num_class_embeds=None if text else spec.num_class_embeds, text_dim=text)
     from vfusion.backbones.folder import inspect_backbone
 
     folder = inspect_backbone(base_cfg.pretrained, base_cfg.subfolder)

@@ -87,18 +87,27 @@ def load_unet(path: str | Path, subfolder: Optional[str] = None, num_class_embed
 
 
 def build_unet(cfg, in_channels: int, out_channels: int, sample_size: int,
-               num_class_embeds: Optional[int] = None, class_embed_type: Optional[str] = None) -> nn.Module:
+               num_class_embeds: Optional[int] = None, class_embed_type: Optional[str] = None,
+               text_dim: int = 0) -> nn.Module:
     """A fresh UNet from :class:`UNetConfig` keys.
 
     ``class_embed_type="identity"`` makes the UNet add an externally computed
     embedding (of the time-embedding width) to its time embedding; the residual
-    generator uses that for frame index + class.
+    generator uses that for frame index + class. ``text_dim`` > 0 makes it a
+    Stable Diffusion-style UNet2DConditionModel that cross-attends to text states
+    of that width at the attention levels (and in its middle block), whatever ``arch``.
     """
     attn = attention_levels(cfg, sample_size)
     common = dict(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                   block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
                   norm_num_groups=cfg.norm_num_groups, num_class_embeds=num_class_embeds,
                   class_embed_type=class_embed_type)
+    if text_dim:
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
+        return UNet2DConditionModel(down_block_types=down, up_block_types=up,
+                                    mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=int(text_dim),
+                                    attention_head_dim=8, **common)
     if cfg.arch == "unet2d":
         down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
         up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
@@ -143,7 +152,7 @@ def unet_forward(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, class_labels
 
 def has_cross_attention(unet: nn.Module) -> bool:
     blocks = list(unet.config.get("down_block_types") or []) + list(unet.config.get("up_block_types") or [])
-    return any("CrossAttn" in b for b in blocks)
+    return any("CrossAttn" in b for b in blocks + [unet.config.get("mid_block_type") or ""])
 
 
 def count_parameters(module: nn.Module) -> dict:

@@ -188,11 +188,9 @@ def conditioner_for(cfg: DictConfig, spec):
 
     if not spec.base.get("text"):
         return Conditioner(spec.num_classes), None
-    from vfusion.backbones.adopt import base_folder
-    from vfusion.text import PromptEncoder
+    from vfusion.backbones.adopt import prompt_encoder
 
-    encoder = PromptEncoder.from_folder(base_folder(cfg).text_encoder_dir.parent,
-                                        cache_size=int(cfg.model.text.cache_size))
+    encoder = prompt_encoder(cfg)
     prompts = list(spec.base["prompts"])
     states, mask = encoder.encode(prompts)
     null_states, null_mask = encoder.encode([""])
@@ -342,12 +340,17 @@ def write_model_info(run_dir: Path, module: VideoDiffusionModule, trainer: L.Tra
 
 
 def export_base_unet(module: VideoDiffusionModule, out_dir: Path) -> Path:
-    """Save the stage-1 UNet (EMA weights) with ``save_pretrained``, replacing ``out_dir`` atomically."""
+    """Save the stage-1 UNet (EMA weights) with ``save_pretrained``, replacing ``out_dir`` atomically. A text
+    base also gets its frozen encoder as ``text_encoder/`` and ``tokenizer/`` inside, so that the folder is a
+    text base that stage 2 adopts like any other."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with module.ema_model() as model:
         model.unet.save_pretrained(str(tmp))
+    if module.prompt_encoder is not None:
+        module.prompt_encoder.text_encoder.save_pretrained(str(tmp / "text_encoder"))
+        module.prompt_encoder.tokenizer.save_pretrained(str(tmp / "tokenizer"))
     replace_dir(tmp, out_dir)
     return out_dir
 
