@@ -383,6 +383,35 @@ def test_study_writes_results_table_and_plots(tiny_study):
     assert (d / "stage1" / "base_unet" / "config.json").is_file()
 
 
+def test_finished_runs_carried_without_weights_are_skipped_elsewhere(tiny_study, tmp_path):
+    from tests.conftest import experiment_script
+
+    carry = experiment_script("study_carry")
+    study = tiny_study["study"]
+    assert carry.main(["save", "--study-dir", str(study.study_dir), "--to", str(tmp_path / "carried")]) == 0
+    saved = sorted(p.name for p in (tmp_path / "carried").iterdir() if p.is_dir())
+    assert saved == ["l0.5_s0", "l0.5_s1", "l0_s0", "l0_s1"]
+    files = [p for p in (tmp_path / "carried").rglob("*") if p.is_file()]
+    assert not any(p.suffix in (".ckpt", ".safetensors", ".npy", ".gif") for p in files)
+    assert sum(p.stat().st_size for p in files) < 400_000
+    for p in files:
+        if p.suffix in (".json", ".yaml"):
+            assert str(ROOT) not in p.read_text(), p  # no machine's absolute paths
+    # another machine: a fresh study folder, the carried runs restored, the study run again trains nothing
+    elsewhere = load_study(write_study(tmp_path / "s.yaml"), study_dir=str(tmp_path / "sd"))
+    assert carry.main(["restore", "--study-dir", str(elsewhere.study_dir), "--from", str(tmp_path / "carried")]) == 0
+    hooks = StudyHooks(fit=lambda *a, **k: pytest.fail("a carried run was trained again"), spec_info=tiny_spec(),
+                       evaluate=lambda *a: pytest.fail("eval.metrics is []"))
+    summary = run_study(elsewhere, hooks, echo=lambda s: None)
+    assert summary["skipped"] == ["l0_s0", "l0.5_s0", "l0_s1", "l0.5_s1"] and not summary["done"]
+    with open(elsewhere.study_dir / "results.csv") as fh:
+        assert [r["state"] for r in csv.DictReader(fh)] == ["done"] * 4
+    # restoring again leaves what is there alone
+    (elsewhere.study_dir / "runs" / "l0_s0" / "metrics.json").write_text("{}")
+    carry.main(["restore", "--study-dir", str(elsewhere.study_dir), "--from", str(tmp_path / "carried")])
+    assert (elsewhere.study_dir / "runs" / "l0_s0" / "metrics.json").read_text() == "{}"
+
+
 def _page(path: Path) -> dict:
     """What a browser would load from the page: image sources, the table's first column, the cell blocks."""
     from html.parser import HTMLParser

@@ -33,7 +33,7 @@ from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_
 from vfusion.utils.io import atomic_write_json
 
 # keys that may differ between the saved and the planned config of a run (paths, workers, UI)
-VOLATILE_KEYS = ("data.root", "data.cache_dir", "data.splits_dir", "data.num_workers", "train.progress_bar",
+VOLATILE_KEYS = ("run_dir", "data.root", "data.cache_dir", "data.splits_dir", "data.num_workers", "train.progress_bar",
                  "eval.weights_dir", "eval.real_stats_dir")
 PHASES = ("train", "sample", "evaluate")
 
@@ -118,11 +118,17 @@ def _flat(d: Any, prefix: str = "") -> dict:
     return {prefix[:-1]: d}
 
 
+# keys a run resolves from its base folder when the study leaves them unset (null)
+ADOPTED_PREFIXES = ("diffusion.", "data.vae_path")
+
+
 def config_differences(saved: DictConfig, planned: DictConfig) -> list[str]:
+    """The keys whose values differ. An adopted key the plan leaves unset matches whatever the run resolved:
+    a run carried to a machine without its stage-1 base cannot resolve it again, and unset means 'the base's'."""
     a, b = _flat(to_dict(saved)), _flat(to_dict(planned))
     diffs = []
     for k in sorted(set(a) | set(b)):
-        if k in VOLATILE_KEYS:
+        if k in VOLATILE_KEYS or (b.get(k) is None and k.startswith(ADOPTED_PREFIXES)):
             continue
         if a.get(k) != b.get(k):
             diffs.append(f"{k}: {a.get(k)!r} (saved) vs {b.get(k)!r} (study)")
@@ -151,9 +157,17 @@ def check_existing_config(run_dir: Path, cfg: DictConfig, what: str) -> list[str
     """An existing run directory must have been trained with the same config (up to
     VOLATILE_KEYS). Returns the differences in ``sample.*`` / ``eval.*`` only, which
     :func:`refresh_post_training` applies (samples/metrics redone, training kept)."""
-    if not RunDir(run_dir).config_path.is_file():
+    run = RunDir(run_dir)
+    if not run.config_path.is_file():
         return []
-    diffs = config_differences(as_recorded(RunDir(run_dir).config(), run_dir), as_recorded(cfg, run_dir))
+    saved, planned = as_recorded(run.config(), run_dir), as_recorded(cfg, run_dir)
+    own, wanted = saved.model.base.pretrained, planned.model.base.pretrained
+    if own and Path(own).name == run.base_dir.name and not run.base_dir.exists() and wanted \
+            and not Path(wanted).exists():
+        # a run carried without its weights (experiments/study_carry.py): neither its copy of the stage-1
+        # base nor the study's stage-1 folder is here to compare
+        planned.model.base.pretrained = own
+    diffs = config_differences(saved, planned)
     training = [d for d in diffs if not d.startswith(POST_TRAINING)]
     if training:
         raise StudyError(f"{what} '{run_dir}' was trained with another config ({'; '.join(training[:4])}"
