@@ -6,7 +6,8 @@
 
 The config hashes are those of the study resolved by the code at ``--commit`` (checked out into a
 temporary git worktree when it is not HEAD), so a folder made before later changes records what it
-really ran. ``--status archived --why "..."`` marks a folder whose recipe is no longer current.
+really ran. ``--status archived --why "..."`` marks a folder whose recipe is no longer current, and
+``--status "in progress" --why "..."`` a study that is still running (its hashes are checked like a current one's).
 ``tests/test_results_provenance.py`` re-resolves every current folder's study and compares the hashes.
 """
 
@@ -63,12 +64,13 @@ def main(argv=None) -> int:
     p.add_argument("--command", required=True, help="the command that made the results")
     p.add_argument("--date", required=True)
     p.add_argument("--commit", required=True, help="the commit the runs ran at")
-    p.add_argument("--status", choices=("current", "archived"), default="current")
-    p.add_argument("--why", default="", help="archived: one line saying why the recipe is no longer current")
+    p.add_argument("--status", choices=("current", "in progress", "archived"), default="current")
+    p.add_argument("--why", default="", help="archived: one line saying why the recipe is no longer current; in "
+                                              "progress: what is done and what is left")
     p.add_argument("overrides", nargs="*", help="key=value overrides the command passed")
     a = p.parse_args(argv)
-    if a.status == "archived" and not a.why:
-        p.error("--status archived needs --why")
+    if a.status != "current" and not a.why:
+        p.error(f"--status {a.status} needs --why")
     folder = Path(a.folder)
     record = {"command": a.command, "date": a.date, "commit": a.commit, "study_file": a.study,
               "overrides": a.overrides, "status": a.status, "why": a.why,

