@@ -145,6 +145,7 @@ def test_a_fresh_base_cross_attends_to_the_random_encoder(tmp_path):
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.slow
 def test_the_text_main_job_runs_end_to_end_and_hands_the_encoder_on(tmp_path, capsys):
     from vfusion.backbones.folder import inspect_backbone
     from vfusion.cli import main
