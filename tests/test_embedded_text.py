@@ -81,6 +81,23 @@ def test_embedded_text_lists_the_embedded_clips_with_their_captions(tmp_path):
         assert item.caption == clip_caption(name, 0, clip, names.index(name))
 
 
+def test_data_check_counts_the_captions_and_writes_nothing(tmp_path, capsys):
+    from vfusion.cli import main
+    from vfusion.data.embedded import ensure_embedded
+
+    root = tmp_path / "emb"
+    assert main(["data", "check", "--dataset", "embedded_text", "--root", str(root)]) == 1  # nothing there yet
+    assert "no embedded.json" in capsys.readouterr().err and not root.exists()
+    ensure_embedded(data_config(dataset="embedded", root=str(root), embedded_num_classes=2,
+                                embedded_train_per_class=3, embedded_test_per_class=1, embedded_size=32,
+                                embedded_length=10), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert main(["data", "check", "--dataset", "embedded_text", "--root", str(root), "--num-frames", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "captions     6 (0 missing, 0 empty" in out  # the 6 training clips, each with its caption
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
 def test_random_text_encoder_is_seeded_frozen_and_byte_level():
     from vfusion.text import PromptEncoder
     from vfusion.text_random import random_clip_text
@@ -177,3 +194,7 @@ def test_text_encoder_errors_name_the_key(tmp_path):
         spec(f"model.text.encoder={tmp_path / 'nowhere'}")
     with pytest.raises(BackboneError, match="trains on captions.*model.text.encoder"):
         spec("model.text.encoder=null")
+    from vfusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.text.random_width' is 15"):
+        Experiment.load(TEXT_CONFIG, _text_overrides(tmp_path, "model.text.random_width=15"))

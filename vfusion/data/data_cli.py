@@ -135,15 +135,21 @@ def _listing(cfg):
     from vfusion.data import build_listing
     from vfusion.data.errors import layout_error
 
-    if cfg.dataset != "embedded":
+    from vfusion.data.registry import has_captions, is_generated
+
+    if not is_generated(cfg.dataset):
         return build_listing(cfg, cfg.split)
+    import json
     from pathlib import Path
 
+    from vfusion.data.embedded import with_captions
     from vfusion.data.ucf101 import list_ucf101
 
-    if not (Path(cfg.root) / "embedded.json").is_file():
-        raise layout_error("embedded", f"'{cfg.root}' holds no generated embedded dataset (no embedded.json)")
-    return list_ucf101(cfg.root, cfg.split, cfg.fold, dataset="embedded")
+    marker = Path(cfg.root) / "embedded.json"
+    if not marker.is_file():  # a check reads what is there: it never generates
+        raise layout_error(cfg.dataset, f"'{cfg.root}' holds no generated embedded dataset (no embedded.json)")
+    listing = list_ucf101(cfg.root, cfg.split, cfg.fold, dataset="embedded")
+    return with_captions(listing, json.loads(marker.read_text())) if has_captions(cfg.dataset) else listing
 
 
 def _decode_all(cfg, index) -> list[str]:

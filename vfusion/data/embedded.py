@@ -385,12 +385,14 @@ def caption_lookup(params: dict, names: list[str]):
 def list_captioned_from_config(data_cfg: Any, split: str):
     """The registry's listing function for ``data.dataset=embedded_text``: the embedded clips, each with the
     caption of its own drawn parameters (e.g. "a red ball bouncing to the left, fast")."""
+    return with_captions(list_from_config(data_cfg, split), generator_params(data_cfg))
+
+
+def with_captions(listing, params: dict):
+    """An embedded listing made with generator ``params``, each clip given its caption."""
     from vfusion.data.captions import apply_captions
 
-    listing = list_from_config(data_cfg, split)
-    params = generator_params(data_cfg)
     listing = apply_captions(listing, caption_lookup(params, class_names(params["num_classes"])), "error",
                              "regenerate the embedded dataset (delete data.root)")
     listing.dataset = "embedded_text"
     return listing
-

@@ -68,4 +68,8 @@ def check_model_section(cfg) -> None:
         raise ConfigError(f"config key 'model.class_dropout' is {m.class_dropout}; expected a value in [0, 1)")
     at_least(cfg, ("model.residual.frame_embed_dim",), 1)
     at_least(cfg, ("model.text.cache_size",), 0)
+    at_least(cfg, ("model.text.random_layers",), 1)
+    if m.text.random_width < 2 or m.text.random_width % 2:
+        raise ConfigError(f"config key 'model.text.random_width' is {m.text.random_width}; the random text encoder "
+                          "has 2 attention heads, so use an even width >= 2 (e.g. 32)")
     check_model_shapes(cfg)
