@@ -14,7 +14,9 @@ they share):
 Each effect's 95% confidence interval is the Student-t interval of the mean paired difference over
 seeds (``vfusion.studies.rows.ci95``: mean ± t(0.975, n−1)·s/√n, n = seeds; the evaluation clips of a
 run are not resampled). An effect is **resolved** only when its interval excludes 0; otherwise it is
-**within seed noise**. One seed gives no interval, so nothing is resolved.
+**within seed noise**. One seed gives no interval, so nothing is resolved. FVD and KVD are compared as
+they are (lower is better); flicker, drift, motion and the object metrics by their gap to the real clips'
+value, and the motion ratio by its gap to 1, since a still clip would win "lower".
 
     python experiments/factorial_effects.py --study-dir runs/studies/factorial_embedded \\
         --out experiments/results/factorial_embedded
@@ -27,8 +29,12 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+from typing import Optional
 
 from vfusion.studies.rows import ci95
+
+# metrics whose best value is the real clips' (compared by their gap to it), by name prefix
+TO_REAL = ("flicker", "drift", "motion", "object_travel", "object_jump", "object_seen")
 
 # (what is compared, cell minus reference): pairs of cells of the factorial study files that differ in one factor
 PAIRS = [
@@ -55,12 +61,24 @@ def metric_names(rows: list[dict]) -> list[str]:
     return [n for n in names if not n.endswith(("_std", "_real"))]
 
 
-def _values(rows, cell, metric) -> dict[int, float]:
+def real_target(rows: list[dict], metric: str) -> Optional[float]:
+    """The value a metric should have, when that is the real clips' rather than 'as low as possible': a still
+    clip has no flicker and no motion, so those are compared by their gap to the real clips' value (the ratio
+    of flows: to 1). None for FVD / KVD, where lower is better."""
+    if metric.startswith("motion_ratio"):
+        return 1.0
+    if not metric.startswith(TO_REAL):
+        return None
+    reals = [float(r[f"metric:{metric}_real"]) for r in rows if r.get(f"metric:{metric}_real") not in (None, "")]
+    return statistics.fmean(reals) if reals else None
+
+
+def _values(rows, cell, metric, target: Optional[float] = None) -> dict[int, float]:
     out = {}
     for r in rows:
         v = r.get(f"metric:{metric}")
         if r["cell"] == cell and v not in (None, ""):
-            out[int(r["seed"])] = float(v)
+            out[int(r["seed"])] = float(v) if target is None else abs(float(v) - target)
     return out
 
 
@@ -71,8 +89,9 @@ def _sd(vals) -> float:
 def effects(rows: list[dict]) -> list[dict]:
     out = []
     for metric in metric_names(rows):
+        target = real_target(rows, metric)
         for factor, what, cell, ref in PAIRS:
-            a, b = _values(rows, cell, metric), _values(rows, ref, metric)
+            a, b = _values(rows, cell, metric, target), _values(rows, ref, metric, target)
             seeds = sorted(set(a) & set(b))
             if not seeds:
                 continue
@@ -80,7 +99,11 @@ def effects(rows: list[dict]) -> list[dict]:
             mean = statistics.fmean(diffs)
             spread = max(_sd(list(a.values())), _sd(list(b.values())))
             interval = ci95(diffs)
-            out.append({"metric": metric, "factor": factor, "comparison": what, "cell": cell, "reference": ref,
+            raw_a, raw_b = _values(rows, cell, metric), _values(rows, ref, metric)
+            out.append({"metric": metric, "measure": "value" if target is None else "|value − real|",
+                        "real": target, "cell_value_mean": statistics.fmean(raw_a.values()),
+                        "reference_value_mean": statistics.fmean(raw_b.values()),
+                        "factor": factor, "comparison": what, "cell": cell, "reference": ref,
                         "seeds": seeds, "diffs": diffs, "mean_diff": mean, "cell_mean": statistics.fmean(a.values()),
                         "reference_mean": statistics.fmean(b.values()), "seed_spread": spread,
                         "ci95": list(interval) if interval else None,
@@ -89,21 +112,64 @@ def effects(rows: list[dict]) -> list[dict]:
 
 
 def markdown(found: list[dict]) -> str:
-    lines = ["# Factor effects (paired by seed; lower is better for every metric here)", "",
+    lines = ["# Factor effects (paired by seed; lower is better in every table)", "",
              "Difference = cell − reference, per seed; 95% CI: Student-t interval of the mean difference over "
-             "seeds; **resolved**: the interval excludes 0, otherwise within seed noise.", ""]
+             "seeds; **resolved**: the interval excludes 0, otherwise within seed noise. FVD and KVD are compared "
+             "as they are; flicker, drift, motion and the object metrics by their gap to the real clips' value "
+             "(|value − real|: a still clip has no flicker and no motion), the motion ratio by its gap to 1.", ""]
     for metric in dict.fromkeys(e["metric"] for e in found):
-        lines += [f"## {metric}", "", "| factor | comparison | reference | cell | difference per seed | mean | "
-                  "95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
+        first = next(e for e in found if e["metric"] == metric)
+        what = "value" if first["real"] is None else f"|value − {first['real']:.4g}| (real)"
+        lines += [f"## {metric}: {what}", "", "| factor | comparison | reference | cell | difference per seed | "
+                  "mean | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
         for e in (e for e in found if e["metric"] == metric):
             per = ", ".join(f"{d:+.4g}" for d in e["diffs"])
             ci = f"[{e['ci95'][0]:+.4g}, {e['ci95'][1]:+.4g}]" if e["ci95"] else "— (1 seed)"
-            verdict = ("**resolved**: " + ("lower" if e["mean_diff"] < 0 else "higher")) if e["resolved"] \
+            better, worse = ("lower", "higher") if e["real"] is None else ("closer to real", "further from real")
+            verdict = ("**resolved**: " + (better if e["mean_diff"] < 0 else worse)) if e["resolved"] \
                 else "within seed noise"
             lines.append(f"| {e['factor']} | {e['comparison']} | {e['reference_mean']:.4g} | {e['cell_mean']:.4g} | "
                          f"{per} | {e['mean_diff']:+.4g} | {ci} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def plot_effects(found: list[dict], path: Path) -> Optional[Path]:
+    """A forest plot per metric: each effect's mean paired difference with its 95% interval (none: one seed),
+    and the zero line an interval must leave to be resolved."""
+    metrics = list(dict.fromkeys(e["metric"] for e in found))
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    labels = list(dict.fromkeys(e["comparison"] for e in found))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 0.32 * len(labels) * rows + 1.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for e in (e for e in found if e["metric"] == metric):
+            y = labels.index(e["comparison"])
+            color = "tab:blue" if e["resolved"] else "tab:gray"
+            if e["ci95"]:
+                ax.plot(e["ci95"], [y, y], color=color, lw=2)
+            ax.plot([e["mean_diff"]], [y], "o", color=color)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels if ax in axes[:, 0] else [], fontsize=7)
+        ax.invert_yaxis()
+        first = next(e for e in found if e["metric"] == metric)
+        ax.set_title(metric + ("" if first["real"] is None else " (gap to real)"), fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle("cell − reference per seed: mean and 95% t-interval (blue: resolved; lower is better)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
@@ -122,9 +188,10 @@ def main(argv=None) -> int:
     from vfusion.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "effects.json", found)
-    atomic_write_text(out / "effects.md", markdown(found))
+    atomic_write_text(out / "effects.md", markdown(found) + ("\n![effects](effects.png)\n"
+                                                          if plot_effects(found, out / "effects.png") else ""))
     print(markdown(found))
-    print(f"wrote {out / 'effects.md'} and {out / 'effects.json'}")
+    print(f"wrote {out / 'effects.md'}, {out / 'effects.json'} and {out / 'effects.png'}")
     return 0
 
 

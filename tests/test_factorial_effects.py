@@ -62,3 +62,30 @@ def test_interval_is_the_student_t_interval_of_the_paired_differences(tmp_path):
 def test_missing_results_is_exit_2(tmp_path, capsys):
     assert _script().main(["--study-dir", str(tmp_path)]) == 2
     assert "results.csv" in capsys.readouterr().err
+
+
+def test_metrics_with_a_real_value_are_compared_by_their_gap_to_it(tmp_path):
+    study = tmp_path / "study"
+    study.mkdir()
+    cols = ["run_id", "cell", "seed", "state", "metric:flicker64_16f", "metric:flicker64_16f_real",
+            "metric:motion_ratio64_16f"]
+    with open(study / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        for cell, seed, flicker, ratio in [("vf-l0", 0, 8.0, 1.5), ("vf-l0", 1, 9.0, 1.6), ("vf-l0", 2, 8.5, 1.4),
+                                           ("vf-l0.5", 0, 3.0, 0.9), ("vf-l0.5", 1, 5.0, 1.05),
+                                           ("vf-l0.5", 2, 4.25, 1.0)]:
+            w.writerow({"run_id": f"{cell}_s{seed}", "cell": cell, "seed": seed, "state": "done",
+                        "metric:flicker64_16f": flicker, "metric:flicker64_16f_real": 4.0,
+                        "metric:motion_ratio64_16f": ratio})
+    assert _script().main(["--study-dir", str(study), "--out", str(tmp_path / "out")]) == 0
+    found = {e["metric"]: e for e in json.loads((tmp_path / "out" / "effects.json").read_text())}
+    flicker = found["flicker64_16f"]  # gaps 4, 5, 4.5 -> 1, 1, 0.25: below the real value counts as far as above
+    assert flicker["real"] == 4.0 and flicker["diffs"] == [-3.0, -4.0, -4.25] and flicker["resolved"]
+    assert flicker["measure"] == "|value − real|" and flicker["reference_value_mean"] == 8.5
+    ratio = found["motion_ratio64_16f"]
+    assert ratio["real"] == 1.0 and ratio["diffs"] == pytest.approx([0.1 - 0.5, 0.05 - 0.6, 0.0 - 0.4])
+    assert (tmp_path / "out" / "effects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "out" / "effects.md").read_text()
+    assert "![effects](effects.png)" in md
+    assert "## flicker64_16f: |value − 4| (real)" in md and "closer to real" in md
