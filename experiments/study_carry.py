@@ -9,7 +9,8 @@ machine's session resumes where it stopped.
 ``save`` copies what the study's tables and report read of every finished run (``status.json``,
 ``metrics.json``, ``model_info.json``, ``run_info.json``, ``config.yaml`` and the TensorBoard scalars in
 ``tb/``, a few tens of kB a run), with absolute paths made machine-neutral, plus the study's real-vs-real
-floor. Checkpoints, pipelines and samples stay behind. ``restore`` puts them back into the study folder
+floor, and for the first run of each grid cell a small ``samples/grid.gif`` (its first 4 clips) for the study's
+report page. Checkpoints, pipelines and the other samples stay behind. ``restore`` puts them back into the study folder
 (never over a run that is already there); ``vfusion study`` then skips those runs, as finished, and
 trains only the rest. A restored run cannot be sampled again (it has no weights).
 """
@@ -30,18 +31,23 @@ from vfusion.rundir import REAL_VS_REAL_FILE, RunDir  # noqa: E402
 from vfusion.utils.io import atomic_write_json, atomic_write_text, portable_paths  # noqa: E402
 
 JSON_FILES = ("status.json", "metrics.json", "model_info.json", "run_info.json")
+GRID_CLIPS = 4
 
 
 def save(study_dir: Path, to: Path) -> int:
     from omegaconf import OmegaConf
 
     runs = sorted(p for p in (study_dir / "runs").iterdir() if p.is_dir()) if (study_dir / "runs").is_dir() else []
-    saved = 0
-    for run_dir in runs:
+    saved, cells = 0, set()
+    for run_dir in sorted(runs, key=lambda p: (RunDir(p).read_status() or {}).get("seed", 0)):
         status = RunDir(run_dir).read_status() or {}
         if status.get("state") != "done":
             continue
         out = to / run_dir.name
+        cell = json.dumps(status.get("labels"), sort_keys=True)
+        if cell not in cells and (RunDir(run_dir).samples_dir / "videos.npy").is_file():
+            cells.add(cell)
+            small_grid(run_dir, out / "samples" / "grid.gif")
         out.mkdir(parents=True, exist_ok=True)
         for name in JSON_FILES:
             if (run_dir / name).is_file():
@@ -56,6 +62,19 @@ def save(study_dir: Path, to: Path) -> int:
         atomic_write_json(to / REAL_VS_REAL_FILE, portable_paths(json.loads(floor.read_text()), ROOT))
     print(f"saved {saved} finished run(s) of {study_dir} to {to}")
     return 0
+
+
+def small_grid(run_dir: Path, path: Path, clips: int = GRID_CLIPS) -> Path:
+    """An animated grid of the run's first ``clips`` samples at their own size."""
+    import numpy as np
+    import torch
+
+    from vfusion.utils.video import make_grid_frames, write_gif
+
+    videos = np.load(RunDir(run_dir).samples_dir / "videos.npy", mmap_mode="r")[:clips]   # (B, T, H, W, C) uint8
+    clips_t = torch.from_numpy(np.array(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_gif(path, make_grid_frames(clips_t, nrow=4))
 
 
 def restore(study_dir: Path, source: Path) -> int:

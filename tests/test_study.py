@@ -412,7 +412,9 @@ def test_finished_runs_carried_without_weights_are_skipped_elsewhere(tiny_study,
     saved = sorted(p.name for p in (tmp_path / "carried").iterdir() if p.is_dir())
     assert saved == ["l0.5_s0", "l0.5_s1", "l0_s0", "l0_s1"]
     files = [p for p in (tmp_path / "carried").rglob("*") if p.is_file()]
-    assert not any(p.suffix in (".ckpt", ".safetensors", ".npy", ".gif") for p in files)
+    assert not any(p.suffix in (".ckpt", ".safetensors", ".npy", ".mp4") for p in files)
+    gifs = sorted(p.relative_to(tmp_path / "carried").as_posix() for p in files if p.suffix == ".gif")
+    assert gifs == ["l0.5_s0/samples/grid.gif", "l0_s0/samples/grid.gif"]  # one small grid per cell
     assert sum(p.stat().st_size for p in files) < 400_000
     for p in files:
         if p.suffix in (".json", ".yaml"):
