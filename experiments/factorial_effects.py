@@ -112,7 +112,7 @@ def effects(rows: list[dict]) -> list[dict]:
 
 
 def markdown(found: list[dict]) -> str:
-    lines = ["# Factor effects (paired by seed; lower is better in every table)", "",
+    lines = ["## Factor effects (paired by seed; lower is better in every table below)", "",
              "Difference = cell − reference, per seed; 95% CI: Student-t interval of the mean difference over "
              "seeds; **resolved**: the interval excludes 0, otherwise within seed noise. FVD and KVD are compared "
              "as they are; flicker, drift, motion and the object metrics by their gap to the real clips' value "
@@ -120,7 +120,7 @@ def markdown(found: list[dict]) -> str:
     for metric in dict.fromkeys(e["metric"] for e in found):
         first = next(e for e in found if e["metric"] == metric)
         what = "value" if first["real"] is None else f"|value − {first['real']:.4g}| (real)"
-        lines += [f"## {metric}: {what}", "", "| factor | comparison | reference | cell | difference per seed | "
+        lines += [f"### {metric}: {what}", "", "| factor | comparison | reference | cell | difference per seed | "
                   "mean | 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"]
         for e in (e for e in found if e["metric"] == metric):
             per = ", ".join(f"{d:+.4g}" for d in e["diffs"])
@@ -132,6 +132,35 @@ def markdown(found: list[dict]) -> str:
                          f"{per} | {e['mean_diff']:+.4g} | {ci} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
+
+
+# the columns of the per-cell summary: (metric name prefix, heading)
+SUMMARY = [("fvd", "FVD"), ("kvd", "KVD"), ("flicker", "flicker"), ("motion_ratio", "motion ratio"),
+           ("object_travel", "object travel (px)"), ("object_jump", "largest jump (px)")]
+
+
+def cell_summary(rows: list[dict]) -> str:
+    """Per cell: the mean over seeds of the main metrics with their 95% t-interval, and the real clips' values."""
+    names = metric_names(rows)
+    cols = [(next((n for n in names if n.startswith(prefix)), None), head) for prefix, head in SUMMARY]
+    cols = [(n, h) for n, h in cols if n]
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    lines = ["| cell | seeds | " + " | ".join(h for _, h in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for cell in cells:
+        parts = []
+        for name, _ in cols:
+            vals = list(_values(rows, cell, name).values())
+            interval = ci95(vals)
+            parts.append(f"{statistics.fmean(vals):.4g}" + (f" [{interval[0]:.4g}, {interval[1]:.4g}]"
+                                                           if interval else ""))
+        n = len(_values(rows, cell, cols[0][0]))
+        lines.append(f"| {cell} | {n} | " + " | ".join(parts) + " |")
+    real = []
+    for name, _ in cols:
+        target = real_target(rows, name)
+        real.append("—" if target is None else f"{target:.4g}")
+    lines.append("| real clips | | " + " | ".join(real) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_effects(found: list[dict], path: Path) -> Optional[Path]:
@@ -188,8 +217,12 @@ def main(argv=None) -> int:
     from vfusion.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "effects.json", found)
-    atomic_write_text(out / "effects.md", markdown(found) + ("\n![effects](effects.png)\n"
-                                                          if plot_effects(found, out / "effects.png") else ""))
+    rows = read_rows(csv_path)
+    summary = "# Factorial study: cells and paired factor effects\n\n"
+    if rows:
+        summary += "## Per cell: mean over seeds [95% t-interval]\n\n" + cell_summary(rows) + "\n"
+    atomic_write_text(out / "effects.md", summary + markdown(found) + ("\n![effects](effects.png)\n"
+                                                                    if plot_effects(found, out / "effects.png") else ""))
     print(markdown(found))
     print(f"wrote {out / 'effects.md'}, {out / 'effects.json'} and {out / 'effects.png'}")
     return 0
