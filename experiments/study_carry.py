@@ -2,9 +2,9 @@
 machine's session resumes where it stopped.
 
     python experiments/study_carry.py save --study-dir runs/studies/factorial_embedded \
-        --to experiments/results/factorial_embedded/runs
+        --to experiments/results/factorial_embedded/finished_runs
     python experiments/study_carry.py restore --study-dir runs/studies/factorial_embedded \
-        --from experiments/results/factorial_embedded/runs
+        --from experiments/results/factorial_embedded/finished_runs
 
 ``save`` copies what the study's tables and report read of every finished run (``status.json``,
 ``metrics.json``, ``model_info.json``, ``run_info.json``, ``config.yaml`` and the TensorBoard scalars in
