@@ -221,8 +221,8 @@ def main(argv=None) -> int:
     summary = "# Factorial study: cells and paired factor effects\n\n"
     if rows:
         summary += "## Per cell: mean over seeds [95% t-interval]\n\n" + cell_summary(rows) + "\n"
-    atomic_write_text(out / "effects.md", summary + markdown(found) + ("\n![effects](effects.png)\n"
-                                                                    if plot_effects(found, out / "effects.png") else ""))
+    figure = "\n![effects](effects.png)\n" if plot_effects(found, out / "effects.png") else ""
+    atomic_write_text(out / "effects.md", summary + markdown(found) + figure)
     print(markdown(found))
     print(f"wrote {out / 'effects.md'}, {out / 'effects.json'} and {out / 'effects.png'}")
     return 0

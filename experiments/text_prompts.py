@@ -24,6 +24,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     rows, strips = [], []
     confusion = np.zeros((len(names), len(names)), dtype=int)
     for c, prompt in prompts.items():
-        settings = type(base)(**{**base.__dict__, "prompt": prompt})
+        settings = replace(base, prompt=prompt)
         videos = torch.cat([v for v, _ in generate(pipe, settings, progress=True)])
         f = feats(videos)
         guess = nearest(f)

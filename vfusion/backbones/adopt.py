@@ -169,10 +169,10 @@ def base_facts(cfg: DictConfig, num_classes: int, class_names: Sequence[str] = (
     if folder is None:
         if not fresh_text:
             return {"family": "unet", "text": False}
-        facts: dict = {"family": "unet", "text": True}
-        return {**facts, **_text_facts(cfg, _fresh_text_dim(cfg), num_classes, class_names, captioned)}
-    facts = {"family": folder.family, "model_class": folder.model_class, "text": folder.needs_text,
-             "learned_sigma": folder.learned_sigma}
+        return {"family": "unet", "text": True,
+                **_text_facts(cfg, _fresh_text_dim(cfg), num_classes, class_names, captioned)}
+    facts: dict = {"family": folder.family, "model_class": folder.model_class, "text": folder.needs_text,
+                   "learned_sigma": folder.learned_sigma}
     if folder.needs_text:
         if not folder.has_text_encoder:
             raise BackboneError(f"{folder.model_dir} is a text-conditioned {folder.model_class} but {folder.root} has "

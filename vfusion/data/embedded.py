@@ -97,7 +97,8 @@ def _swinging_pendulum(rng, x, y, t):
     bx, by = px + length * np.sin(theta), py + length * np.cos(theta)
     rod = np.clip((0.018 - _segment_distance(x, y, px, py, bx, by)) / 0.02 + 0.5, 0, 1)[..., None]
     img = _paint(img, rod, (0.15, 0.12, 0.10))
-    caption = f"a yellow pendulum swinging {'widely' if amplitude > 0.7 else 'gently'}, {'fast' if period < 21 else 'slowly'}"
+    reach, pace = "widely" if amplitude > 0.7 else "gently", "fast" if period < 21 else "slowly"
+    caption = f"a yellow pendulum swinging {reach}, {pace}"
     return _paint(img, _disk(x, y, bx, by, rng.uniform(0.08, 0.1)), _jitter(rng, (0.95, 0.80, 0.20), 0.08)), caption
 
 
@@ -189,20 +190,20 @@ def class_names(num_classes: int) -> list[str]:
 def render_clip(class_name: str, seed: int, clip: int, size: int = 64, length: int = 40,
                 class_index: int | None = None) -> np.ndarray:
     """One clip ``(length, size, size, 3)`` uint8, a pure function of its arguments."""
-    idx = list(CLASSES).index(class_name) if class_index is None else class_index
-    video, _ = _draw(class_name, seed, clip, size, length, idx)
+    video, _ = _draw(class_name, seed, clip, size, length, class_index)
     return np.round(np.clip(video * np.ones((length, size, size, 1)), 0, 1) * 255).astype(np.uint8)
 
 
 def clip_caption(class_name: str, seed: int, clip: int, class_index: int | None = None) -> str:
     """The caption of a clip, from the same parameters its pixels are drawn from (the frame size and length do
     not change what is drawn, so a 2x2 two-frame rendering is enough)."""
-    names = list(CLASSES)
-    return _draw(class_name, seed, clip, 2, 2, names.index(class_name) if class_index is None else class_index)[1]
+    return _draw(class_name, seed, clip, 2, 2, class_index)[1]
 
 
-def _draw(class_name: str, seed: int, clip: int, size: int, length: int, class_index: int):
-    rng = np.random.default_rng([GENERATOR_VERSION, seed, class_index, clip])
+def _draw(class_name: str, seed: int, clip: int, size: int, length: int, class_index: int | None):
+    """``(clip, caption)`` of a class's renderer; its random stream is keyed by the class's index."""
+    index = list(CLASSES).index(class_name) if class_index is None else class_index
+    rng = np.random.default_rng([GENERATOR_VERSION, seed, index, clip])
     x, y, t = _grid(size, length)
     return CLASSES[class_name](rng, x, y, t)
 
@@ -367,17 +368,17 @@ def list_from_config(data_cfg: Any, split: str):
 
 
 def caption_lookup(params: dict, names: list[str]):
-    """``item -> (caption, None)`` for the clips of an embedded dataset made with ``params``."""
+    """``item -> (caption, None)`` for the clips of an embedded dataset made with ``params``: the clip each
+    listed file is, by the names :func:`clip_name` gives them."""
+    clips = {f"{name}/{clip_name(name, j)}": (name, ci, j) for ci, name in enumerate(names)
+             for j in range(params["train_per_class"] + params["test_per_class"])}
+
     def caption_of(item):
-        folder, file = item.key.split("/")[-2:]
-        stem = file.rsplit(".", 1)[0]
-        try:
-            group, number = stem.rsplit("_", 2)[-2:]
-            clip = (int(group[1:]) - 1) * CLIPS_PER_GROUP + int(number[1:]) - 1
-            index = names.index(folder)
-        except ValueError:
+        key = "/".join(item.key.split("/")[-2:])
+        if key not in clips:
             return None, f"'{item.key}' is not a clip the embedded generator names"
-        return clip_caption(folder, params["seed"], clip, class_index=index), None
+        name, index, clip = clips[key]
+        return clip_caption(name, params["seed"], clip, class_index=index), None
 
     return caption_of
 

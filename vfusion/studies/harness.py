@@ -33,8 +33,8 @@ from vfusion.studies.spec import RunPlan, Study, StudyError, plan_study, stage1_
 from vfusion.utils.io import atomic_write_json
 
 # keys that may differ between the saved and the planned config of a run (paths, workers, UI)
-VOLATILE_KEYS = ("run_dir", "data.root", "data.cache_dir", "data.splits_dir", "data.num_workers", "train.progress_bar",
-                 "eval.weights_dir", "eval.real_stats_dir")
+VOLATILE_KEYS = ("run_dir", "data.root", "data.cache_dir", "data.splits_dir", "data.num_workers",
+                 "train.progress_bar", "eval.weights_dir", "eval.real_stats_dir")
 PHASES = ("train", "sample", "evaluate")
 
 
