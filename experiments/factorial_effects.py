@@ -16,7 +16,8 @@ seeds (``vfusion.studies.rows.ci95``: mean ± t(0.975, n−1)·s/√n, n = seeds
 run are not resampled). An effect is **resolved** only when its interval excludes 0; otherwise it is
 **within seed noise**. One seed gives no interval, so nothing is resolved. FVD and KVD are compared as
 they are (lower is better); flicker, drift, motion and the object metrics by their gap to the real clips'
-value, and the motion ratio by its gap to 1, since a still clip would win "lower".
+value, and the motion ratio by its gap to 1, since a still clip would win "lower". ``effects.md`` opens
+with the per-cell means and the answer to "does sharing noise help?" in words, per architecture and metric.
 
     python experiments/factorial_effects.py --study-dir runs/studies/factorial_embedded \\
         --out experiments/results/factorial_embedded
@@ -163,6 +164,49 @@ def cell_summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the cells with independent noise per frame (VideoFusion at λ = 0 shares nothing)
+INDEPENDENT = ("vf-l0", "vunet-ind", "dit-ind")
+
+
+def _word(e: dict) -> str:
+    """Plain words for one effect: 'helps' / 'hurts' when resolved, 'unresolved' otherwise."""
+    if e["ci95"] is None:
+        return "1 seed"
+    return ("helps" if e["mean_diff"] < 0 else "hurts") if e["resolved"] else "unresolved"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.0f}" if abs(x) >= 100 else f"{x:+.3g}"
+
+
+def sharing_answer(found: list[dict]) -> str:
+    """Does sharing noise help? One row per noise comparison (shared or correlated noise against independent
+    noise in the same architecture), one column per main metric: the verdict, the mean paired difference and
+    its 95% interval (in the metric's own measure: the value, or its gap to the real clips')."""
+    names = list(dict.fromkeys(e["metric"] for e in found))
+    cols = [(next((n for n in names if n.startswith(prefix)), None), head) for prefix, head in SUMMARY]
+    cols = [(n, h) for n, h in cols if n]
+    by = {(e["comparison"], e["metric"]): e for e in found}
+    lines = ["## Does sharing noise help? (per architecture and metric)", "",
+             "Each entry: the verdict, then cell − reference [95% t-interval]. **helps**: the interval is below 0 "
+             "(lower FVD/KVD, or closer to the real clips); **hurts**: above 0; unresolved: it holds 0.", "",
+             "| comparison | " + " | ".join(h for _, h in cols) + " |", "|---|" + "---|" * len(cols)]
+    for factor, what, _, ref in PAIRS:
+        if factor != "noise" or ref not in INDEPENDENT or not any((what, n) in by for n, _ in cols):
+            continue
+        parts = []
+        for name, _ in cols:
+            e = by.get((what, name))
+            if e is None:
+                parts.append("—")
+                continue
+            ci = f" [{_signed(e['ci95'][0])}, {_signed(e['ci95'][1])}]" if e["ci95"] else ""
+            word = _word(e)
+            parts.append(f"{'**' + word + '**' if e['resolved'] else word} {_signed(e['mean_diff'])}{ci}")
+        lines.append(f"| {what} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_effects(found: list[dict], path: Path) -> Optional[Path]:
     """A forest plot per metric: each effect's mean paired difference with its 95% interval (none: one seed),
     and the zero line an interval must leave to be resolved."""
@@ -222,7 +266,8 @@ def main(argv=None) -> int:
     if rows:
         summary += "## Per cell: mean over seeds [95% t-interval]\n\n" + cell_summary(rows) + "\n"
     figure = "\n![effects](effects.png)\n" if plot_effects(found, out / "effects.png") else ""
-    atomic_write_text(out / "effects.md", summary + markdown(found) + figure)
+    answer = sharing_answer(found) + "\n" if found else ""
+    atomic_write_text(out / "effects.md", summary + answer + markdown(found) + figure)
     print(markdown(found))
     print(f"wrote {out / 'effects.md'}, {out / 'effects.json'} and {out / 'effects.png'}")
     return 0

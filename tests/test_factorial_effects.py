@@ -38,6 +38,22 @@ def test_paired_differences_and_verdicts(tmp_path):
     assert all(e["metric"] == "fvd64_16f" for e in found.values())  # the _real reference is not a metric
     md = (tmp_path / "out" / "effects.md").read_text()
     assert "within seed noise" in md and "**resolved**: lower" in md
+    # the plain-word answer: one row per noise comparison against independent noise, none for architecture
+    answer = md.split("## Does sharing noise help?")[1].split("## Factor effects")[0]
+    assert "| VideoFusion λ 0.5 − λ 0 | unresolved +1 [" in answer
+    assert "video UNet − VideoFusion" not in answer
+
+
+def test_sharing_answer_words_follow_the_interval():
+    mod = _script()
+    rows = [{"comparison": "DiT decomposed λ 0.5 − independent", "metric": "fvd64_16f", "mean_diff": -30.0,
+             "ci95": [-40.0, -20.0], "resolved": True},
+            {"comparison": "DiT decomposed λ 0.5 − independent", "metric": "flicker64_16f", "mean_diff": 2.0,
+             "ci95": [1.0, 3.0], "resolved": True},
+            {"comparison": "DiT decomposed λ 0.5 − independent", "metric": "kvd64_16f", "mean_diff": 2.0,
+             "ci95": None, "resolved": False}]
+    line = next(l for l in mod.sharing_answer(rows).splitlines() if l.startswith("| DiT"))
+    assert line == "| DiT decomposed λ 0.5 − independent | **helps** -30 [-40, -20] | 1 seed +2 | **hurts** +2 [+1, +3] |"
 
 
 def test_interval_is_the_student_t_interval_of_the_paired_differences(tmp_path):
