@@ -140,11 +140,15 @@ SUMMARY = [("fvd", "FVD"), ("kvd", "KVD"), ("flicker", "flicker"), ("motion_rati
            ("object_travel", "object travel (px)"), ("object_jump", "largest jump (px)")]
 
 
+def summary_columns(names: list[str]) -> list[tuple[str, str]]:
+    """``(metric, heading)`` of the main metrics among ``names``, in :data:`SUMMARY`'s order."""
+    cols = [(next((n for n in names if n.startswith(prefix)), None), head) for prefix, head in SUMMARY]
+    return [(n, h) for n, h in cols if n]
+
+
 def cell_summary(rows: list[dict]) -> str:
     """Per cell: the mean over seeds of the main metrics with their 95% t-interval, and the real clips' values."""
-    names = metric_names(rows)
-    cols = [(next((n for n in names if n.startswith(prefix)), None), head) for prefix, head in SUMMARY]
-    cols = [(n, h) for n, h in cols if n]
+    cols = summary_columns(metric_names(rows))
     cells = list(dict.fromkeys(r["cell"] for r in rows))
     lines = ["| cell | seeds | " + " | ".join(h for _, h in cols) + " |", "|---|---|" + "---|" * len(cols)]
     for cell in cells:
@@ -183,9 +187,7 @@ def sharing_answer(found: list[dict]) -> str:
     """Does sharing noise help? One row per noise comparison (shared or correlated noise against independent
     noise in the same architecture), one column per main metric: the verdict, the mean paired difference and
     its 95% interval (in the metric's own measure: the value, or its gap to the real clips')."""
-    names = list(dict.fromkeys(e["metric"] for e in found))
-    cols = [(next((n for n in names if n.startswith(prefix)), None), head) for prefix, head in SUMMARY]
-    cols = [(n, h) for n, h in cols if n]
+    cols = summary_columns(list(dict.fromkeys(e["metric"] for e in found)))
     by = {(e["comparison"], e["metric"]): e for e in found}
     lines = ["## Does sharing noise help? (per architecture and metric)", "",
              "Each entry: the verdict, then cell − reference [95% t-interval]. **helps**: the interval is below 0 "
@@ -255,13 +257,13 @@ def main(argv=None) -> int:
         print(f"factorial_effects: no results.csv in {a.study_dir}; run the study (or vfusion study --report-only) "
               "first", file=sys.stderr)
         return 2
-    found = effects(read_rows(csv_path))
+    rows = read_rows(csv_path)
+    found = effects(rows)
     out = Path(a.out or a.study_dir)
     out.mkdir(parents=True, exist_ok=True)
     from vfusion.utils.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "effects.json", found)
-    rows = read_rows(csv_path)
     summary = "# Factorial study: cells and paired factor effects\n\n"
     if rows:
         summary += "## Per cell: mean over seeds [95% t-interval]\n\n" + cell_summary(rows) + "\n"
